@@ -1,0 +1,51 @@
+"""ast-audio: the Audio Spectrogram Transformer (Gong, Chung, Glass, 2021) in PyTorch.
+
+Heavy modules (torch and the model) are imported on first use, so ``import ast_audio`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ASTConfig": "ast_audio.configuration",
+    "ASTModel": "ast_audio.modeling",
+    "ASTForAudioClassification": "ast_audio.modeling",
+    "ASTPreTrainedModel": "ast_audio.modeling",
+    "convert_original": "ast_audio.convert_original",
+    "ASTAudioError": "ast_audio.errors",
+    "ConfigError": "ast_audio.errors",
+    "CheckpointError": "ast_audio.errors",
+    "CheckpointNotFoundError": "ast_audio.errors",
+    "InputShapeError": "ast_audio.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ast_audio.configuration import ASTConfig
+    from ast_audio.convert_original import convert_original
+    from ast_audio.errors import (
+        ASTAudioError,
+        CheckpointError,
+        CheckpointNotFoundError,
+        ConfigError,
+        InputShapeError,
+    )
+    from ast_audio.modeling import ASTForAudioClassification, ASTModel, ASTPreTrainedModel
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ast_audio' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

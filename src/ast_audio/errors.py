@@ -1,0 +1,21 @@
+"""Exceptions raised by ast-audio: each message names the file or value at fault and what was expected."""
+
+
+class ASTAudioError(Exception):
+    """Base class of the errors this package raises on purpose."""
+
+
+class ConfigError(ASTAudioError, ValueError):
+    """A config value is missing, of the wrong type or inconsistent with another."""
+
+
+class CheckpointError(ASTAudioError, ValueError):
+    """A checkpoint file is corrupt, truncated, or does not fit the model."""
+
+
+class CheckpointNotFoundError(ASTAudioError, OSError):
+    """A checkpoint could not be found locally nor fetched from the Hugging Face Hub."""
+
+
+class InputShapeError(ASTAudioError, ValueError):
+    """A tensor given to the model does not have the shape the config expects."""

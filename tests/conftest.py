@@ -1,0 +1,37 @@
+"""Shared test fixtures: small configs and seeded random weights, so every test builds its own checkpoints."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest
+import torch
+
+SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter non-trivial values (the reference zero-initialises tokens and positions)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+            if name.endswith("layernorm.weight") or "layernorm_" in name and name.endswith("weight"):
+                param.copy_(1.0 + 0.1 * noise)
+            else:
+                param.copy_(0.05 * noise)
+    return model
+
+
+def spectrogram(batch: int, frames: int, mel_bins: int = 128, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, frames, mel_bins, generator=generator)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
