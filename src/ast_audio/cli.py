@@ -1,0 +1,51 @@
+"""The `ast-audio` command line. Sub-commands live in ast_audio.commands and import their heavy modules lazily."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ast_audio import __version__
+from ast_audio.errors import ASTAudioError
+
+# name -> module in ast_audio.commands; each has add_arguments(parser) and run(args) -> exit code, and HELP.
+COMMANDS = ("convert",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ast-audio",
+        description="Audio Spectrogram Transformer: tag, classify and fine-tune on audio.",
+    )
+    parser.add_argument("--version", action="version", version=f"ast-audio {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"ast_audio.commands.{name}")
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return args.run(args)
+    except (ASTAudioError, FileNotFoundError) as exc:
+        print(f"ast-audio {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ast-audio {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the `ast-audio` command line, one module each."""

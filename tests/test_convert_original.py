@@ -1,0 +1,134 @@
+"""The research release's .pth state dicts convert to our layout and give the same logits."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ast_audio import ASTForAudioClassification, CheckpointError, convert_original
+from ast_audio.cli import main
+from ast_audio.convert_original import infer_geometry
+from conftest import SMALL, randomize_, spectrogram
+
+transformers = pytest.importorskip("transformers")
+
+
+def release_state_dict(model) -> dict[str, torch.Tensor]:
+    """The model's public-layout weights (as saved on disk), renamed and packed the way the release saved them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        sd = load_file(os.path.join(tmp, "model.safetensors"))
+    p = "audio_spectrogram_transformer."
+    out = {
+        "module.v.cls_token": sd[p + "embeddings.cls_token"],
+        "module.v.dist_token": sd[p + "embeddings.distillation_token"],
+        "module.v.pos_embed": sd[p + "embeddings.position_embeddings"],
+        "module.v.patch_embed.proj.weight": sd[p + "embeddings.patch_embeddings.projection.weight"],
+        "module.v.patch_embed.proj.bias": sd[p + "embeddings.patch_embeddings.projection.bias"],
+        "module.v.norm.weight": sd[p + "layernorm.weight"],
+        "module.v.norm.bias": sd[p + "layernorm.bias"],
+        "module.mlp_head.0.weight": sd["classifier.layernorm.weight"],
+        "module.mlp_head.0.bias": sd["classifier.layernorm.bias"],
+        "module.mlp_head.1.weight": sd["classifier.dense.weight"],
+        "module.mlp_head.1.bias": sd["classifier.dense.bias"],
+        # DeiT's own heads, unused by AST, present in the release files.
+        "module.v.head.weight": torch.randn(1000, model.config.hidden_size),
+        "module.v.head.bias": torch.randn(1000),
+        "module.v.head_dist.weight": torch.randn(1000, model.config.hidden_size),
+        "module.v.head_dist.bias": torch.randn(1000),
+    }
+    for i in range(model.config.num_hidden_layers):
+        layer = f"{p}encoder.layer.{i}."
+        block = f"module.v.blocks.{i}."
+        for kind in ("weight", "bias"):
+            out[block + f"attn.qkv.{kind}"] = torch.cat(
+                [sd[layer + f"attention.attention.{name}.{kind}"] for name in ("query", "key", "value")]
+            )
+            out[block + f"norm1.{kind}"] = sd[layer + f"layernorm_before.{kind}"]
+            out[block + f"attn.proj.{kind}"] = sd[layer + f"attention.output.dense.{kind}"]
+            out[block + f"norm2.{kind}"] = sd[layer + f"layernorm_after.{kind}"]
+            out[block + f"mlp.fc1.{kind}"] = sd[layer + f"intermediate.dense.{kind}"]
+            out[block + f"mlp.fc2.{kind}"] = sd[layer + f"output.dense.{kind}"]
+    return out
+
+
+@pytest.fixture
+def reference():
+    config = transformers.ASTConfig(**SMALL, max_length=512, num_labels=4)
+    return randomize_(transformers.ASTForAudioClassification(config), seed=11).eval()
+
+
+def test_release_pth_converts_to_same_logits(tmp_path):
+    # 64-dimensional heads as in every DeiT model, so the head count needs no flag.
+    config = transformers.ASTConfig(**{**SMALL, "hidden_size": 128, "num_attention_heads": 2}, max_length=512, num_labels=4)
+    reference = randomize_(transformers.ASTForAudioClassification(config), seed=12).eval()
+    torch.save(release_state_dict(reference), tmp_path / "esc50.pth")
+    csv_path = tmp_path / "class_labels_indices.csv"
+    csv_path.write_text("index,mid,display_name\n0,/m/a,Dog\n1,/m/b,Rain\n2,/m/c,\"Crying, sobbing\"\n3,/m/d,Siren\n")
+    config = convert_original(tmp_path / "esc50.pth", tmp_path / "out", labels_csv=csv_path)
+    assert (config.frequency_stride, config.time_stride, config.max_length) == (10, 10, 512)
+    assert config.id2label == {0: "Dog", 1: "Rain", 2: "Crying, sobbing", 3: "Siren"}
+    preprocessor = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
+    assert preprocessor["max_length"] == 512 and preprocessor["mean"] == pytest.approx(-4.2677393)
+
+    ours = ASTForAudioClassification.from_pretrained(tmp_path / "out")
+    x = spectrogram(2, 512)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x).logits, reference(x).logits, atol=1e-4, rtol=0)
+    assert ours.config.label2id["Siren"] == 3
+
+
+def test_convert_command_line(tmp_path, reference, capsys):
+    state = release_state_dict(reference)
+    torch.save({k[len("module."):]: v for k, v in state.items()}, tmp_path / "plain.pth")  # saved without DataParallel
+    code = main(["convert", str(tmp_path / "plain.pth"), str(tmp_path / "out"), "--heads", "4", "--mean", "-6.6268077", "--std", "5.358466"])
+    assert code == 0
+    assert "512 frames" in capsys.readouterr().out
+    preprocessor = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
+    assert preprocessor["std"] == pytest.approx(5.358466)
+    ours = ASTForAudioClassification.from_pretrained(tmp_path / "out")
+    x = spectrogram(1, 512, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x).logits, reference(x).logits, atol=1e-4, rtol=0)
+
+
+def test_convert_reports_bad_files(tmp_path, reference, capsys):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"this is not a pickle")
+    assert main(["convert", str(bad), str(tmp_path / "out")]) == 1
+    assert "bad.pth" in capsys.readouterr().err
+    torch.save({"module.foo": torch.zeros(2)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="not an AST research-release state dict"):
+        convert_original(tmp_path / "other.pth", tmp_path / "out")
+    torch.save(release_state_dict(reference), tmp_path / "ok.pth")
+    (tmp_path / "labels.csv").write_text("index,mid,display_name\n0,/m/a,Dog\n")
+    with pytest.raises(CheckpointError, match="1 names but the checkpoint's head has 4"):
+        convert_original(tmp_path / "ok.pth", tmp_path / "out", labels_csv=tmp_path / "labels.csv")
+
+
+@pytest.mark.parametrize(
+    "patches,expected",
+    [
+        (1212, (10, 10, 1024)),  # AudioSet 10-10
+        (850, (12, 12, 1024)),
+        (657, (14, 14, 1024)),
+        (512, (16, 16, 1024)),
+        (600, (10, 10, 512)),  # ESC-50
+        (144, (10, 10, 128)),  # Speech Commands
+    ],
+)
+def test_geometry_inferred_from_patch_count(patches, expected):
+    g = infer_geometry(patches)
+    assert (g.frequency_stride, g.time_stride, g.max_length) == expected
+
+
+def test_geometry_given_values_are_checked():
+    g = infer_geometry(12 * 99, frequency_stride=10, time_stride=10, max_length=1000)
+    assert g.max_length == 1000
+    with pytest.raises(CheckpointError, match="no patch geometry"):
+        infer_geometry(1212, frequency_stride=10, time_stride=10, max_length=512)
