@@ -19,3 +19,7 @@ class CheckpointNotFoundError(ASTAudioError, OSError):
 
 class InputShapeError(ASTAudioError, ValueError):
     """A tensor given to the model does not have the shape the config expects."""
+
+
+class AudioError(ASTAudioError, ValueError):
+    """Audio that cannot be decoded or used: unreadable file, empty, too short, NaN/inf samples, wrong rate."""

@@ -1,0 +1,1 @@
+"""Audio features: Kaldi-compatible log-mel filter banks and the AST feature extractor."""

@@ -1,0 +1,260 @@
+"""`ASTFeatureExtractor`: waveforms -> normalised log-mel fbank (batch, max_length, num_mel_bins), as AST expects."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ast_audio.errors import AudioError, ConfigError
+from ast_audio.features.kaldi import FbankOptions, fbank
+from ast_audio.preprocessor_config import (
+    AUDIOSET_MEAN,
+    AUDIOSET_STD,
+    PREPROCESSOR_CONFIG_NAME,
+    default_preprocessor_config,
+    write_preprocessor_config,
+)
+
+logger = logging.getLogger(__name__)
+
+_GENERIC_KEYS = frozenset({"feature_extractor_type", "padding_side", "processor_class", "_processor_class"})
+
+
+class BatchFeature(dict):
+    """A dict of model inputs whose entries are also attributes (``features.input_values``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to(self, device: str | torch.device) -> "BatchFeature":
+        """Move every tensor to `device`."""
+        return BatchFeature({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()})
+
+
+def _as_waveform_list(raw_speech: Any) -> tuple[list[torch.Tensor], bool]:
+    """Apply the public extractor's single/batch rules; returns float32 1-D tensors and whether it was a batch."""
+    if isinstance(raw_speech, torch.Tensor) or isinstance(raw_speech, np.ndarray):
+        if raw_speech.ndim > 2:
+            raise AudioError(
+                f"only mono audio is supported: got an array of shape {tuple(raw_speech.shape)}; pass (samples,) or "
+                "(batch, samples), mixing channels to mono first"
+            )
+        batched = raw_speech.ndim == 2
+        clips = list(raw_speech) if batched else [raw_speech]
+    elif isinstance(raw_speech, (list, tuple)):
+        if len(raw_speech) == 0:
+            raise AudioError("no audio given: raw_speech is an empty list")
+        batched = isinstance(raw_speech[0], (np.ndarray, torch.Tensor, list, tuple))
+        clips = list(raw_speech) if batched else [raw_speech]
+    else:
+        raise AudioError(
+            f"raw_speech must be a NumPy array, a torch.Tensor or a list of them (or of floats), got "
+            f"{type(raw_speech).__name__}"
+        )
+    waveforms = []
+    for index, clip in enumerate(clips):
+        tensor = clip if isinstance(clip, torch.Tensor) else torch.from_numpy(np.asarray(clip, dtype=np.float32))
+        if tensor.ndim != 1:
+            raise AudioError(f"clip {index}: expected mono samples (samples,), got shape {tuple(tensor.shape)}")
+        if not tensor.is_floating_point():
+            raise AudioError(f"clip {index}: expected float samples in [-1, 1], got dtype {tensor.dtype}")
+        waveforms.append(tensor.float())
+    return waveforms, batched
+
+
+class ASTFeatureExtractor:
+    """Kaldi fbank + pad/cut to `max_length` frames + (x - mean) / (2 * std), with the public extractor's API.
+
+    Same constructor arguments, defaults and preprocessor_config.json as the public `ASTFeatureExtractor`.
+    Accepts NumPy arrays, torch tensors or lists; a batch of clips of different lengths is computed in one
+    batched call, on `device` when given (CPU or CUDA).
+    """
+
+    model_input_names = ["input_values", "attention_mask"]
+
+    def __init__(
+        self,
+        feature_size: int = 1,
+        sampling_rate: int = 16000,
+        num_mel_bins: int = 128,
+        max_length: int = 1024,
+        padding_value: float = 0.0,
+        do_normalize: bool = True,
+        mean: float = AUDIOSET_MEAN,
+        std: float = AUDIOSET_STD,
+        return_attention_mask: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        unknown = sorted(set(kwargs) - _GENERIC_KEYS)
+        if unknown:
+            logger.warning("ASTFeatureExtractor: ignoring unknown settings %s", ", ".join(unknown))
+        if feature_size != 1:
+            raise ConfigError(f"feature_size must be 1 (mono audio), got {feature_size}")
+        if not isinstance(max_length, int) or max_length < 1:
+            raise ConfigError(f"max_length must be a positive number of frames, got {max_length!r}")
+        if not std or std <= 0:
+            raise ConfigError(f"std must be positive, got {std!r}")
+        self.feature_size = feature_size
+        self.sampling_rate = int(sampling_rate)
+        self.num_mel_bins = num_mel_bins
+        self.max_length = max_length
+        self.padding_value = padding_value
+        self.do_normalize = do_normalize
+        self.mean = mean
+        self.std = std
+        self.return_attention_mask = return_attention_mask
+        try:
+            self.fbank_options = FbankOptions(sample_frequency=float(self.sampling_rate), num_mel_bins=num_mel_bins)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    # ------------------------------------------------------------------------------------- features
+    def normalize(self, features: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """(x - mean) / (2 * std), as the AST release normalises."""
+        return (features - self.mean) / (self.std * 2)
+
+    def samples_for_frames(self, frames: int) -> int:
+        """Samples that make `frames` frames; longer audio does not change the first `frames` frames."""
+        return (frames - 1) * self.fbank_options.window_shift + self.fbank_options.window_size
+
+    def extract_fbank(
+        self, waveforms: Sequence[torch.Tensor], max_length: int | None = None, device: str | torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalised fbank of mono float waveforms, padded with `padding_value` or cut to `max_length`.
+
+        Returns features (batch, max_length, num_mel_bins) and the number of real frames per clip (batch,).
+        """
+        max_length = max_length or self.max_length
+        options = self.fbank_options
+        limit = self.samples_for_frames(max_length)
+        lengths = []
+        for index, waveform in enumerate(waveforms):
+            samples = waveform.shape[-1]
+            if samples < options.window_size:
+                raise AudioError(
+                    f"clip {index}: {samples} samples is shorter than one 25 ms frame "
+                    f"({options.window_size} samples at {self.sampling_rate} Hz)"
+                )
+            if not bool(torch.isfinite(waveform).all()):
+                raise AudioError(f"clip {index}: contains NaN or infinite samples")
+            lengths.append(min(samples, limit))
+        longest = max(lengths)
+        batch = torch.zeros(len(waveforms), longest, dtype=torch.float32, device=device)
+        for row, (waveform, length) in enumerate(zip(waveforms, lengths)):
+            batch[row, :length] = waveform[:length].to(batch.device, non_blocking=True)
+        features = fbank(batch, options)
+        frames = torch.tensor([options.num_frames(n) for n in lengths], device=features.device)
+        valid = torch.arange(features.shape[1], device=features.device) < frames.unsqueeze(1)
+        features = features.masked_fill(~valid.unsqueeze(-1), self.padding_value)
+        if features.shape[1] < max_length:
+            features = torch.nn.functional.pad(
+                features, (0, 0, 0, max_length - features.shape[1]), value=self.padding_value
+            )
+        return features[:, :max_length], frames.clamp(max=max_length)
+
+    def __call__(
+        self,
+        raw_speech: np.ndarray | torch.Tensor | list,
+        sampling_rate: int | None = None,
+        return_tensors: str | None = None,
+        max_length: int | None = None,
+        device: str | torch.device | None = None,
+        return_attention_mask: bool | None = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
+        """Featurise one clip or a batch: (samples,), (batch, samples), or a list of clips of any lengths.
+
+        return_tensors: "pt" (a (batch, max_length, num_mel_bins) tensor, on `device` if given), "np" (an
+        array), or None (a list of arrays, as the public extractor). A single clip is returned as a batch of one.
+        """
+        if sampling_rate is not None and int(sampling_rate) != self.sampling_rate:
+            raise AudioError(
+                f"audio sampled at {sampling_rate} Hz, but this feature extractor (and its model) expects "
+                f"{self.sampling_rate} Hz: resample it first (ast_audio.load_audio(path, sampling_rate="
+                f"{self.sampling_rate}) does)"
+            )
+        if sampling_rate is None:
+            logger.warning(
+                "pass sampling_rate= to ASTFeatureExtractor(); without it a wrongly sampled input goes unnoticed"
+            )
+        if return_tensors not in (None, "pt", "np"):
+            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
+        waveforms, _ = _as_waveform_list(raw_speech)
+        features, frames = self.extract_fbank(waveforms, max_length=max_length, device=device)
+        if self.do_normalize:
+            features = self.normalize(features)
+        output = BatchFeature(input_values=features)
+        if return_attention_mask if return_attention_mask is not None else self.return_attention_mask:
+            positions = torch.arange(features.shape[1], device=features.device)
+            output["attention_mask"] = (positions < frames.unsqueeze(1)).to(torch.int32)
+        if return_tensors == "pt":
+            return output
+        arrays = {key: value.cpu().numpy() for key, value in output.items()}
+        if return_tensors == "np":
+            return BatchFeature(arrays)
+        return BatchFeature({key: list(value) for key, value in arrays.items()})
+
+    # ------------------------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        settings = default_preprocessor_config(
+            self.num_mel_bins, self.max_length, mean=self.mean, std=self.std, sampling_rate=self.sampling_rate
+        )
+        settings.update(
+            padding_value=self.padding_value, do_normalize=self.do_normalize,
+            return_attention_mask=self.return_attention_mask,
+        )
+        return settings
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> str:
+        """Write preprocessor_config.json into `save_directory`; returns its path."""
+        os.makedirs(save_directory, exist_ok=True)
+        return write_preprocessor_config(save_directory, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any], **overrides: Any) -> "ASTFeatureExtractor":
+        return cls(**{**settings, **overrides})
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **overrides: Any,
+    ) -> "ASTFeatureExtractor":
+        """Read preprocessor_config.json from a checkpoint directory, the file itself, or a Hub id."""
+        from ast_audio.hub import resolve_file
+
+        if os.path.isfile(pretrained_model_name_or_path):
+            path = os.fspath(pretrained_model_name_or_path)
+        else:
+            path = resolve_file(
+                pretrained_model_name_or_path, PREPROCESSOR_CONFIG_NAME, revision=revision, cache_dir=cache_dir,
+                local_files_only=local_files_only, token=token,
+            )
+        try:
+            with open(path, encoding="utf-8") as handle:
+                settings = json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        try:
+            return cls.from_dict(settings, **overrides)
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"ASTFeatureExtractor {json.dumps(self.to_dict(), sort_keys=True)}"

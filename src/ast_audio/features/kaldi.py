@@ -1,0 +1,263 @@
+"""Kaldi-compatible log-mel filter bank features ("fbank") in PyTorch, batched and vectorised.
+
+Follows Kaldi's feature-window / mel-computations as torchaudio's `compliance.kaldi.fbank` computes them:
+frames of `frame_length` ms every `frame_shift` ms, per-frame DC removal, pre-emphasis, a window, an FFT
+padded to a power of two, the power spectrum, triangular filters on the mel scale 1127 ln(1 + f / 700), and
+the log with a floor at float32 epsilon. Defaults are the settings AST uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import torch
+
+from ast_audio.errors import AudioError
+
+WINDOW_TYPES = ("hanning", "hamming", "povey", "rectangular", "blackman")
+# Kaldi floors energies at float32 epsilon whatever the computation dtype.
+LOG_FLOOR = float(torch.finfo(torch.float32).eps)
+
+
+@dataclasses.dataclass(frozen=True)
+class FbankOptions:
+    """Kaldi fbank options (names as in Kaldi and torchaudio); the defaults are AST's."""
+
+    sample_frequency: float = 16000.0
+    frame_length: float = 25.0  # ms
+    frame_shift: float = 10.0  # ms
+    num_mel_bins: int = 128
+    low_freq: float = 20.0
+    high_freq: float = 0.0  # <= 0: offset from the Nyquist frequency
+    preemphasis_coefficient: float = 0.97
+    remove_dc_offset: bool = True
+    window_type: str = "hanning"
+    blackman_coeff: float = 0.42
+    dither: float = 0.0
+    snip_edges: bool = True
+    round_to_power_of_two: bool = True
+    use_energy: bool = False
+    raw_energy: bool = True
+    energy_floor: float = 1.0
+    htk_compat: bool = False
+    use_log_fbank: bool = True
+    use_power: bool = True
+    subtract_mean: bool = False
+
+    def __post_init__(self) -> None:
+        if self.window_type not in WINDOW_TYPES:
+            raise ValueError(f"window_type must be one of {WINDOW_TYPES}, got {self.window_type!r}")
+        if self.sample_frequency <= 0 or self.frame_length <= 0 or self.frame_shift <= 0:
+            raise ValueError(
+                f"sample_frequency, frame_length and frame_shift must be positive, got {self.sample_frequency}, "
+                f"{self.frame_length}, {self.frame_shift}"
+            )
+        if self.window_size < 2:
+            raise ValueError(f"frame_length {self.frame_length} ms is less than two samples")
+        if self.num_mel_bins < 3:
+            raise ValueError(f"num_mel_bins must be at least 3, got {self.num_mel_bins}")
+        nyquist = self.sample_frequency / 2
+        high = self.high_freq if self.high_freq > 0 else nyquist + self.high_freq
+        if not 0 <= self.low_freq < high <= nyquist:
+            raise ValueError(
+                f"need 0 <= low_freq < high_freq <= Nyquist ({nyquist} Hz); got low_freq {self.low_freq}, "
+                f"high_freq {self.high_freq} (resolved to {high})"
+            )
+        if self.dither < 0:
+            raise ValueError(f"dither must be non-negative, got {self.dither}")
+
+    @property
+    def window_size(self) -> int:
+        return int(self.sample_frequency * self.frame_length * 0.001)
+
+    @property
+    def window_shift(self) -> int:
+        return int(self.sample_frequency * self.frame_shift * 0.001)
+
+    @property
+    def fft_size(self) -> int:
+        size = self.window_size
+        return 1 << (size - 1).bit_length() if self.round_to_power_of_two else size
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames Kaldi makes from `num_samples` samples (0 when shorter than one window with snip_edges)."""
+        if self.snip_edges:
+            return 0 if num_samples < self.window_size else 1 + (num_samples - self.window_size) // self.window_shift
+        return (num_samples + self.window_shift // 2) // self.window_shift
+
+
+def mel_scale(freq: torch.Tensor) -> torch.Tensor:
+    return 1127.0 * torch.log1p(freq / 700.0)
+
+
+@functools.lru_cache(maxsize=32)
+def mel_filterbank(options: FbankOptions, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Triangular filters (fft_size // 2 + 1, num_mel_bins), built in float64 and cast; cached."""
+    num_fft_bins = options.fft_size // 2
+    nyquist = options.sample_frequency / 2
+    high_freq = options.high_freq if options.high_freq > 0 else nyquist + options.high_freq
+    mel_low = mel_scale(torch.tensor(options.low_freq, dtype=torch.float64))
+    mel_high = mel_scale(torch.tensor(high_freq, dtype=torch.float64))
+    delta = (mel_high - mel_low) / (options.num_mel_bins + 1)
+    index = torch.arange(options.num_mel_bins, dtype=torch.float64).unsqueeze(1)
+    left, center, right = mel_low + index * delta, mel_low + (index + 1) * delta, mel_low + (index + 2) * delta
+    bin_mel = mel_scale(options.sample_frequency / options.fft_size * torch.arange(num_fft_bins, dtype=torch.float64))
+    rising = (bin_mel - left) / (center - left)
+    falling = (right - bin_mel) / (right - center)
+    filters = torch.clamp(torch.minimum(rising, falling), min=0.0)  # (num_mel_bins, num_fft_bins)
+    # The Nyquist bin gets no weight, as in Kaldi.
+    filters = torch.nn.functional.pad(filters, (0, 1))
+    return filters.T.contiguous().to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def feature_window(options: FbankOptions, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The analysis window of `options.window_type` (symmetric, as Kaldi's); cached."""
+    size = options.window_size
+    n = torch.arange(size, dtype=torch.float64)
+    phase = 2 * math.pi * n / (size - 1)
+    if options.window_type == "hanning":
+        window = 0.5 - 0.5 * torch.cos(phase)
+    elif options.window_type == "hamming":
+        window = 0.54 - 0.46 * torch.cos(phase)
+    elif options.window_type == "povey":
+        window = (0.5 - 0.5 * torch.cos(phase)) ** 0.85
+    elif options.window_type == "blackman":
+        a = options.blackman_coeff
+        window = a - 0.5 * torch.cos(phase) + (0.5 - a) * torch.cos(2 * phase)
+    else:
+        window = torch.ones(size, dtype=torch.float64)
+    return window.to(device=device, dtype=dtype)
+
+
+def _frames(waveforms: torch.Tensor, options: FbankOptions) -> torch.Tensor:
+    """(B, samples) -> (B, frames, window_size), a strided view when snip_edges (no copy)."""
+    size, shift = options.window_size, options.window_shift
+    if options.snip_edges:
+        return waveforms.unfold(-1, size, shift)
+    # Kaldi without snip_edges: frames centred on multiples of the shift, the signal mirrored at both ends
+    # (sample -s-1 for s < 0, 2N-1-s for s >= N).
+    num_samples = waveforms.shape[-1]
+    num_frames = options.num_frames(num_samples)
+    pad_left = size // 2 - shift // 2
+    last_end = (num_frames - 1) * shift - pad_left + size
+    pad_right = max(0, last_end - num_samples)
+    left = waveforms[..., :pad_left].flip(-1)
+    right = waveforms[..., num_samples - pad_right :].flip(-1)
+    padded = torch.cat((left, waveforms, right), dim=-1)
+    return padded.unfold(-1, size, shift)[..., :num_frames, :]
+
+
+def _log_energy(frames: torch.Tensor, options: FbankOptions) -> torch.Tensor:
+    energy = frames.square().sum(-1).clamp_min(LOG_FLOOR).log()
+    if options.energy_floor > 0.0:
+        energy = energy.clamp_min(math.log(options.energy_floor))
+    return energy
+
+
+def _mel_energies(
+    frames: torch.Tensor, options: FbankOptions, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Raw frames (..., window_size) -> linear mel energies (..., num_mel_bins) and the log energy if used."""
+    device, dtype = frames.device, frames.dtype
+    if options.dither > 0.0:
+        # Independent noise per frame, as Kaldi dithers each window.
+        noise = torch.randn(frames.shape, generator=generator, device=device, dtype=dtype)
+        frames = frames + options.dither * noise
+    if options.remove_dc_offset:
+        frames = frames - frames.mean(-1, keepdim=True)
+    energy = _log_energy(frames, options) if options.use_energy and options.raw_energy else None
+    # The FFT input: the processed window written into a zero buffer of the padded FFT size.
+    padded = frames.new_zeros(*frames.shape[:-1], options.fft_size)
+    window = padded[..., : options.window_size]
+    if options.preemphasis_coefficient != 0.0:
+        # x[i] - c * x[i - 1], with x[-1] taken as x[0] (Kaldi's convention).
+        coefficient = options.preemphasis_coefficient
+        torch.sub(frames[..., 1:], frames[..., :-1], alpha=coefficient, out=window[..., 1:])
+        torch.mul(frames[..., 0], 1.0 - coefficient, out=window[..., 0])
+    else:
+        window.copy_(frames)
+    window.mul_(feature_window(options, device, dtype))
+    if options.use_energy and not options.raw_energy:
+        energy = _log_energy(window, options)
+    spectrum = torch.fft.rfft(padded)
+    power = spectrum.real.square() + spectrum.imag.square()
+    if not options.use_power:
+        power = power.sqrt()
+    return torch.matmul(power, mel_filterbank(options, device, dtype)), energy
+
+
+# A float32 FFT's round-off reaches about 1e-13 of the frame's strongest band; bands weaker than this fraction
+# of it (pure tones, synthetic signals) are recomputed in float64 so the log stays within 1e-4 of exact.
+REFINE_DYNAMIC_RANGE = 1e-8
+
+
+@functools.lru_cache(maxsize=32)
+def _empty_filter_offsets(options: FbankOptions, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """0 for filters that cover FFT bins, +inf for empty ones (128 bins at 16 kHz leave one empty)."""
+    empty = mel_filterbank(options, device, dtype).sum(0) == 0
+    return torch.zeros(empty.shape, device=device, dtype=dtype).masked_fill(empty, float("inf"))
+
+
+def _refine_in_float64(
+    mel: torch.Tensor, waveforms: torch.Tensor, options: FbankOptions, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Recompute in float64 the frames whose band energies span more than float32 can resolve."""
+    strongest = mel.amax(-1)
+    weakest = (mel + _empty_filter_offsets(options, mel.device, mel.dtype)).amin(-1)
+    risky = (weakest < strongest * REFINE_DYNAMIC_RANGE) & (strongest > LOG_FLOOR)
+    if not bool(risky.any()):
+        return mel
+    batch_index, frame_index = risky.nonzero(as_tuple=True)
+    frames64 = _frames(waveforms, options)[batch_index, frame_index].double()  # float32 samples are exact
+    refined, _ = _mel_energies(frames64, options, generator)
+    mel = mel.clone()
+    mel[batch_index, frame_index] = refined.to(mel.dtype)
+    return mel
+
+
+def fbank(
+    waveforms: torch.Tensor, options: FbankOptions | None = None, generator: torch.Generator | None = None,
+    refine: bool = True, **overrides,
+) -> torch.Tensor:
+    """Log-mel filter bank features of a batch of waveforms.
+
+    waveforms: (samples,) or (batch, samples), floating point, on any device. float32 input is computed in
+    float32, except frames whose band energies span more than float32 resolves (pure tones, digital
+    silence next to sound), which are recomputed in float64 unless `refine` is False; float64 input is
+    computed in float64. Options come from `options` and/or keyword overrides (Kaldi names). Returns
+    (frames, bins) or (batch, frames, bins), bins = num_mel_bins (+1 with use_energy). `generator` seeds
+    the dither noise.
+    """
+    if options is None:
+        options = FbankOptions(**overrides)
+    elif overrides:
+        options = dataclasses.replace(options, **overrides)
+    if not isinstance(waveforms, torch.Tensor) or not waveforms.is_floating_point():
+        raise AudioError(f"fbank expects a floating point torch.Tensor, got {getattr(waveforms, 'dtype', type(waveforms))}")
+    squeeze = waveforms.ndim == 1
+    if squeeze:
+        waveforms = waveforms.unsqueeze(0)
+    if waveforms.ndim != 2:
+        raise AudioError(f"fbank expects (samples,) or (batch, samples), got shape {tuple(waveforms.shape)}")
+    if waveforms.dtype not in (torch.float32, torch.float64):
+        waveforms = waveforms.float()
+    num_samples = waveforms.shape[-1]
+    if options.num_frames(num_samples) < 1:
+        raise AudioError(
+            f"audio of {num_samples} samples is shorter than one {options.frame_length:g} ms frame "
+            f"({options.window_size} samples at {options.sample_frequency:g} Hz)"
+        )
+
+    mel, energy = _mel_energies(_frames(waveforms, options), options, generator)
+    if refine and waveforms.dtype == torch.float32 and options.dither == 0.0:
+        mel = _refine_in_float64(mel, waveforms, options, generator)
+    features = mel.clamp_min(LOG_FLOOR).log() if options.use_log_fbank else mel
+    if options.subtract_mean:
+        features = features - features.mean(-2, keepdim=True)
+    if energy is not None:
+        energy = energy.unsqueeze(-1)
+        features = torch.cat((features, energy) if options.htk_compat else (energy, features), dim=-1)
+    return features.squeeze(0) if squeeze else features
