@@ -16,6 +16,17 @@ _EXPORTS = {
     "ASTForAudioClassification": "ast_audio.modeling",
     "ASTPreTrainedModel": "ast_audio.modeling",
     "convert_original": "ast_audio.convert_original",
+    "ASTFeatureExtractor": "ast_audio.features.extractor",
+    "BatchFeature": "ast_audio.features.extractor",
+    "FbankOptions": "ast_audio.features.kaldi",
+    "fbank": "ast_audio.features.kaldi",
+    "AudioFile": "ast_audio.audio",
+    "load_audio": "ast_audio.audio",
+    "audio_info": "ast_audio.audio",
+    "find_audio_files": "ast_audio.file_lists",
+    "read_manifest": "ast_audio.file_lists",
+    "dataset_statistics": "ast_audio.stats",
+    "AudioError": "ast_audio.errors",
     "ASTAudioError": "ast_audio.errors",
     "ConfigError": "ast_audio.errors",
     "CheckpointError": "ast_audio.errors",
@@ -26,16 +37,22 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ast_audio.audio import AudioFile, audio_info, load_audio
     from ast_audio.configuration import ASTConfig
     from ast_audio.convert_original import convert_original
     from ast_audio.errors import (
         ASTAudioError,
+        AudioError,
         CheckpointError,
         CheckpointNotFoundError,
         ConfigError,
         InputShapeError,
     )
+    from ast_audio.features.extractor import ASTFeatureExtractor, BatchFeature
+    from ast_audio.features.kaldi import FbankOptions, fbank
+    from ast_audio.file_lists import find_audio_files, read_manifest
     from ast_audio.modeling import ASTForAudioClassification, ASTModel, ASTPreTrainedModel
+    from ast_audio.stats import dataset_statistics
 
 
 def __getattr__(name: str) -> Any:

@@ -62,11 +62,19 @@ def _as_waveform_list(raw_speech: Any) -> tuple[list[torch.Tensor], bool]:
         )
     waveforms = []
     for index, clip in enumerate(clips):
+        if isinstance(clip, np.ndarray) and clip.dtype.kind in "iub":
+            raise AudioError(
+                f"clip {index}: expected float samples in [-1, 1], got dtype {clip.dtype} (scale integer PCM first, "
+                "e.g. int16 / 32768)"
+            )
         tensor = clip if isinstance(clip, torch.Tensor) else torch.from_numpy(np.asarray(clip, dtype=np.float32))
         if tensor.ndim != 1:
             raise AudioError(f"clip {index}: expected mono samples (samples,), got shape {tuple(tensor.shape)}")
         if not tensor.is_floating_point():
-            raise AudioError(f"clip {index}: expected float samples in [-1, 1], got dtype {tensor.dtype}")
+            raise AudioError(
+                f"clip {index}: expected float samples in [-1, 1], got dtype {tensor.dtype} (scale integer PCM "
+                "first, e.g. int16 / 32768)"
+            )
         waveforms.append(tensor.float())
     return waveforms, batched
 
@@ -144,22 +152,26 @@ class ASTFeatureExtractor:
                     f"clip {index}: {samples} samples is shorter than one 25 ms frame "
                     f"({options.window_size} samples at {self.sampling_rate} Hz)"
                 )
-            if not bool(torch.isfinite(waveform).all()):
-                raise AudioError(f"clip {index}: contains NaN or infinite samples")
             lengths.append(min(samples, limit))
         longest = max(lengths)
-        batch = torch.zeros(len(waveforms), longest, dtype=torch.float32, device=device)
-        for row, (waveform, length) in enumerate(zip(waveforms, lengths)):
-            batch[row, :length] = waveform[:length].to(batch.device, non_blocking=True)
+        if all(length == longest for length in lengths):
+            batch = torch.stack([w[:longest] for w in waveforms]).to(device=device, dtype=torch.float32)
+        else:
+            batch = torch.zeros(len(waveforms), longest, dtype=torch.float32, device=device)
+            for row, (waveform, length) in enumerate(zip(waveforms, lengths)):
+                batch[row, :length] = waveform[:length]
+        if not bool(torch.isfinite(batch).all()):
+            bad = [i for i, row in enumerate(batch) if not bool(torch.isfinite(row).all())]
+            raise AudioError(f"clip {bad[0]}: contains NaN or infinite samples")
         features = fbank(batch, options)
-        frames = torch.tensor([options.num_frames(n) for n in lengths], device=features.device)
-        valid = torch.arange(features.shape[1], device=features.device) < frames.unsqueeze(1)
-        features = features.masked_fill(~valid.unsqueeze(-1), self.padding_value)
-        if features.shape[1] < max_length:
-            features = torch.nn.functional.pad(
-                features, (0, 0, 0, max_length - features.shape[1]), value=self.padding_value
-            )
-        return features[:, :max_length], frames.clamp(max=max_length)
+        frames = [options.num_frames(n) for n in lengths]
+        output = features.new_full((len(waveforms), max_length, features.shape[-1]), self.padding_value)
+        computed = min(features.shape[1], max_length)
+        output[:, :computed] = features[:, :computed]
+        for row, count in enumerate(frames):
+            if count < computed:  # frames computed over another clip's zero padding
+                output[row, count:computed] = self.padding_value
+        return output, torch.tensor(frames, device=output.device).clamp(max=max_length)
 
     def __call__(
         self,
@@ -191,7 +203,7 @@ class ASTFeatureExtractor:
         waveforms, _ = _as_waveform_list(raw_speech)
         features, frames = self.extract_fbank(waveforms, max_length=max_length, device=device)
         if self.do_normalize:
-            features = self.normalize(features)
+            features.sub_(self.mean).div_(self.std * 2)  # normalize(), in place on our own buffer
         output = BatchFeature(input_values=features)
         if return_attention_mask if return_attention_mask is not None else self.return_attention_mask:
             positions = torch.arange(features.shape[1], device=features.device)

@@ -132,6 +132,40 @@ def feature_window(options: FbankOptions, device: torch.device, dtype: torch.dty
     return window.to(device=device, dtype=dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class _FilterGroup:
+    """Consecutive mel filters [first, last) and the FFT bins [low, high) they cover, with their weights."""
+
+    first: int
+    last: int
+    low: int
+    high: int
+    weights: torch.Tensor  # (high - low, last - first)
+
+
+@functools.lru_cache(maxsize=32)
+def _filter_groups(options: FbankOptions, device: torch.device, dtype: torch.dtype) -> tuple[_FilterGroup, ...]:
+    """The filterbank cut into groups of 16 filters: each group touches few FFT bins, so multiplying group by
+    group skips the zeros of the dense matrix (about 4x fewer operations for 128 filters over 257 bins)."""
+    filters = mel_filterbank(options, device, dtype)
+    groups = []
+    for first in range(0, options.num_mel_bins, 16):
+        last = min(first + 16, options.num_mel_bins)
+        used = (filters[:, first:last] != 0).any(1).nonzero().flatten()
+        low, high = (int(used.min()), int(used.max()) + 1) if len(used) else (0, 1)
+        groups.append(_FilterGroup(first, last, low, high, filters[low:high, first:last].contiguous()))
+    return tuple(groups)
+
+
+def _apply_filters(power: torch.Tensor, options: FbankOptions) -> torch.Tensor:
+    """power (..., fft_size // 2 + 1) -> mel energies (..., num_mel_bins)."""
+    flat = power.reshape(-1, power.shape[-1])
+    out = flat.new_empty(flat.shape[0], options.num_mel_bins)
+    for group in _filter_groups(options, power.device, power.dtype):
+        torch.mm(flat[:, group.low : group.high], group.weights, out=out[:, group.first : group.last])
+    return out.reshape(*power.shape[:-1], options.num_mel_bins)
+
+
 def _frames(waveforms: torch.Tensor, options: FbankOptions) -> torch.Tensor:
     """(B, samples) -> (B, frames, window_size), a strided view when snip_edges (no copy)."""
     size, shift = options.window_size, options.window_shift
@@ -166,27 +200,33 @@ def _mel_energies(
         # Independent noise per frame, as Kaldi dithers each window.
         noise = torch.randn(frames.shape, generator=generator, device=device, dtype=dtype)
         frames = frames + options.dither * noise
-    if options.remove_dc_offset:
-        frames = frames - frames.mean(-1, keepdim=True)
-    energy = _log_energy(frames, options) if options.use_energy and options.raw_energy else None
+    mean = frames.mean(-1, keepdim=True) if options.remove_dc_offset else None
+    energy = None
+    if options.use_energy and options.raw_energy:
+        energy = _log_energy(frames - mean if mean is not None else frames, options)
     # The FFT input: the processed window written into a zero buffer of the padded FFT size.
     padded = frames.new_zeros(*frames.shape[:-1], options.fft_size)
     window = padded[..., : options.window_size]
-    if options.preemphasis_coefficient != 0.0:
+    coefficient = options.preemphasis_coefficient
+    if coefficient != 0.0:
         # x[i] - c * x[i - 1], with x[-1] taken as x[0] (Kaldi's convention).
-        coefficient = options.preemphasis_coefficient
         torch.sub(frames[..., 1:], frames[..., :-1], alpha=coefficient, out=window[..., 1:])
         torch.mul(frames[..., 0], 1.0 - coefficient, out=window[..., 0])
     else:
         window.copy_(frames)
+    if mean is not None:
+        # Pre-emphasis maps the frame's mean m to m * (1 - c) at every position, so removing the DC offset
+        # after it saves a pass over the frames.
+        window.sub_(mean * (1.0 - coefficient))
     window.mul_(feature_window(options, device, dtype))
     if options.use_energy and not options.raw_energy:
         energy = _log_energy(window, options)
-    spectrum = torch.fft.rfft(padded)
-    power = spectrum.real.square() + spectrum.imag.square()
+    parts = torch.view_as_real(torch.fft.rfft(padded))
+    parts.square_()
+    power = torch.add(parts[..., 0], parts[..., 1])
     if not options.use_power:
-        power = power.sqrt()
-    return torch.matmul(power, mel_filterbank(options, device, dtype)), energy
+        power.sqrt_()
+    return _apply_filters(power, options), energy
 
 
 # A float32 FFT's round-off reaches about 1e-13 of the frame's strongest band; bands weaker than this fraction
@@ -195,10 +235,17 @@ REFINE_DYNAMIC_RANGE = 1e-8
 
 
 @functools.lru_cache(maxsize=32)
-def _empty_filter_offsets(options: FbankOptions, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """0 for filters that cover FFT bins, +inf for empty ones (128 bins at 16 kHz leave one empty)."""
-    empty = mel_filterbank(options, device, dtype).sum(0) == 0
-    return torch.zeros(empty.shape, device=device, dtype=dtype).masked_fill(empty, float("inf"))
+def _used_filter_runs(options: FbankOptions) -> tuple[tuple[int, int], ...]:
+    """Runs [first, last) of filters that cover FFT bins (128 bins at 16 kHz leave filter 3 empty)."""
+    used = (mel_filterbank(options, torch.device("cpu"), torch.float64) != 0).any(0).tolist()
+    runs, start = [], None
+    for index, flag in enumerate(used + [False]):
+        if flag and start is None:
+            start = index
+        elif not flag and start is not None:
+            runs.append((start, index))
+            start = None
+    return tuple(runs)
 
 
 def _refine_in_float64(
@@ -206,7 +253,7 @@ def _refine_in_float64(
 ) -> torch.Tensor:
     """Recompute in float64 the frames whose band energies span more than float32 can resolve."""
     strongest = mel.amax(-1)
-    weakest = (mel + _empty_filter_offsets(options, mel.device, mel.dtype)).amin(-1)
+    weakest = torch.stack([mel[..., first:last].amin(-1) for first, last in _used_filter_runs(options)]).amin(0)
     risky = (weakest < strongest * REFINE_DYNAMIC_RANGE) & (strongest > LOG_FLOOR)
     if not bool(risky.any()):
         return mel
@@ -254,7 +301,7 @@ def fbank(
     mel, energy = _mel_energies(_frames(waveforms, options), options, generator)
     if refine and waveforms.dtype == torch.float32 and options.dither == 0.0:
         mel = _refine_in_float64(mel, waveforms, options, generator)
-    features = mel.clamp_min(LOG_FLOOR).log() if options.use_log_fbank else mel
+    features = mel.clamp_min_(LOG_FLOOR).log_() if options.use_log_fbank else mel
     if options.subtract_mean:
         features = features - features.mean(-2, keepdim=True)
     if energy is not None:

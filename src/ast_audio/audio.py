@@ -1,0 +1,243 @@
+"""Decoding audio files to mono float32 at a target rate, whole or a window at a time.
+
+soundfile (libsndfile) reads WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF and more, with seeking, so a window of
+a long file is read without decoding the rest. Formats it cannot read (M4A/AAC, WebM, WMA...) fall back to
+PyAV when it is installed (``pip install "ast-audio[av]"``); those are decoded whole. Resampling uses soxr.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from typing import IO, Any, Union
+
+import numpy as np
+
+from ast_audio.errors import AudioError
+
+AudioSource = Union[str, os.PathLike, bytes, bytearray, IO[bytes]]
+
+
+def _describe(source: AudioSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray)):
+        return f"<{len(source)} bytes of audio>"
+    return getattr(source, "name", None) or "<audio stream>"
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """(frames, channels) or (frames,) -> (frames,), averaging the channels."""
+    return samples if samples.ndim == 1 else samples.mean(axis=1, dtype=np.float32)
+
+
+def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Band-limited resampling with soxr (high quality); a no-op when the rates agree."""
+    if orig_rate == target_rate or samples.shape[0] == 0:
+        return samples.astype(np.float32, copy=False)
+    import soxr
+
+    return soxr.resample(samples, orig_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def _wav_declared_frames(source: str | bytes) -> int | None:
+    """Frames a WAV file's header promises (data chunk size / block size), None when it cannot tell."""
+    try:
+        with open(source, "rb") if isinstance(source, str) else io.BytesIO(source) as handle:
+            riff = handle.read(12)
+            if len(riff) < 12 or riff[:4] not in (b"RIFF", b"RIFX") or riff[8:12] != b"WAVE":
+                return None
+            endian = "<" if riff[:4] == b"RIFF" else ">"
+            block_align = None
+            while True:
+                header = handle.read(8)
+                if len(header) < 8:
+                    return None
+                chunk_id, size = header[:4], struct.unpack(endian + "I", header[4:])[0]
+                if chunk_id == b"fmt ":
+                    fmt = handle.read(size + (size & 1))
+                    block_align = struct.unpack(endian + "H", fmt[12:14])[0] if len(fmt) >= 14 else None
+                elif chunk_id == b"data":
+                    if not block_align or size == 0xFFFFFFFF:  # streaming writers leave the size unknown
+                        return None
+                    return size // block_align
+                else:
+                    handle.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+
+
+class AudioFile:
+    """An open audio file (path, bytes or binary stream) that reads mono float32 windows at a target rate.
+
+    >>> with AudioFile("long.flac") as audio:
+    ...     clip = audio.read(offset=60.0, duration=10.0, sampling_rate=16000)
+    """
+
+    def __init__(self, source: AudioSource) -> None:
+        self.name = _describe(source)
+        self._sound_file = None
+        self._decoded: np.ndarray | None = None  # whole-file samples when decoded by PyAV
+        if isinstance(source, (str, os.PathLike)):
+            path = os.fspath(source)
+            if not os.path.exists(path):
+                raise AudioError(f"{path}: no such file")
+            if os.path.isdir(path):
+                raise AudioError(f"{path}: is a directory, not an audio file")
+            if os.path.getsize(path) == 0:
+                raise AudioError(f"{path}: empty file (0 bytes)")
+            opened: Any = path
+        elif isinstance(source, (bytes, bytearray)):
+            if len(source) == 0:
+                raise AudioError("empty audio data (0 bytes)")
+            opened = io.BytesIO(source)
+        else:
+            opened = source
+        self._open(opened)
+        if self.frames == 0:
+            self.close()
+            raise AudioError(f"{self.name}: contains no audio samples (empty or truncated)")
+        header_source = opened if isinstance(opened, str) else bytes(source) if isinstance(source, (bytes, bytearray)) else None
+        declared = _wav_declared_frames(header_source) if header_source is not None else None
+        if declared is not None and declared > self.frames:
+            self.close()
+            raise AudioError(
+                f"{self.name}: truncated: the header declares {declared} samples but the file holds {self.frames}"
+            )
+
+    def _open(self, opened: Any) -> None:
+        import soundfile
+
+        try:
+            self._sound_file = soundfile.SoundFile(opened)
+        except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+            reason = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
+            if hasattr(opened, "seek"):
+                opened.seek(0)
+            decoded = _decode_with_av(opened)
+            if decoded is None:
+                raise AudioError(
+                    f"{self.name}: not a readable audio file ({reason.strip()}); soundfile reads WAV, FLAC, OGG, MP3, "
+                    "AIFF; install PyAV (pip install 'ast-audio[av]') for M4A/AAC and other formats"
+                ) from None
+            self._decoded, self.sample_rate = decoded
+            self.channels = self._decoded.shape[1]
+            self.frames = self._decoded.shape[0]
+            return
+        self.sample_rate = self._sound_file.samplerate
+        self.channels = self._sound_file.channels
+        self.frames = self._sound_file.frames
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.sample_rate
+
+    def read(self, offset: float = 0.0, duration: float | None = None, sampling_rate: int | None = None) -> np.ndarray:
+        """Mono float32 samples from `offset` seconds for `duration` seconds (to the end when None), resampled
+        to `sampling_rate` (the file's own rate when None). Only the requested window is decoded."""
+        if offset < 0 or (duration is not None and duration < 0):
+            raise AudioError(f"{self.name}: offset and duration must be non-negative, got {offset}, {duration}")
+        start = min(int(round(offset * self.sample_rate)), self.frames)
+        stop = self.frames if duration is None else min(self.frames, start + int(round(duration * self.sample_rate)))
+        samples = self._read_frames(start, stop)
+        if not np.isfinite(samples).all():
+            bad = int(np.argmax(~np.isfinite(samples).all(axis=-1) if samples.ndim > 1 else ~np.isfinite(samples)))
+            raise AudioError(
+                f"{self.name}: contains NaN or infinite samples (first at {(start + bad) / self.sample_rate:.3f} s)"
+            )
+        mono = to_mono(samples)
+        return resample(mono, self.sample_rate, sampling_rate or self.sample_rate)
+
+    def _read_frames(self, start: int, stop: int) -> np.ndarray:
+        if self._decoded is not None:
+            return self._decoded[start:stop]
+        import soundfile
+
+        wanted = stop - start
+        try:
+            self._sound_file.seek(start)
+            samples = self._sound_file.read(wanted, dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"{self.name}: corrupt or truncated audio ({str(exc).strip()})") from None
+        if samples.shape[0] < wanted:
+            raise AudioError(
+                f"{self.name}: truncated: {self.frames} samples declared but only {start + samples.shape[0]} "
+                "could be decoded"
+            )
+        return samples
+
+    def close(self) -> None:
+        if self._sound_file is not None:
+            self._sound_file.close()
+            self._sound_file = None
+
+    def __enter__(self) -> "AudioFile":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"AudioFile({self.name!r}, {self.sample_rate} Hz, {self.channels} ch, {self.duration:.2f} s)"
+
+
+def _decode_with_av(opened: Any) -> tuple[np.ndarray, int] | None:
+    """Decode a whole file with PyAV to (frames, channels) float32; None when PyAV is missing or fails."""
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(opened) as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                return None
+            rate = stream.codec_context.sample_rate
+            chunks = []
+            for frame in container.decode(stream):
+                array = frame.to_ndarray()
+                if frame.format.is_planar:
+                    array = array.T  # (channels, samples) -> (samples, channels)
+                else:
+                    array = array.reshape(-1, len(frame.layout.channels))
+                chunks.append(_pcm_to_float(array))
+    except (av.error.FFmpegError, ValueError, OSError, StopIteration):
+        return None
+    if not chunks:
+        return np.zeros((0, 1), dtype=np.float32), rate
+    return np.concatenate(chunks), rate
+
+
+def _pcm_to_float(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind == "f":
+        return array.astype(np.float32, copy=False)
+    if array.dtype.kind == "i":
+        return (array / float(np.iinfo(array.dtype).max + 1)).astype(np.float32)
+    if array.dtype.kind == "u":  # unsigned 8-bit PCM is centred on 128
+        middle = (np.iinfo(array.dtype).max + 1) / 2
+        return ((array - middle) / middle).astype(np.float32)
+    raise AudioError(f"unsupported sample format {array.dtype}")
+
+
+def load_audio(
+    source: AudioSource, sampling_rate: int | None = 16000, *, offset: float = 0.0, duration: float | None = None
+) -> np.ndarray:
+    """Decode `source` (a path, bytes, or a binary stream) to mono float32 samples at `sampling_rate`.
+
+    Any channel count is averaged to mono; integer and float sample formats come out in [-1, 1]. `offset`
+    and `duration` (seconds) read a window without decoding the rest of the file. `sampling_rate=None`
+    keeps the file's own rate. Raises `AudioError` naming the file for anything that cannot be decoded.
+    """
+    with AudioFile(source) as audio:
+        return audio.read(offset=offset, duration=duration, sampling_rate=sampling_rate)
+
+
+def audio_info(source: AudioSource) -> dict[str, Any]:
+    """Sample rate, channels, frames and duration of an audio file, without decoding it."""
+    with AudioFile(source) as audio:
+        return {
+            "sample_rate": audio.sample_rate, "channels": audio.channels, "frames": audio.frames,
+            "duration": audio.duration,
+        }

@@ -1,0 +1,101 @@
+"""Turning what a user points at (files, directories, globs, manifests) into lists of audio files."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+
+from ast_audio.errors import AudioError
+
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64",
+     ".m4a", ".aac", ".mp4", ".webm", ".wma", ".mka"}
+)
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_audio_file(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in AUDIO_EXTENSIONS
+
+
+def find_audio_files(inputs: list[str] | str, recursive: bool = True) -> list[str]:
+    """Expand files, directories (searched recursively for audio extensions) and glob patterns, in order.
+
+    A file named explicitly is kept whatever its extension; a path that does not exist and matches no glob
+    raises `AudioError` naming it.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    found: list[str] = []
+    for item in map(os.fspath, inputs):
+        if os.path.isfile(item):
+            found.append(item)
+        elif os.path.isdir(item):
+            for root, dirs, files in os.walk(item):
+                dirs.sort()
+                found.extend(os.path.join(root, name) for name in sorted(files) if is_audio_file(name))
+                if not recursive:
+                    break
+        elif _GLOB_CHARS & set(item):
+            matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            found.extend(p for p in matches if is_audio_file(p))
+        else:
+            raise AudioError(f"{item}: no such file or directory")
+    return list(dict.fromkeys(found))
+
+
+@dataclass
+class ManifestEntry:
+    """One clip of a manifest: its path and its label names (empty when the manifest has none)."""
+
+    path: str
+    labels: list[str] = field(default_factory=list)
+
+
+def _resolve(path: str, base: str) -> str:
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    return os.path.join(base, path)
+
+
+def read_manifest(manifest: str) -> list[ManifestEntry]:
+    """Read a clip list: the release's JSON ({"data": [{"wav": path, "labels": "a,b"}]}), a CSV
+    (path,label[,label...], with or without a header), or a text file with one path per line.
+
+    Relative paths are taken relative to the manifest's folder when they do not exist from the working one.
+    """
+    base = os.path.dirname(os.path.abspath(manifest))
+    try:
+        with open(manifest, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AudioError(f"{manifest}: cannot read manifest ({exc})") from None
+    entries: list[ManifestEntry] = []
+    if manifest.lower().endswith(".json"):
+        try:
+            data = json.loads(text)["data"]
+            for item in data:
+                labels = [label for label in str(item.get("labels", "")).split(",") if label]
+                entries.append(ManifestEntry(_resolve(item["wav"], base), labels))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise AudioError(
+                f"{manifest}: expected the release's JSON manifest {{\"data\": [{{\"wav\": ..., \"labels\": ...}}]}} "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+    elif manifest.lower().endswith(".csv"):
+        rows = [row for row in csv.reader(text.splitlines()) if row and any(cell.strip() for cell in row)]
+        if rows and rows[0][0].strip().lower() in ("path", "wav", "file", "filename", "audio"):
+            rows = rows[1:]
+        for row in rows:
+            labels = [cell.strip() for cell in row[1:] if cell.strip()]
+            entries.append(ManifestEntry(_resolve(row[0].strip(), base), labels))
+    else:
+        for line in text.splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                entries.append(ManifestEntry(_resolve(line.strip(), base)))
+    if not entries:
+        raise AudioError(f"{manifest}: the manifest lists no audio files")
+    return entries
