@@ -16,6 +16,9 @@ _EXPORTS = {
     "ASTForAudioClassification": "ast_audio.modeling",
     "ASTPreTrainedModel": "ast_audio.modeling",
     "convert_original": "ast_audio.convert_original",
+    "AudioClassifier": "ast_audio.classifier",
+    "ClipResult": "ast_audio.results",
+    "pipeline": "ast_audio.pipelines",
     "ASTFeatureExtractor": "ast_audio.features.extractor",
     "BatchFeature": "ast_audio.features.extractor",
     "FbankOptions": "ast_audio.features.kaldi",
@@ -38,6 +41,7 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from ast_audio.audio import AudioFile, audio_info, load_audio
+    from ast_audio.classifier import AudioClassifier
     from ast_audio.configuration import ASTConfig
     from ast_audio.convert_original import convert_original
     from ast_audio.errors import (
@@ -52,6 +56,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ast_audio.features.kaldi import FbankOptions, fbank
     from ast_audio.file_lists import find_audio_files, read_manifest
     from ast_audio.modeling import ASTForAudioClassification, ASTModel, ASTPreTrainedModel
+    from ast_audio.pipelines import pipeline
+    from ast_audio.results import ClipResult
     from ast_audio.stats import dataset_statistics
 
 

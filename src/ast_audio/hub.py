@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
 from ast_audio.errors import CheckpointNotFoundError
@@ -66,9 +68,30 @@ def _download(
 
     hint = "pass a local checkpoint directory (config.json + model.safetensors) instead"
     try:
-        return hf_hub_download(
-            repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
+        # The cache first: no network at all when the file is there.
+        return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=True)
+    except LocalEntryNotFoundError:
+        if local_files_only:
+            if not required and _cached_repo_exists(repo_id, revision, cache_dir):
+                return None
+            raise CheckpointNotFoundError(
+                f"could not fetch {filename} of '{repo_id}': offline (local files only) and not in the local "
+                f"Hugging Face cache; {hint}"
+            ) from None
+    except EntryNotFoundError:
+        pass
+    if not _hub_reachable():
+        # Fail in a second instead of after huggingface_hub's retries (about 25 s).
+        raise CheckpointNotFoundError(
+            f"could not fetch {filename} of '{repo_id}' from the Hugging Face Hub: offline (cannot resolve its "
+            f"host) and not in the local cache; {hint}"
         )
+    try:
+        with _quiet_hub_logging():
+            return hf_hub_download(
+                repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                token=token,
+            )
     except LocalEntryNotFoundError:
         # Offline (or local_files_only) and not in the cache.
         if not required and _cached_repo_exists(repo_id, revision, cache_dir):
@@ -93,6 +116,39 @@ def _download(
         raise CheckpointNotFoundError(
             f"could not fetch {filename} of '{repo_id}' from the Hugging Face Hub ({reason}); {hint}"
         ) from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub's host name resolves (offline machines fail this at once)."""
+    import socket
+    import urllib.parse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    previous = socket.getdefaulttimeout()
+    try:
+        socket.setdefaulttimeout(timeout)
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+@contextlib.contextmanager
+def _quiet_hub_logging():
+    """huggingface_hub logs every retry as a warning; our own error says what went wrong once."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
 
 
 def _cached_repo_exists(repo_id: str, revision: str | None, cache_dir: str | os.PathLike | None) -> bool:

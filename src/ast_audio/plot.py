@@ -1,0 +1,73 @@
+"""A picture of a classification: the spectrogram, and the top labels' scores over time beneath it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ast_audio.audio import AudioFile
+from ast_audio.errors import ASTAudioError
+from ast_audio.features.kaldi import FbankOptions, fbank
+from ast_audio.io_utils import atomic_path
+from ast_audio.results import ClipResult
+
+MAX_COLUMNS = 2000  # spectrogram columns drawn; longer files are averaged down to this many
+CHUNK_SECONDS = 60.0
+
+
+def display_spectrogram(path: str, rate: int = 16000) -> tuple[np.ndarray, float]:
+    """Log-mel fbank of a file, read a minute at a time and averaged down to at most MAX_COLUMNS frames."""
+    options = FbankOptions(sample_frequency=float(rate))
+    with AudioFile(path) as audio:
+        duration = audio.duration
+        total_frames = max(1, int(duration * 100))
+        step = max(1, int(np.ceil(total_frames / MAX_COLUMNS)))
+        columns = []
+        start = 0.0
+        while start < duration:
+            samples = audio.read(offset=start, duration=CHUNK_SECONDS, sampling_rate=rate)
+            start += CHUNK_SECONDS
+            if len(samples) < options.window_size:
+                break
+            features = fbank(torch.from_numpy(samples), options).numpy()
+            usable = len(features) - len(features) % step
+            if usable:
+                columns.append(features[:usable].reshape(-1, step, features.shape[1]).mean(axis=1))
+    return (np.concatenate(columns) if columns else np.zeros((1, options.num_mel_bins))), duration
+
+
+def plot_result(result: ClipResult, out_path: str, top: int = 5) -> str:
+    """Draw `result` (its source must be a file) into a PNG at `out_path`, written atomically."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ASTAudioError("--plot needs matplotlib: pip install 'ast-audio[plot]'") from None
+    spectrogram, duration = display_spectrogram(result.source)
+    best = [item["label"] for item in result.top(top)]
+    label_index = {label: i for i, label in enumerate(result.labels)}
+    centres = np.array([(start + end) / 2 for start, end in result.windows])
+
+    figure, (upper, lower) = plt.subplots(2, 1, figsize=(12, 6), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    upper.imshow(spectrogram.T, origin="lower", aspect="auto", extent=(0, duration, 0, spectrogram.shape[1]),
+                 cmap="magma")
+    upper.set_ylabel("mel bin")
+    upper.set_title(f"{result.source} ({duration:.1f} s)")
+    for label in best:
+        scores = result.window_scores[:, label_index[label]]
+        if len(centres) == 1:
+            lower.hlines(scores[0], 0, duration, label=label)
+        else:
+            lower.plot(centres, scores, marker=".", label=label)
+    lower.set_xlabel("time (s)")
+    lower.set_ylabel("score")
+    lower.set_ylim(0, 1.02)
+    lower.set_xlim(0, duration)
+    lower.legend(loc="upper right", fontsize="small")
+    figure.tight_layout()
+    with atomic_path(out_path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+    return out_path

@@ -1,0 +1,89 @@
+"""Results of classifying audio: a clip summary and a timeline of windows, convertible to plain dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+POOLINGS = ("mean", "max")
+
+
+def plan_windows(duration: float, window: float, hop: float) -> list[tuple[float, float]]:
+    """(start, end) in seconds of windows of `window` s every `hop` s that cover [0, duration].
+
+    A clip no longer than one window is a single window [0, duration]; otherwise windows start at
+    0, hop, 2*hop, ... until one reaches the end, and the last is cut at `duration`.
+    """
+    if window <= 0 or hop <= 0:
+        raise ValueError(f"window and hop must be positive, got window={window}, hop={hop}")
+    if duration <= window:
+        return [(0.0, duration)]
+    count = int(np.ceil((duration - window) / hop - 1e-9)) + 1
+    return [(i * hop, min(i * hop + window, duration)) for i in range(count)]
+
+
+def pool_scores(window_scores: np.ndarray, pooling: str) -> np.ndarray:
+    """Clip scores from per-window scores (windows, labels): their mean or max over windows."""
+    if pooling == "mean":
+        return window_scores.mean(axis=0)
+    if pooling == "max":
+        return window_scores.max(axis=0)
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+def top_labels(scores: np.ndarray, labels: list[str], k: int) -> list[dict[str, Any]]:
+    """The `k` best labels as [{"label", "score"}], best first (the public pipeline's output shape)."""
+    k = min(k, len(scores)) if k and k > 0 else len(scores)
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [{"label": labels[i], "score": float(scores[i])} for i in order]
+
+
+@dataclass
+class ClipResult:
+    """Everything known about one input: per-window scores (and embeddings), pooled into a clip summary."""
+
+    source: str
+    duration: float = 0.0
+    windows: list[tuple[float, float]] = field(default_factory=list)
+    window_scores: np.ndarray | None = None  # (windows, labels)
+    window_embeddings: np.ndarray | None = None  # (windows, hidden)
+    labels: list[str] = field(default_factory=list)
+    pooling: str = "mean"
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Clip scores: the pooling of the window scores."""
+        return pool_scores(self.window_scores, self.pooling)
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """Clip embedding: the mean of the window embeddings."""
+        return self.window_embeddings.mean(axis=0)
+
+    def top(self, k: int = 5) -> list[dict[str, Any]]:
+        return top_labels(self.scores, self.labels, k)
+
+    def timeline(self, k: int = 5) -> list[dict[str, Any]]:
+        return [
+            {"start": round(start, 3), "end": round(end, 3), "labels": top_labels(scores, self.labels, k)}
+            for (start, end), scores in zip(self.windows, self.window_scores)
+        ]
+
+    def to_dict(self, top_k: int = 5, timeline: bool = True) -> dict[str, Any]:
+        """JSON-ready summary: path, duration, top labels, pooling, and (optionally) the window timeline."""
+        if not self.ok:
+            return {"path": self.source, "error": self.error}
+        out: dict[str, Any] = {
+            "path": self.source, "duration": round(self.duration, 3), "pooling": self.pooling,
+            "labels": self.top(top_k),
+        }
+        if timeline:
+            out["windows"] = self.timeline(top_k)
+        return out
