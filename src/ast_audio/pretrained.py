@@ -66,6 +66,16 @@ def load_state_dict_files(paths: list[str]) -> dict[str, torch.Tensor]:
     return state_dict
 
 
+def load_checkpoint_state(
+    name: str | os.PathLike, **hub_kwargs: Any
+) -> tuple[ASTConfig, dict[str, torch.Tensor], str]:
+    """A checkpoint's config, its tensors and a name for messages, without building a model."""
+    name = os.fspath(name)
+    config = ASTConfig.from_pretrained(name, **hub_kwargs)
+    paths = _weight_files(name, hub_kwargs)
+    return config, load_state_dict_files(paths), paths[0] if len(paths) == 1 else name
+
+
 def _align_prefix(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Let a base-model checkpoint load into a head model and the other way round."""
     prefix = getattr(model, "base_model_prefix", "") + "."

@@ -1,0 +1,57 @@
+"""`ast-audio evaluate`: accuracy, mAP, mean AUC, d-prime and per-class AP of a checkpoint on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "score a checkpoint on labelled data (accuracy, mAP, AUC, d-prime, per-class AP) as JSON"
+DESCRIPTION = (
+    "Evaluate a checkpoint directory on a folder with one sub-folder per class, a release JSON manifest (with "
+    "--labels-csv to map mids) or a CSV (path,label[,label...]). Labels are matched to the checkpoint's "
+    "id2label. Prints the metrics as JSON (and writes them with --output)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint directory (or Hub id)")
+    parser.add_argument("data", help="folder, JSON manifest or CSV")
+    parser.add_argument("--labels-csv", help="class_labels_indices.csv (index, mid, display_name)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--output", "-o", help="write the metrics JSON here (atomically)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ast_audio.classifier import resolve_device
+    from ast_audio.features.extractor import ASTFeatureExtractor
+    from ast_audio.hub import resolve_file
+    from ast_audio.io_utils import atomic_write_text
+    from ast_audio.modeling import ASTForAudioClassification
+    from ast_audio.training.data import FeatureConfig, LabelSpace, check_files
+    from ast_audio.training.metrics import evaluate_predictions
+    from ast_audio.training.trainer import load_clips, score_clips
+
+    device = resolve_device(args.device)
+    model = ASTForAudioClassification.from_pretrained(args.checkpoint, device=device)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if resolve_file(args.checkpoint, "preprocessor_config.json", required=False):
+        extractor = ASTFeatureExtractor.from_pretrained(args.checkpoint)
+    else:
+        extractor = ASTFeatureExtractor(max_length=model.config.max_length)
+    labels = LabelSpace.from_csv(args.labels_csv) if args.labels_csv else LabelSpace.from_names(names)
+    if labels.names != names:
+        print("ast-audio evaluate: warning: the labels CSV names differ from the checkpoint's id2label", file=sys.stderr)
+    clips, _ = load_clips(args.data, labels)
+    check_files(clips, args.data)
+    multi_label = model.config.problem_type == "multi_label_classification" or any(len(c.labels) != 1 for c in clips)
+    features = FeatureConfig(num_mel_bins=model.config.num_mel_bins, target_length=model.config.max_length,
+                             mean=extractor.mean, std=extractor.std)
+    scores, targets = score_clips(model, clips, len(names), features, multi_label, args.batch_size, device)
+    metrics = evaluate_predictions(scores, targets, names)
+    text = json.dumps(metrics, indent=2) + "\n"
+    if args.output:
+        atomic_write_text(args.output, text)
+    sys.stdout.write(text)
+    return 0

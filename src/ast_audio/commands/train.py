@@ -1,0 +1,56 @@
+"""`ast-audio train`: fine-tune or train AST with a config file (or a shipped recipe) and overrides."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "fine-tune AST with a YAML/JSON config or a recipe (esc50, speechcommands, audioset, ...)"
+DESCRIPTION = (
+    "Train or fine-tune AST. CONFIG is a YAML/JSON file or a shipped recipe name (esc50, speechcommands, "
+    "audioset, audioset_balanced); flags and --set key=value override it. Data: a folder with one sub-folder "
+    "per class, a release JSON manifest ({'data': [{'wav', 'labels'}]}, with --labels-csv), or a CSV "
+    "(path,label[,label...]). The output directory gets best/, final/ (and averaged/) checkpoints that "
+    "classify and evaluate load, metrics.csv per epoch, results.json, and last.pt to resume from. "
+    "Runs under torchrun --nproc-per-node N unchanged."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="YAML/JSON config file or recipe name")
+    parser.add_argument("--train", help="training data (folder, JSON manifest or CSV)")
+    parser.add_argument("--validation", help="validation data (default: a seeded share of the training data)")
+    parser.add_argument("--test", help="test data, evaluated once at the end")
+    parser.add_argument("--labels-csv", help="class_labels_indices.csv for manifests that name labels by mid")
+    parser.add_argument("--init", help="'scratch', an AST checkpoint dir / Hub id, or timm:PATH")
+    parser.add_argument("--output-dir", "-o", help="run directory (default runs/ast)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--batch-size", type=int, help="global batch size")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any setting, e.g. --set mixup=0.5 --set model.hidden_size=192")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="start over even if the output directory holds last.pt")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ast_audio.training.config import load_train_config, parse_overrides
+    from ast_audio.training.trainer import Trainer
+
+    overrides = parse_overrides(args.set)
+    for flag in ("train", "validation", "test", "labels_csv", "init", "output_dir", "epochs", "lr", "batch_size",
+                 "device"):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[flag] = value
+    config = load_train_config(args.config, overrides)
+    trainer = Trainer(config)
+    results = trainer.train(resume=args.resume)
+    if trainer.dist.main:
+        summary = {k: v for k, v in results.items() if k not in ("validation", "test")}
+        for split in ("validation", "test"):
+            if split in results:
+                summary[split] = {k: results[split][k] for k in ("accuracy", "mAP", "mAUC", "d_prime")}
+        print(json.dumps(summary, indent=2))
+    return 0

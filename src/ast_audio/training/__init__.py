@@ -1,0 +1,1 @@
+"""Fine-tuning and evaluation: data, augmentation, initialisation, the training loop and metrics."""

@@ -1,0 +1,179 @@
+"""`TrainConfig`: every setting of a fine-tuning run, read from YAML/JSON and overridden by flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ast_audio.errors import ConfigError
+
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes")
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are the release's ESC-50-like fine-tuning settings; recipes set the rest."""
+
+    # data: a class-per-folder directory, a release JSON manifest, or a CSV (path,label[,label...])
+    train: str = ""
+    validation: str | None = None
+    test: str | None = None
+    labels_csv: str | None = None  # class_labels_indices.csv (index, mid, display_name) for manifests
+    validation_fraction: float = 0.1  # held out from train (seeded, stratified) when no validation set is given
+    # model
+    init: str = "scratch"  # "scratch", an AST checkpoint dir / Hub id, or "timm:PATH" (ImageNet ViT/DeiT file)
+    model: dict[str, Any] = field(default_factory=dict)  # ASTConfig fields for scratch (hidden_size, ...)
+    target_length: int = 1024
+    frequency_stride: int = 10
+    time_stride: int = 10
+    num_mel_bins: int = 128
+    mean: float = -4.2677393
+    std: float = 4.5689974
+    freeze_encoder: bool = False  # linear probe: train the head only
+    # loss and model selection
+    loss: str = "auto"  # auto (BCE for multi-label data, CE otherwise) | bce | ce
+    metric: str = "auto"  # auto (mAP for multi-label, accuracy otherwise) | accuracy | mAP | mAUC
+    # optimisation
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-5
+    betas: tuple[float, float] = (0.95, 0.999)
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 5e-7
+    epochs: int = 25
+    batch_size: int = 48  # global batch (split over processes)
+    grad_accumulation: int = 1
+    max_grad_norm: float = 0.0  # 0: no clipping
+    warmup_steps: int = 0  # lr = step / warmup_steps * lr over the first steps
+    lr_schedule: str = "step"  # step | cosine | constant
+    # step schedule (the release's MultiStepLR): after epoch lr_decay_start, and every lr_decay_every epochs
+    # after it, multiply lr by lr_decay
+    lr_decay_start: int = 5
+    lr_decay_every: int = 1
+    lr_decay: float = 0.85
+    precision: str = "auto"  # auto (bf16/fp16 autocast on CUDA, float32 on CPU) | float32 | bfloat16 | float16
+    # augmentation
+    mixup: float = 0.0
+    freqm: int = 24
+    timem: int = 96
+    noise: bool = False
+    gain_db: float = 0.0
+    balanced_sampling: bool = False
+    # run control
+    early_stopping_patience: int = 0  # epochs without improvement before stopping; 0: never
+    average_epochs: list[int] | None = None  # [first, last] (1-based): average the weights of these epochs
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    output_dir: str = "runs/ast"
+    save_every_steps: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
+    max_steps: int = 0  # stop after N optimizer steps with a resumable checkpoint (0: no limit)
+    eval_batch_size: int = 32
+
+    def validate(self) -> None:
+        if not self.train:
+            raise ConfigError("train: the training data (folder, JSON manifest or CSV) is required")
+        choices = {
+            "loss": ("auto", "bce", "ce"), "metric": ("auto", "accuracy", "mAP", "mAUC"),
+            "optimizer": ("adam", "adamw", "sgd"), "lr_schedule": ("step", "cosine", "constant"),
+            "precision": ("auto", "float32", "bfloat16", "float16"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "grad_accumulation", "target_length", "eval_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.mixup <= 1.0:
+            raise ConfigError(f"mixup is a probability in [0, 1], got {self.mixup}")
+        if self.average_epochs is not None:
+            first, last = self.average_epochs
+            if not 1 <= first <= last <= self.epochs:
+                raise ConfigError(f"average_epochs must be [first, last] within 1..{self.epochs}, got {self.average_epochs}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training settings: {', '.join(unknown)}")
+        data = dict(data)
+        if "betas" in data:
+            data["betas"] = tuple(data["betas"])
+        config = cls(**data)
+        config.validate()
+        return config
+
+
+def _parse_value(text: str) -> Any:
+    """A flag value as YAML would read it (numbers, booleans, lists, null), else the string."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def resolve_recipe(name: str) -> str:
+    """A config path, or the name of a shipped recipe (esc50, speechcommands, audioset, audioset_balanced)."""
+    if os.path.isfile(name):
+        return name
+    for ext in (".yaml", ".yml", ".json"):
+        candidate = os.path.join(RECIPES_DIR, name + ext)
+        if os.path.isfile(candidate):
+            return candidate
+    shipped = sorted(os.path.splitext(f)[0] for f in os.listdir(RECIPES_DIR))
+    raise ConfigError(f"{name}: no such config file or recipe (recipes: {', '.join(shipped)})")
+
+
+def load_train_config(path: str | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML/JSON config (or a recipe name) and apply `overrides` (already parsed values)."""
+    data: dict[str, Any] = {}
+    if path:
+        path = resolve_recipe(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                if path.endswith(".json"):
+                    data = json.load(handle)
+                else:
+                    import yaml
+
+                    data = yaml.safe_load(handle) or {}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: cannot read training config ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}  # --set model.hidden_size=64 keeps the file's other model fields
+        else:
+            data[key] = value
+    try:
+        return TrainConfig.from_dict(data)
+    except TypeError as exc:
+        raise ConfigError(f"{path or 'training config'}: {exc}") from None
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """["lr=1e-4", "model.hidden_size=64"] -> {"lr": 1e-4, "model": {"hidden_size": 64}}."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        target = out
+        *parents, last = key.strip().split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[last] = _parse_value(value)
+    return out

@@ -1,0 +1,295 @@
+"""Training data: clip lists from folders, release manifests or CSVs, label spaces, and the dataset that
+turns a clip into normalised fbank features with the release's augmentations.
+
+All randomness of a sample (crop, mixup partner, masks, noise, roll, gain) is drawn from a generator seeded
+by (seed, epoch, index), so a run is reproducible whatever the number of workers or processes, and a
+resumed run sees exactly the samples the interrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ast_audio.audio import load_audio
+from ast_audio.errors import ASTAudioError
+from ast_audio.features.kaldi import FbankOptions, fbank
+from ast_audio.file_lists import AUDIO_EXTENSIONS, ManifestEntry, read_manifest
+
+
+class DataError(ASTAudioError, ValueError):
+    """The training data cannot be used: missing files, unknown labels, empty classes..."""
+
+
+@dataclass
+class Clip:
+    path: str
+    labels: list[int]
+
+
+@dataclass
+class LabelSpace:
+    """Class names in head order; `keys` are what manifests name them by (AudioSet mids, or the names)."""
+
+    names: list[str]
+    keys: list[str]
+
+    @property
+    def key_to_index(self) -> dict[str, int]:
+        return {key: i for i, key in enumerate(self.keys)}
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def from_names(cls, names: list[str]) -> "LabelSpace":
+        return cls(list(names), list(names))
+
+    @classmethod
+    def from_csv(cls, path: str) -> "LabelSpace":
+        """The release's class_labels_indices.csv: index, mid, display_name."""
+        try:
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{path}: cannot read the labels CSV ({exc})") from None
+        if not rows or not {"index", "mid", "display_name"} <= set(rows[0]):
+            raise DataError(f"{path}: expected columns index, mid, display_name")
+        rows.sort(key=lambda row: int(row["index"]))
+        return cls([row["display_name"] for row in rows], [row["mid"] for row in rows])
+
+
+def folder_clips(root: str) -> tuple[list[Clip], LabelSpace]:
+    """One sub-folder per class (sorted names); every audio file below it is a clip of that class."""
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: no such folder")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: expected one sub-folder per class, found none")
+    clips: list[Clip] = []
+    for index, name in enumerate(classes):
+        found = [
+            os.path.join(dirpath, f)
+            for dirpath, _, files in sorted(os.walk(os.path.join(root, name)))
+            for f in sorted(files)
+            if os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS
+        ]
+        if not found:
+            raise DataError(f"{os.path.join(root, name)}: class folder '{name}' holds no audio files")
+        clips.extend(Clip(path, [index]) for path in found)
+    return clips, LabelSpace.from_names(classes)
+
+
+def manifest_clips(path: str, labels: LabelSpace | None = None) -> tuple[list[Clip], LabelSpace]:
+    """A release JSON manifest or a CSV (path,label[,label...]); labels from `labels` or the manifest itself."""
+    entries: list[ManifestEntry] = read_manifest(path)
+    if labels is None:
+        labels = LabelSpace.from_names(sorted({label for entry in entries for label in entry.labels}))
+    lookup = labels.key_to_index
+    names = {name: i for i, name in enumerate(labels.names)}
+    clips, unknown = [], []
+    for entry in entries:
+        indices = []
+        for label in entry.labels:
+            index = lookup.get(label, names.get(label))
+            if index is None:
+                unknown.append(label)
+            else:
+                indices.append(index)
+        if not entry.labels:
+            raise DataError(f"{path}: {entry.path} has no labels")
+        clips.append(Clip(entry.path, indices))
+    if unknown:
+        shown = ", ".join(sorted(set(unknown))[:5])
+        raise DataError(f"{path}: {len(set(unknown))} labels are not in the label list (e.g. {shown})")
+    return clips, labels
+
+
+def check_files(clips: list[Clip], source: str) -> None:
+    """Fail before training when files are missing, naming a few of them."""
+    missing = [clip.path for clip in clips if not os.path.isfile(clip.path)]
+    if missing:
+        raise DataError(f"{source}: {len(missing)} of {len(clips)} files are missing, e.g. {', '.join(missing[:3])}")
+    if not clips:
+        raise DataError(f"{source}: no clips")
+
+
+def seeded_split(clips: list[Clip], fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:
+    """Split off `fraction` of the clips (stratified by first label) for validation, reproducibly."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"validation fraction must be in (0, 1), got {fraction}")
+    rng = random.Random(seed)
+    by_class: dict[int, list[Clip]] = {}
+    for clip in clips:
+        by_class.setdefault(clip.labels[0] if clip.labels else -1, []).append(clip)
+    train, valid = [], []
+    for group in by_class.values():
+        group = list(group)
+        rng.shuffle(group)
+        cut = max(1, int(round(len(group) * fraction))) if len(group) > 1 else 0
+        valid.extend(group[:cut])
+        train.extend(group[cut:])
+    return train, valid
+
+
+@dataclass
+class AugmentConfig:
+    """The release's augmentations; each 0 / False disables it."""
+
+    mixup: float = 0.0  # probability of mixing a clip with a random partner, lambda ~ Beta(10, 10)
+    freqm: int = 0  # SpecAugment: one frequency mask of up to freqm bins
+    timem: int = 0  # SpecAugment: one time mask of up to timem frames
+    noise: bool = False  # small uniform noise on the fbank and a time roll of up to 10 frames
+    gain_db: float = 0.0  # random gain in [-gain_db, +gain_db] dB on the waveform
+
+
+@dataclass
+class FeatureConfig:
+    sampling_rate: int = 16000
+    num_mel_bins: int = 128
+    target_length: int = 1024
+    mean: float = -4.2677393
+    std: float = 4.5689974
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Items are (index, epoch) pairs from `EpochBatchSampler`; returns (features (T, F), target (labels,))."""
+
+    def __init__(
+        self, clips: list[Clip], num_labels: int, features: FeatureConfig, augment: AugmentConfig | None = None,
+        training: bool = False, seed: int = 0,
+    ) -> None:
+        self.clips = clips
+        self.num_labels = num_labels
+        self.features = features
+        self.augment = augment or AugmentConfig()
+        self.training = training
+        self.seed = seed
+        self.options = FbankOptions(sample_frequency=float(features.sampling_rate), num_mel_bins=features.num_mel_bins)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def _target(self, clip: Clip) -> torch.Tensor:
+        target = torch.zeros(self.num_labels)
+        target[clip.labels] = 1.0
+        return target
+
+    def _waveform(self, index: int) -> np.ndarray:
+        clip = self.clips[index]
+        try:
+            samples = load_audio(clip.path, self.features.sampling_rate)
+        except ASTAudioError as exc:
+            raise DataError(f"training clip {index}: {exc}") from None
+        return samples - samples.mean()
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, epoch = item if isinstance(item, tuple) else (item, 0)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        waveform = self._waveform(index)
+        target = self._target(self.clips[index])
+        augment = self.augment if self.training else AugmentConfig()
+        if augment.mixup > 0 and rng.random() < augment.mixup:
+            partner = int(rng.integers(len(self.clips)))
+            other = self._waveform(partner)
+            other = np.pad(other, (0, max(0, len(waveform) - len(other))))[: len(waveform)]
+            lam = float(rng.beta(10, 10))
+            waveform = lam * waveform + (1 - lam) * other
+            waveform = waveform - waveform.mean()
+            target = lam * target + (1 - lam) * self._target(self.clips[partner])
+        if augment.gain_db > 0:
+            waveform = waveform * 10 ** (rng.uniform(-augment.gain_db, augment.gain_db) / 20)
+        waveform = np.asarray(waveform, dtype=np.float32)
+        minimum = self.options.window_size
+        if len(waveform) < minimum:
+            waveform = np.pad(waveform, (0, minimum - len(waveform)))
+        feats = fbank(torch.from_numpy(waveform), self.options)
+        feats = self._crop(feats, rng)
+        if augment.freqm > 0:
+            width = int(rng.integers(0, augment.freqm + 1))
+            start = int(rng.integers(0, feats.shape[1] - width + 1))
+            feats[:, start : start + width] = 0.0
+        if augment.timem > 0:
+            width = int(rng.integers(0, min(augment.timem, feats.shape[0]) + 1))
+            start = int(rng.integers(0, feats.shape[0] - width + 1))
+            feats[start : start + width, :] = 0.0
+        feats = (feats - self.features.mean) / (2 * self.features.std)
+        if augment.noise:
+            feats = feats + torch.from_numpy(rng.random(feats.shape, dtype=np.float32)) * float(rng.random()) / 10
+            feats = torch.roll(feats, int(rng.integers(-10, 10)), 0)
+        return feats, target
+
+    def _crop(self, feats: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """Pad with zeros or cut to target_length frames: a random cut when training, the start otherwise."""
+        length = self.features.target_length
+        frames = feats.shape[0]
+        if frames < length:
+            return torch.nn.functional.pad(feats, (0, 0, 0, length - frames))
+        start = int(rng.integers(0, frames - length + 1)) if self.training else 0
+        return feats[start : start + length].clone()
+
+
+def balanced_weights(clips: list[Clip], num_labels: int) -> np.ndarray:
+    """The release's AudioSet sampling weights: sum over a clip's labels of 1000 / (label count + 0.01)."""
+    counts = np.zeros(num_labels)
+    for clip in clips:
+        counts[clip.labels] += 1
+    per_label = 1000.0 / (counts + 0.01)
+    return np.array([per_label[clip.labels].sum() for clip in clips])
+
+
+@dataclass
+class EpochBatchSampler:
+    """Yields this rank's share of each global batch as (index, epoch) pairs.
+
+    The epoch's order is a permutation (or, with `weights`, a weighted draw with replacement) seeded by
+    (seed, epoch); global batch k is order[k*B:(k+1)*B] and rank r takes its r-th slice, so any number of
+    processes sees the same global batches as one process. `skip_batches` resumes mid-epoch.
+    """
+
+    size: int
+    batch_size: int  # global batch
+    seed: int = 0
+    shuffle: bool = True
+    weights: np.ndarray | None = None
+    rank: int = 0
+    world_size: int = 1
+    drop_last: bool = False
+    epoch: int = 0
+    skip_batches: int = 0
+
+    def order(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch, 7919])
+        if self.weights is not None:
+            p = self.weights / self.weights.sum()
+            return rng.choice(self.size, size=self.size, replace=True, p=p)
+        return rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+
+    def __len__(self) -> int:
+        full = self.size // self.batch_size
+        return full if self.drop_last or self.size % self.batch_size == 0 else full + 1
+
+    def __iter__(self):
+        order = self.order()
+        per_rank = self.batch_size // self.world_size
+        for batch in range(self.skip_batches, len(self)):
+            chunk = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            if len(chunk) < self.batch_size and self.world_size > 1:
+                # Pad the last global batch by wrapping around so every rank gets the same count.
+                chunk = np.concatenate([chunk, order[: self.batch_size - len(chunk)]])
+            mine = chunk[self.rank * per_rank : (self.rank + 1) * per_rank] if self.world_size > 1 else chunk
+            yield [(int(i), self.epoch) for i in mine]
+
+
+def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    features, targets = zip(*batch)
+    return torch.stack(features), torch.stack(targets)

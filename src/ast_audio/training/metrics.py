@@ -1,0 +1,56 @@
+"""Evaluation metrics on sigmoid / softmax outputs: accuracy, mAP, mean AUC, d-prime, per-class AP."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+
+def d_prime(auc: float) -> float:
+    """sqrt(2) * Phi^-1(AUC): the separation of two unit-variance Gaussians with this AUC."""
+    from scipy.stats import norm
+
+    return float(math.sqrt(2.0) * norm.ppf(auc))
+
+
+def evaluate_predictions(scores: np.ndarray, targets: np.ndarray, labels: list[str] | None = None) -> dict:
+    """Metrics of `scores` (clips, labels) against `targets` (clips, labels; multi-hot or one-hot).
+
+    accuracy: argmax of scores vs argmax of targets (as the release). mAP and mean AUC average the
+    per-class values over classes that have both positive and negative clips (others are undefined).
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = np.asarray(targets)
+    if scores.shape != targets.shape or scores.ndim != 2:
+        raise ValueError(f"scores {scores.shape} and targets {targets.shape} must both be (clips, labels)")
+    binary = (targets >= 0.5).astype(int)
+    accuracy = float((scores.argmax(1) == targets.argmax(1)).mean())
+    per_class_ap: list[float | None] = []
+    aucs: list[float] = []
+    for c in range(scores.shape[1]):
+        positives = binary[:, c].sum()
+        if positives == 0 or positives == len(binary):
+            per_class_ap.append(None)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            per_class_ap.append(float(average_precision_score(binary[:, c], scores[:, c])))
+            aucs.append(float(roc_auc_score(binary[:, c], scores[:, c])))
+    defined = [ap for ap in per_class_ap if ap is not None]
+    mean_ap = float(np.mean(defined)) if defined else float("nan")
+    mean_auc = float(np.mean(aucs)) if aucs else float("nan")
+    names = labels or [str(i) for i in range(scores.shape[1])]
+    return {
+        "accuracy": accuracy,
+        "mAP": mean_ap,
+        "mAUC": mean_auc,
+        # Infinite (reported as None) when the classes are perfectly separated.
+        "d_prime": d_prime(mean_auc) if aucs and 0.0 < mean_auc < 1.0 else None,
+        "clips": int(scores.shape[0]),
+        "classes_scored": len(defined),
+        "per_class_AP": {name: ap for name, ap in zip(names, per_class_ap)},
+    }
