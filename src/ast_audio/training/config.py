@@ -86,6 +86,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accumulation", "target_length", "eval_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("lr", "weight_decay", "mean", "std", "mixup", "max_grad_norm", "gain_db", "validation_fraction"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), (int, float)):
+                raise ConfigError(f"{name} must be a number, got {getattr(self, name)!r}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.mixup <= 1.0:
@@ -118,6 +121,11 @@ def _parse_value(text: str) -> Any:
     """A flag value as YAML would read it (numbers, booleans, lists, null), else the string."""
     import yaml
 
+    for number in (int, float):  # YAML 1.1 would read 1e-3 as a string
+        try:
+            return number(text)
+        except ValueError:
+            pass
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

@@ -1,0 +1,291 @@
+"""Fine-tuning: convergence, exact resume, torchrun equivalence, initialisation, metrics and bad data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from ast_audio import ASTConfig, ASTForAudioClassification, CheckpointError
+from ast_audio.cli import main
+from ast_audio.training.config import TrainConfig, load_train_config, parse_overrides
+from ast_audio.training.data import (
+    AugmentConfig,
+    Clip,
+    ClipDataset,
+    DataError,
+    EpochBatchSampler,
+    FeatureConfig,
+    balanced_weights,
+)
+from ast_audio.training.initialization import adapt_position_embeddings, init_from_ast, init_from_timm
+from ast_audio.training.metrics import d_prime, evaluate_predictions
+from ast_audio.training.trainer import Trainer, lr_at
+from conftest import SMALL, randomize_
+
+RATE = 16000
+TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Three classes that a tiny model separates easily: a low tone, a high tone, and noise (0.5 s clips)."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    t = np.arange(RATE // 2) / RATE
+    for name, freq in (("high", 2500), ("low", 300), ("noise", 0)):
+        (root / name).mkdir()
+        for i in range(8):
+            if freq:
+                x = 0.3 * np.sin(2 * np.pi * freq * (1 + 0.1 * rng.random()) * t + rng.random() * 6)
+            else:
+                x = 0.2 * rng.standard_normal(len(t))
+            sf.write(root / name / f"{i}.wav", (x + 0.01 * rng.standard_normal(len(t))).astype(np.float32), RATE)
+    return root
+
+
+def config(dataset, output, **overrides):
+    settings = dict(train=str(dataset), validation_fraction=0.25, model=TINY, target_length=48, lr=3e-3, epochs=6,
+                    batch_size=6, freqm=0, timem=0, lr_schedule="constant", output_dir=str(output), device="cpu")
+    settings.update(overrides)
+    return TrainConfig.from_dict(settings)
+
+
+def weights(run_dir):
+    return torch.load(os.path.join(run_dir, "last.pt"), weights_only=True)["model"]
+
+
+def test_small_model_learns_the_classes(dataset, tmp_path):
+    trainer = Trainer(config(dataset, tmp_path / "run", epochs=8))
+    results = trainer.train()
+    history = [line.split(",") for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]]
+    losses = [float(row[2]) for row in history]
+    assert losses[-1] < losses[0] * 0.7
+    assert results["validation"]["accuracy"] >= 0.9
+    for name in ("best", "final"):
+        saved = tmp_path / "run" / name
+        assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= set(os.listdir(saved))
+    final = ASTForAudioClassification.from_pretrained(tmp_path / "run" / "final")
+    assert final.config.id2label == {0: "high", 1: "low", 2: "noise"}
+    assert final.config.problem_type == "single_label_classification"
+    preprocessor = json.loads((tmp_path / "run" / "final" / "preprocessor_config.json").read_text())
+    assert preprocessor["max_length"] == 48 and preprocessor["mean"] == pytest.approx(-4.2677393)
+
+
+def test_resume_after_a_kill_gives_identical_weights(dataset, tmp_path):
+    # Mixup, SpecAugment, noise and gain on, so every random draw has to line up after the restart.
+    augment = dict(mixup=0.5, freqm=8, timem=10, noise=True, gain_db=3.0, epochs=3)
+    full = Trainer(config(dataset, tmp_path / "full", **augment))
+    full.train()
+    killed = Trainer(config(dataset, tmp_path / "resumed", max_steps=4, **augment))
+    assert killed.train() == {"stopped_at_step": 4}  # mid-epoch 2 (3 steps per epoch)
+    resumed = Trainer(config(dataset, tmp_path / "resumed", **augment))
+    resumed.train()
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(dataset, tmp_path):
+    settings = ["--set", "optimizer=sgd", "--set", "lr=0.01", "--set", "epochs=2", "--device", "cpu",
+                "--set", "model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}",
+                "--set", "target_length=48", "--set", "freqm=0", "--set", "timem=0", "--set", "mixup=0.5",
+                "--set", "validation_fraction=0.25", "--batch-size", "6", "--train", str(dataset)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ast_audio.cli",
+         "train", "-o", str(tmp_path / "two"), *settings], capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "ast_audio.cli", "train", "-o", str(tmp_path / "one"), *settings],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = weights(tmp_path / "two"), weights(tmp_path / "one")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    rows = [(tmp_path / run / "metrics.csv").read_text().splitlines()[1:] for run in ("two", "one")]
+    for two_row, one_row in zip(*rows):
+        assert float(two_row.split(",")[2]) == pytest.approx(float(one_row.split(",")[2]), rel=1e-5)  # train loss
+
+
+def test_sampler_shards_each_global_batch():
+    single = list(EpochBatchSampler(20, 8, seed=3, epoch=2, drop_last=True))
+    ranks = [list(EpochBatchSampler(20, 8, seed=3, epoch=2, rank=r, world_size=2, drop_last=True)) for r in range(2)]
+    assert len(single) == 2 and all(len(b) == 4 for r in ranks for b in r)
+    for batch, part0, part1 in zip(single, *ranks):
+        assert batch == part0 + part1
+    resumed = list(EpochBatchSampler(20, 8, seed=3, epoch=2, drop_last=True, skip_batches=1))
+    assert resumed == single[1:]
+    assert single != list(EpochBatchSampler(20, 8, seed=3, epoch=3, drop_last=True))
+
+
+def test_balanced_weights_follow_the_release():
+    clips = [Clip("a", [0]), Clip("b", [0, 1]), Clip("c", [2])]
+    w = balanced_weights(clips, 3)
+    np.testing.assert_allclose(w, [1000 / 2.01, 1000 / 2.01 + 1000 / 1.01, 1000 / 1.01])
+
+
+def test_augmentations_are_seeded_and_shaped(dataset):
+    clips = [Clip(str(dataset / "low" / "0.wav"), [1]), Clip(str(dataset / "high" / "0.wav"), [0])]
+    features = FeatureConfig(target_length=48)
+    data = ClipDataset(clips, 3, features, AugmentConfig(mixup=1.0, freqm=10, timem=10), training=True, seed=1)
+    x1, y1 = data[(0, 0)]
+    x2, y2 = data[(0, 0)]
+    x3, _ = data[(0, 1)]
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and not torch.equal(x1, x3)
+    assert x1.shape == (48, 128) and y1.sum().item() == pytest.approx(1.0) and y1[2] == 0
+    masked = (0.0 - features.mean) / (2 * features.std)
+    assert (x1 == masked).any()  # SpecAugment zeros the unnormalised fbank
+    clean, target = ClipDataset(clips, 3, features, AugmentConfig(mixup=1.0, freqm=10), training=False)[(0, 0)]
+    assert target.tolist() == [0.0, 1.0, 0.0] and not (clean == masked).all(dim=1).any()
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(train="x", lr=1.0, warmup_steps=4, lr_decay_start=2, lr_decay_every=1, lr_decay=0.5, epochs=5)
+    assert [lr_at(cfg, s, 0, 10) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert [lr_at(cfg, 100, e, 10) for e in range(5)] == [1.0, 1.0, 0.5, 0.25, 0.125]
+    cosine = TrainConfig(train="x", lr=1.0, lr_schedule="cosine", epochs=2)
+    assert lr_at(cosine, 0, 0, 10) == 1.0 and lr_at(cosine, 10, 1, 10) == pytest.approx(0.5)
+
+
+def test_weight_averaging_and_linear_probe(dataset, tmp_path):
+    Trainer(config(dataset, tmp_path / "one", epochs=1)).train()
+    trainer = Trainer(config(dataset, tmp_path / "two", epochs=2, average_epochs=[1, 2]))
+    results = trainer.train()
+    assert results["averaged_epochs"] == 2
+    first, second = weights(tmp_path / "one"), weights(tmp_path / "two")
+    averaged = load_file(tmp_path / "two" / "averaged" / "model.safetensors")
+    for key in first:
+        torch.testing.assert_close(averaged[key], (first[key] + second[key]) / 2, atol=1e-6, rtol=0)
+
+    probe = Trainer(config(dataset, tmp_path / "probe", epochs=1, freeze_encoder=True))
+    before = {k: v.clone() for k, v in probe.model.audio_spectrogram_transformer.state_dict().items()}
+    probe.train()
+    after = probe.model.audio_spectrogram_transformer.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_position_embedding_cut_and_interpolate_by_hand():
+    grid = torch.arange(3 * 4, dtype=torch.float32).reshape(3, 4)  # frequency x time
+    pos = torch.cat([torch.tensor([[-1.0], [-2.0]]), grid.reshape(-1, 1)]).reshape(1, 14, 1)
+    cut = adapt_position_embeddings(pos, (3, 4), (1, 2))
+    assert cut.flatten().tolist() == [-1.0, -2.0, 5.0, 6.0]  # row 1, columns 1-2: the middle
+    grown = adapt_position_embeddings(pos, (3, 4), (3, 8))
+    expected = torch.nn.functional.interpolate(grid[None, None], size=(3, 8), mode="bilinear")
+    assert torch.equal(grown[0, 2:, 0], expected.flatten())
+    assert torch.equal(adapt_position_embeddings(pos, (3, 4), (3, 4)), pos)
+
+
+def test_init_from_ast_with_shorter_input(tmp_path):
+    source = randomize_(ASTForAudioClassification(ASTConfig(**SMALL, max_length=128, num_labels=5)))
+    source.save_pretrained(tmp_path / "src")
+    target = ASTForAudioClassification(ASTConfig(**SMALL, max_length=64, num_labels=3))
+    info = init_from_ast(target, tmp_path / "src")
+    assert info["mismatched_keys"] == ["classifier.dense.weight", "classifier.dense.bias"]
+    old = source.audio_spectrogram_transformer.embeddings.position_embeddings[0, 2:].reshape(12, 12, -1)
+    new = target.audio_spectrogram_transformer.embeddings.position_embeddings[0, 2:].reshape(12, 5, -1)
+    torch.testing.assert_close(new, old[:, 4:9])  # 12 time columns cut to 5 from the middle
+    layer = "audio_spectrogram_transformer.encoder.layer.1.output.dense.weight"
+    torch.testing.assert_close(target.state_dict()[layer], source.state_dict()[layer])
+    with pytest.raises(CheckpointError, match="cannot initialise a model of"):
+        init_from_ast(ASTForAudioClassification(ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                          intermediate_size=64, max_length=64)), tmp_path / "src")
+
+
+def test_init_from_timm_deit_file(tmp_path):
+    torch.manual_seed(0)
+    dim, grid = 32, 24
+    state = {"cls_token": torch.randn(1, 1, dim), "dist_token": torch.randn(1, 1, dim),
+             "pos_embed": torch.randn(1, 2 + grid * grid, dim), "patch_embed.proj.weight": torch.randn(dim, 3, 16, 16),
+             "patch_embed.proj.bias": torch.randn(dim), "norm.weight": torch.randn(dim), "norm.bias": torch.randn(dim),
+             "head.weight": torch.randn(1000, dim), "head.bias": torch.randn(1000),
+             "head_dist.weight": torch.randn(1000, dim), "head_dist.bias": torch.randn(1000)}
+    for name, shape in (("norm1", (dim,)), ("attn.qkv", (3 * dim, dim)), ("attn.proj", (dim, dim)), ("norm2", (dim,)),
+                        ("mlp.fc1", (64, dim)), ("mlp.fc2", (dim, 64))):
+        state[f"blocks.0.{name}.weight"] = torch.randn(shape)
+        state[f"blocks.0.{name}.bias"] = torch.randn(shape[0])
+    torch.save({"model": state}, tmp_path / "deit.pth")
+    model = ASTForAudioClassification(ASTConfig(hidden_size=dim, num_hidden_layers=1, num_attention_heads=2,
+                                                intermediate_size=64, max_length=128, num_labels=4))
+    info = init_from_timm(model, tmp_path / "deit.pth")
+    assert set(info["missing_keys"]) == {"classifier.layernorm.weight", "classifier.layernorm.bias",
+                                         "classifier.dense.weight", "classifier.dense.bias"}
+    embeddings = model.audio_spectrogram_transformer.embeddings
+    torch.testing.assert_close(embeddings.patch_embeddings.projection.weight, state["patch_embed.proj.weight"].sum(1, keepdim=True))
+    positions = state["pos_embed"][0, 2:].reshape(grid, grid, dim)
+    # 12 frequency rows cut from the middle of 24; 12 time columns cut likewise.
+    torch.testing.assert_close(embeddings.position_embeddings[0, 2:].reshape(12, 12, dim), positions[6:18, 6:18])
+    query = model.audio_spectrogram_transformer.encoder.layer[0].attention.attention.key.weight
+    torch.testing.assert_close(query, state["blocks.0.attn.qkv.weight"][dim: 2 * dim])
+
+
+def test_metrics_against_hand_computed_values():
+    scores = np.array([[0.9, 0.1], [0.8, 0.3], [0.3, 0.6], [0.2, 0.7]])
+    targets = np.array([[1, 0], [0, 1], [1, 0], [0, 1]])
+    metrics = evaluate_predictions(scores, targets, ["a", "b"])
+    # class a: positives at ranks 1 and 3 -> AP = (1/1 + 2/3) / 2; AUC = 3/4. class b: ranks 1 and 3 -> same.
+    assert metrics["per_class_AP"] == {"a": pytest.approx(5 / 6), "b": pytest.approx(5 / 6)}
+    assert metrics["mAP"] == pytest.approx(5 / 6) and metrics["mAUC"] == pytest.approx(0.75)
+    assert metrics["accuracy"] == pytest.approx(0.5)  # argmax right on rows 1 and 4
+    assert metrics["d_prime"] == pytest.approx(d_prime(0.75)) == pytest.approx(0.9538725524)
+
+
+def test_bad_data_fails_before_training(dataset, tmp_path):
+    manifest = tmp_path / "train.csv"
+    manifest.write_text(f"path,label\n{dataset}/low/0.wav,low\n{tmp_path}/gone.wav,low\n{dataset}/high/0.wav,high\n")
+    with pytest.raises(DataError, match=r"1 of 2 files are missing, e.g. .*gone.wav"):
+        Trainer(config(dataset, tmp_path / "r", train=str(manifest), validation_fraction=0.3))
+    validation = tmp_path / "valid.csv"
+    validation.write_text(f"{dataset}/low/1.wav,low\n{dataset}/noise/1.wav,thunder\n")
+    with pytest.raises(DataError, match=r"labels are not in the label list \(e.g. thunder\)"):
+        Trainer(config(dataset, tmp_path / "r", validation=str(validation)))
+    empty = tmp_path / "folders"
+    for name in ("cat", "dog"):
+        (empty / name).mkdir(parents=True)
+    sf.write(empty / "cat" / "a.wav", np.zeros(8000, np.float32), RATE)
+    with pytest.raises(DataError, match="class folder 'dog' holds no audio files"):
+        Trainer(config(empty, tmp_path / "r"))
+    other = ASTForAudioClassification(ASTConfig(hidden_size=48, num_hidden_layers=1, num_attention_heads=2,
+                                                intermediate_size=64, max_length=48))
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(CheckpointError, match="position_embeddings|cannot initialise"):
+        Trainer(config(dataset, tmp_path / "r", init=str(tmp_path / "other"), model={"hidden_size": 32,
+                "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}))
+
+
+def test_config_files_recipes_and_overrides(tmp_path):
+    for recipe in ("esc50", "speechcommands", "audioset", "audioset_balanced"):
+        loaded = load_train_config(recipe, {"train": "data"})
+        assert loaded.train == "data"
+    esc = load_train_config("esc50", {"train": "x"})
+    assert (esc.lr, esc.batch_size, esc.target_length, esc.freqm, esc.timem) == (1e-5, 48, 512, 24, 96)
+    audioset = load_train_config("audioset", {"train": "x"})
+    assert audioset.average_epochs == [1, 5] and audioset.balanced_sampling and audioset.warmup_steps == 1000
+    (tmp_path / "c.yaml").write_text("train: data\nmodel: {hidden_size: 64, num_hidden_layers: 2}\nlr: 0.1\n")
+    merged = load_train_config(str(tmp_path / "c.yaml"), parse_overrides(["model.hidden_size=32", "lr=1e-3"]))
+    assert merged.model == {"hidden_size": 32, "num_hidden_layers": 2} and merged.lr == 1e-3
+    with pytest.raises(ValueError, match="unknown training settings: learning_rate"):
+        load_train_config(None, {"train": "x", "learning_rate": 1})
+    with pytest.raises(ValueError, match="no such config file or recipe"):
+        load_train_config("nope", {})
+
+
+def test_train_and_evaluate_commands(dataset, tmp_path, capsys):
+    code = main(["train", "--train", str(dataset), "-o", str(tmp_path / "run"), "--epochs", "2", "--batch-size", "6",
+                 "--device", "cpu", "--set", "target_length=48", "--set", "freqm=0", "--set", "timem=0",
+                 "--set", "model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["best_epoch"] in (1, 2) and "accuracy" in summary["validation"]
+    code = main(["evaluate", str(tmp_path / "run" / "final"), str(dataset), "-o", str(tmp_path / "eval.json")])
+    assert code == 0
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    assert metrics["clips"] == 24 and set(metrics["per_class_AP"]) == {"high", "low", "noise"}
+    assert json.loads(capsys.readouterr().out) == metrics
