@@ -289,3 +289,23 @@ def test_train_and_evaluate_commands(dataset, tmp_path, capsys):
     metrics = json.loads((tmp_path / "eval.json").read_text())
     assert metrics["clips"] == 24 and set(metrics["per_class_AP"]) == {"high", "low", "noise"}
     assert json.loads(capsys.readouterr().out) == metrics
+
+
+def test_gradient_accumulation_matches_the_full_batch(dataset, tmp_path):
+    common = dict(optimizer="sgd", lr=0.01, epochs=2)
+    Trainer(config(dataset, tmp_path / "whole", **common)).train()
+    Trainer(config(dataset, tmp_path / "accumulated", grad_accumulation=2, **common)).train()
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "accumulated")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_early_stopping_clipping_and_bfloat16(dataset, tmp_path):
+    # A learning rate too small to change the metric: no improvement after epoch 1, stop after 1 stale epoch.
+    trainer = Trainer(config(dataset, tmp_path / "stop", lr=1e-12, epochs=5, early_stopping_patience=1,
+                             max_grad_norm=0.5))
+    results = trainer.train()
+    rows = (tmp_path / "stop" / "metrics.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2 and results["best_epoch"] == 1
+    half = Trainer(config(dataset, tmp_path / "bf16", epochs=1, precision="bfloat16"))
+    assert half.train()["validation"]["clips"] == 6

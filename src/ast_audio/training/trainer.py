@@ -286,12 +286,16 @@ class Trainer:
         augment = AugmentConfig(config.mixup, config.freqm, config.timem, config.noise, config.gain_db)
         dataset = ClipDataset(self.data.train, len(self.data.labels), self.features, augment, training=True,
                               seed=config.seed)
+        # Each optimizer step accumulates grad_accumulation micro-batches that together make one global batch.
+        micro_batch = config.batch_size // config.grad_accumulation
         sampler = EpochBatchSampler(
-            len(dataset), config.batch_size, seed=config.seed,
+            len(dataset), micro_batch, seed=config.seed,
             weights=balanced_weights(self.data.train, len(self.data.labels)) if config.balanced_sampling else None,
-            rank=self.dist.rank, world_size=self.dist.world_size, drop_last=len(dataset) >= config.batch_size,
+            rank=self.dist.rank, world_size=self.dist.world_size, drop_last=len(dataset) >= micro_batch,
         )
         steps_per_epoch = max(1, len(sampler) // config.grad_accumulation)
+        # Micro-batches left over at the end of an epoch would mix into the next epoch's first step: skip them.
+        batches_per_epoch = steps_per_epoch * config.grad_accumulation
         state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": None, "stale": 0,
                  "average": None, "averaged": 0, "history": []}
         saved = self._load_state() if resume else None
@@ -327,9 +331,11 @@ class Trainer:
                                                  num_workers=config.num_workers)
             started = time.time()
             losses = []
-            bar = tqdm(total=len(sampler), initial=state["batch"], desc=f"epoch {epoch + 1}/{config.epochs}",
+            bar = tqdm(total=batches_per_epoch, initial=state["batch"], desc=f"epoch {epoch + 1}/{config.epochs}",
                        unit="batch", file=sys.stderr, disable=not (self.dist.main and sys.stderr.isatty()))
             for features, targets in loader:
+                if state["batch"] >= batches_per_epoch:
+                    break
                 with autocast:
                     logits = wrapped(features.to(self.device)).logits
                 loss = self._loss(logits, targets.to(self.device)) / config.grad_accumulation
