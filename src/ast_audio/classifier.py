@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "MIT/ast-finetuned-audioset-10-10-0.4593"
 SCORE_FUNCTIONS = ("auto", "sigmoid", "softmax")
+BACKENDS = ("torch", "onnxruntime")
 
 AudioInput = Union[str, os.PathLike, bytes, bytearray, np.ndarray, torch.Tensor, dict]
 
@@ -136,7 +137,15 @@ class AudioClassifier:
         hop: float | None = None,
         pooling: str = "mean",
         score_function: str = "auto",
+        backend: str = "torch",
+        quantize: str | None = None,
+        compile: bool = False,
+        onnx_path: str | os.PathLike | None = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
         if feature_extractor.num_mel_bins != model.config.num_mel_bins:
             raise ValueError(
                 f"feature extractor makes {feature_extractor.num_mel_bins} mel bins but the model expects "
@@ -149,34 +158,56 @@ class AudioClassifier:
         if score_function not in SCORE_FUNCTIONS:
             raise ValueError(f"score_function must be one of {SCORE_FUNCTIONS}, got {score_function!r}")
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.backend = backend
+        self._session = None
+        if backend == "onnxruntime":
+            from ast_audio.export import onnx_session
+
+            if onnx_path is None:
+                raise ValueError("the onnxruntime backend needs onnx_path (ast-audio export writes model.onnx)")
+            self._session = onnx_session(onnx_path, self.device)
+            self.model = None
+        else:
+            if quantize == "int8":
+                if self.device.type != "cpu":
+                    raise ValueError("int8 dynamic quantisation runs on the CPU only; use dtype=float16 on a GPU")
+                from ast_audio.export import quantize_int8
+
+                model = quantize_int8(model)
+            from ast_audio.export import LogitsAndPooled
+
+            self.model = model.to(self.device).eval()
+            self._network = LogitsAndPooled(self.model)
+            if compile:
+                self._network = torch.compile(self._network)
         self.feature_extractor = feature_extractor
-        if feature_extractor.max_length != model.config.max_length:
+        if feature_extractor.max_length != self.config.max_length:
             logger.warning(
                 "preprocessor max_length %d differs from the model's %d; using the model's",
-                feature_extractor.max_length, model.config.max_length,
+                feature_extractor.max_length, self.config.max_length,
             )
-            feature_extractor.max_length = model.config.max_length
+            feature_extractor.max_length = self.config.max_length
         self.batch_size = batch_size
         frame_shift = feature_extractor.fbank_options.frame_shift / 1000
-        self.window = window or model.config.max_length * frame_shift
+        self.window = window or self.config.max_length * frame_shift
         self.hop = hop or self.window / 2
         if self.window <= 0 or self.hop <= 0:
             raise ValueError(f"window and hop must be positive seconds, got {self.window}, {self.hop}")
         self.pooling = pooling
-        self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
         self.score_function = self._resolve_score_function(score_function)
 
     def _resolve_score_function(self, requested: str) -> str:
         if requested != "auto":
             return requested
-        problem_type = self.model.config.problem_type
+        problem_type = self.config.problem_type
         if problem_type == "multi_label_classification":
             return "sigmoid"
         if problem_type in ("single_label_classification", "regression"):
             return "softmax" if problem_type == "single_label_classification" else "identity"
         # Unset in the public checkpoints: AudioSet-style taggers (hundreds of labels) are multi-label.
-        return "sigmoid" if self.model.config.num_labels >= 100 else "softmax"
+        return "sigmoid" if self.config.num_labels >= 100 else "softmax"
 
     @classmethod
     def from_pretrained(
@@ -191,12 +222,21 @@ class AudioClassifier:
         pooling: str = "mean",
         score_function: str = "auto",
         attn_implementation: str = "sdpa",
+        backend: str = "torch",
+        quantize: str | None = None,
+        compile: bool = False,
+        onnx_path: str | os.PathLike | None = None,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
         token: str | bool | None = None,
     ) -> "AudioClassifier":
-        """Load a checkpoint directory or Hub id (model + preprocessor_config.json)."""
+        """Load a checkpoint directory or Hub id (model + preprocessor_config.json).
+
+        backend "onnxruntime" runs `onnx_path` (default: the checkpoint's model.onnx, from `ast-audio export`);
+        quantize="int8" applies dynamic int8 quantisation to the Linear layers (CPU); compile=True wraps the
+        model in torch.compile (the first batches are slow while it compiles).
+        """
         from ast_audio.hub import resolve_file
         from ast_audio.preprocessor_config import PREPROCESSOR_CONFIG_NAME
 
@@ -212,9 +252,18 @@ class AudioClassifier:
                 PREPROCESSOR_CONFIG_NAME,
             )
             extractor = ASTFeatureExtractor(max_length=network.config.max_length, num_mel_bins=network.config.num_mel_bins)
+        if backend == "onnxruntime" and onnx_path is None:
+            from ast_audio.export import ONNX_NAME
+
+            onnx_path = resolve_file(model, ONNX_NAME, required=False, **hub)
+            if onnx_path is None:
+                raise AudioError(
+                    f"{model}: no {ONNX_NAME} for the onnxruntime backend; create it with "
+                    f"ast-audio export {model} --onnx"
+                )
         return cls(
             network, extractor, device=device, batch_size=batch_size, window=window, hop=hop, pooling=pooling,
-            score_function=score_function,
+            score_function=score_function, backend=backend, quantize=quantize, compile=compile, onnx_path=onnx_path,
         )
 
     # -------------------------------------------------------------------------------------------- API
@@ -391,10 +440,17 @@ class AudioClassifier:
             put(exc)
 
     @torch.inference_mode()
+    def _forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and pooled embeddings of a feature batch, on whichever backend."""
+        if self._session is not None:
+            logits, pooled = self._session.run(["logits", "pooler_output"], {"input_values": features.numpy()})
+            return torch.from_numpy(logits), torch.from_numpy(pooled)
+        return self._network(features.to(self.device, non_blocking=True))
+
+    @torch.inference_mode()
     def _run_model(self, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        features = features.to(self.device, non_blocking=True)
-        pooled = self.model.audio_spectrogram_transformer(features).pooler_output
-        logits = self.model.classifier(pooled).float()
+        logits, pooled = self._forward(features)
+        logits = logits.float()
         if self.score_function == "sigmoid":
             scores = torch.sigmoid(logits)
         elif self.score_function == "softmax":

@@ -11,7 +11,7 @@ from ast_audio import __version__
 from ast_audio.errors import ASTAudioError
 
 # name -> module in ast_audio.commands; each has add_arguments(parser) and run(args) -> exit code, and HELP.
-COMMANDS = ("classify", "embed", "train", "evaluate", "stats", "convert")
+COMMANDS = ("classify", "embed", "train", "evaluate", "stats", "convert", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 def check_input_values(input_values: Any, config: ASTConfig) -> None:
     """Raise `InputShapeError` unless `input_values` is a float tensor (batch, max_length, num_mel_bins)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return  # shapes are fixed by then; the checks are for eager callers
     expected = f"(batch, {config.max_length}, {config.num_mel_bins}) = (batch, frames, mel bins)"
     if not isinstance(input_values, torch.Tensor):
         raise InputShapeError(f"input_values must be a torch.Tensor of shape {expected}, got {type(input_values).__name__}")

@@ -15,6 +15,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="windows per model call (default 8)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model precision (default float32)")
+    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                        help="torch (default) or onnxruntime (runs MODEL/model.onnx from ast-audio export)")
+    parser.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the Linear layers (CPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batches)")
     parser.add_argument("--offline", action="store_true", help="never contact the Hub; use its local cache only")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -24,7 +28,8 @@ def load_classifier(args: argparse.Namespace, pooling: str = "mean"):
 
     return AudioClassifier.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size, window=args.window,
-        hop=args.hop, pooling=pooling, local_files_only=args.offline,
+        hop=args.hop, pooling=pooling, local_files_only=args.offline, backend=args.backend,
+        quantize="int8" if args.int8 else None, compile=args.compile,
     )
 
 

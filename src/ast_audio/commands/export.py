@@ -1,0 +1,38 @@
+"""`ast-audio export`: a checkpoint to ONNX (verified with onnxruntime)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "export a checkpoint to ONNX (dynamic batch axis), checked against PyTorch with onnxruntime"
+DESCRIPTION = (
+    "Export a checkpoint directory to ONNX with outputs logits and pooler_output and a dynamic batch axis, "
+    "run it in onnxruntime on random input and compare with PyTorch. By default the file is written as "
+    "model.onnx inside the checkpoint directory, where classify --backend onnxruntime finds it."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="checkpoint directory (or Hub id)")
+    parser.add_argument("--onnx", nargs="?", const="", metavar="PATH",
+                        help="write ONNX here (default: MODEL/model.onnx)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false", help="skip the onnxruntime check")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ast_audio.errors import ASTAudioError
+    from ast_audio.export import ONNX_NAME, export_onnx
+    from ast_audio.modeling import ASTForAudioClassification
+
+    if args.onnx is None:
+        raise ASTAudioError("choose an export format: --onnx [PATH]")
+    path = args.onnx or os.path.join(args.model, ONNX_NAME)
+    if not args.onnx and not os.path.isdir(args.model):
+        raise ASTAudioError(f"{args.model} is not a local directory: pass --onnx PATH")
+    model = ASTForAudioClassification.from_pretrained(args.model)
+    report = export_onnx(model, path, opset=args.opset, verify=args.verify)
+    checked = f", onnxruntime max |difference| {report['max_abs_diff']:.1e}" if "max_abs_diff" in report else ""
+    print(f"wrote {path}{checked}")
+    return 0

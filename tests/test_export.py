@@ -1,0 +1,98 @@
+"""Inference speed options agree with float32: ONNX + onnxruntime, int8 dynamic quantisation, torch.compile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ast_audio import ASTAudioError, ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AudioClassifier
+from ast_audio.cli import main
+from ast_audio.export import export_onnx, onnx_session, quantize_int8
+from conftest import SMALL, randomize_
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt")
+    config = ASTConfig(**SMALL, max_length=128, id2label={i: f"class {i}" for i in range(6)})
+    randomize_(ASTForAudioClassification(config), seed=1).save_pretrained(path)
+    ASTFeatureExtractor(max_length=128).save_pretrained(path)
+    return path
+
+
+def real_signals(count: int = 24) -> list[np.ndarray]:
+    """Tones, chirps, noise bursts and silence gaps: inputs with the structure of real sounds."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(1.2 * RATE)) / RATE
+    out = []
+    for i in range(count):
+        kind = i % 4
+        if kind == 0:
+            x = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 4000) * t)
+        elif kind == 1:
+            x = 0.3 * np.sin(2 * np.pi * np.cumsum(np.linspace(rng.uniform(100, 500), rng.uniform(2000, 7000), len(t))) / RATE)
+        elif kind == 2:
+            x = rng.standard_normal(len(t)) * (t % 0.3 < 0.1) * 0.3
+        else:
+            x = 0.2 * np.sin(2 * np.pi * 300 * t) * (t > 0.6) + 0.01 * rng.standard_normal(len(t))
+        out.append(x.astype(np.float32))
+    return out
+
+
+def test_onnx_export_matches_torch_with_dynamic_batch(checkpoint, tmp_path):
+    model = ASTForAudioClassification.from_pretrained(checkpoint)
+    report = export_onnx(model, tmp_path / "m.onnx")
+    assert report["max_abs_diff"] < 1e-4
+    session = onnx_session(tmp_path / "m.onnx")
+    x = torch.randn(3, 128, 128)
+    logits, pooled = session.run(["logits", "pooler_output"], {"input_values": x.numpy()})
+    with torch.no_grad():
+        expected = model(x, output_hidden_states=False)
+    np.testing.assert_allclose(logits, expected.logits.numpy(), atol=1e-4)
+    assert pooled.shape == (3, SMALL["hidden_size"])
+
+
+def test_classifier_backends_agree(checkpoint, capsys):
+    assert main(["export", str(checkpoint), "--onnx"]) == 0
+    assert "onnxruntime max |difference|" in capsys.readouterr().out
+    signals = real_signals(8)
+    reference = [r.scores for r in AudioClassifier.from_pretrained(checkpoint).classify(signals, sampling_rate=RATE)]
+    onnx = AudioClassifier.from_pretrained(checkpoint, backend="onnxruntime")
+    for mine, expected in zip(onnx.classify(signals, sampling_rate=RATE), reference):
+        np.testing.assert_allclose(mine.scores, expected, atol=1e-5)
+
+
+def test_int8_agrees_with_float32(checkpoint):
+    model = ASTForAudioClassification.from_pretrained(checkpoint)
+    quantized = quantize_int8(ASTForAudioClassification.from_pretrained(checkpoint))
+    features = ASTFeatureExtractor.from_pretrained(checkpoint)(real_signals(), sampling_rate=RATE, return_tensors="pt")
+    with torch.no_grad():
+        full = model(features.input_values).logits
+        small = quantized(features.input_values).logits
+    cosine = torch.nn.functional.cosine_similarity(full, small, dim=-1)
+    assert cosine.min().item() >= 0.99
+    assert (full.argmax(-1) == small.argmax(-1)).float().mean().item() >= 0.95
+    classifier = AudioClassifier.from_pretrained(checkpoint, quantize="int8")
+    assert classifier.classify(real_signals(1)[0], sampling_rate=RATE).scores.shape == (6,)
+
+
+def test_compiled_model_agrees(checkpoint):
+    signals = real_signals(4)
+    eager = AudioClassifier.from_pretrained(checkpoint).classify(signals, sampling_rate=RATE)
+    compiled = AudioClassifier.from_pretrained(checkpoint, compile=True).classify(signals, sampling_rate=RATE)
+    for a, b in zip(eager, compiled):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
+def test_backend_errors(checkpoint, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    ASTForAudioClassification(ASTConfig(**SMALL, max_length=128)).save_pretrained(bare)
+    with pytest.raises(ASTAudioError, match="no model.onnx for the onnxruntime backend"):
+        AudioClassifier.from_pretrained(bare, backend="onnxruntime")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        AudioClassifier.from_pretrained(bare, backend="tensorrt")
+    assert main(["export", str(bare)]) == 1
+    assert "choose an export format" in capsys.readouterr().err
