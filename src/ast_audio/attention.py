@@ -20,7 +20,7 @@ def eager_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, dropout_p: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T * scale) v with the softmax in float32; returns the output and the probabilities."""
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
+    scores = torch.matmul(query * scale, key.transpose(-1, -2))  # scaling q is cheaper than scaling q k^T
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     if dropout_p > 0.0:
         probs = nn.functional.dropout(probs, p=dropout_p, training=True)
@@ -41,17 +41,23 @@ class ASTSelfAttention(nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
         self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, _ = x.shape
-        return x.view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
+    def _projections(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Query, key and value as (batch, heads, tokens, head_dim).
+
+        (One fused multiply by the concatenated weights measured no faster on CPU, so the three stay apart.)
+        """
+        batch, tokens, _ = hidden_states.shape
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
+
+        return split(self.query(hidden_states)), split(self.key(hidden_states)), split(self.value(hidden_states))
 
     def forward(
         self, hidden_states: torch.Tensor, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, tokens, hidden = hidden_states.shape
-        query = self._split_heads(self.query(hidden_states))
-        key = self._split_heads(self.key(hidden_states))
-        value = self._split_heads(self.value(hidden_states))
+        query, key, value = self._projections(hidden_states)
         dropout_p = self.dropout_p if self.training else 0.0
         if self.attn_implementation == "eager" or output_attentions:
             context, probs = eager_attention(query, key, value, self.scale, dropout_p)

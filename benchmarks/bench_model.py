@@ -1,0 +1,129 @@
+"""Model forward speed: ast_audio vs transformers (eager and sdpa), plus our int8 and onnxruntime paths.
+
+Same random weights for all (a transformers AST of the default AudioSet geometry, saved and loaded by both),
+batches 1, 2, 4, 8 of (1024, 128) inputs, implementations run alternately. Prints ms per batch, clips/s,
+the speedup over the reference's sdpa, achieved GFLOP/s and its share of this machine's float32 matmul
+GFLOP/s (a 4096x4096 matmul measured in the same run). On a GPU it also runs float16.
+
+    python benchmarks/bench_model.py [--batches 1 2 4 8] [--repeats 2] [--no-int8] [--no-onnx] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+
+
+def flops_per_clip(config) -> float:
+    """Multiply-adds x 2 of one forward pass: patch conv, per-layer projections, attention, MLP, head."""
+    tokens = config.num_patches + 2
+    hidden, inner = config.hidden_size, config.intermediate_size
+    conv = config.num_patches * hidden * config.patch_size**2
+    per_layer = tokens * (4 * hidden * hidden + 2 * hidden * inner) + 2 * tokens * tokens * hidden
+    head = hidden * config.num_labels
+    return 2.0 * (conv + config.num_hidden_layers * per_layer + head)
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+    a = torch.randn(4096, 4096, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        a @ a
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * 4096**3 / best / 1e9
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-int8", action="store_true")
+    parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+
+    import transformers
+
+    from ast_audio import ASTForAudioClassification
+    from ast_audio.export import LogitsAndPooled, export_onnx, onnx_session, quantize_int8
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    tmp = tempfile.mkdtemp()
+    transformers.ASTForAudioClassification(transformers.ASTConfig(num_labels=527)).save_pretrained(tmp)
+    config = ASTForAudioClassification.from_pretrained(tmp).config
+    flops = flops_per_clip(config)
+
+    dtypes = [torch.float32] + ([torch.float16] if device.type == "cuda" else [])
+    rows = []
+    for dtype in dtypes:
+        runners = {}
+        for attn in ("sdpa", "eager"):
+            ours = ASTForAudioClassification.from_pretrained(tmp, attn_implementation=attn, dtype=dtype).to(device)
+            ref = transformers.ASTForAudioClassification.from_pretrained(tmp, attn_implementation=attn, dtype=dtype)
+            runners[f"ours {attn}"] = LogitsAndPooled(ours.eval())
+            runners[f"transformers {attn}"] = ref.to(device).eval()
+        if dtype == torch.float32 and device.type == "cpu" and not args.no_int8:
+            runners["ours int8"] = LogitsAndPooled(quantize_int8(ASTForAudioClassification.from_pretrained(tmp)))
+        session = None
+        if dtype == torch.float32 and not args.no_onnx:
+            path = os.path.join(tmp, "model.onnx")
+            export_onnx(ASTForAudioClassification.from_pretrained(tmp), path, verify=False)
+            session = onnx_session(path, device)
+            runners["ours onnxruntime"] = lambda x: session.run(["logits"], {"input_values": x.cpu().numpy()})
+        peak = matmul_gflops(device, dtype)
+        for batch in args.batches:
+            x = torch.randn(batch, config.max_length, config.num_mel_bins, device=device, dtype=dtype)
+            times: dict[str, list[float]] = {name: [] for name in runners}
+            with torch.inference_mode():
+                for name, run in runners.items():
+                    run(x)  # warm-up
+                for _ in range(args.repeats):
+                    for name, run in runners.items():
+                        sync(device)
+                        start = time.perf_counter()
+                        run(x)
+                        sync(device)
+                        times[name].append(time.perf_counter() - start)
+            reference = min(times["transformers sdpa"])
+            for name, measured in times.items():
+                best = min(measured)
+                gflops = flops * batch / best / 1e9
+                rows.append(dict(dtype=str(dtype).replace("torch.", ""), batch=batch, implementation=name,
+                                 ms_per_batch=best * 1e3, clips_per_s=batch / best,
+                                 speedup_vs_transformers_sdpa=reference / best, gflops=gflops,
+                                 share_of_matmul_peak=gflops / peak, matmul_gflops=peak))
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {device}, "
+          f"{torch.get_num_threads()} threads; {flops / 1e9:.0f} GFLOP per clip; best of {args.repeats}")
+    header = (f"{'dtype':8s} {'batch':>5s} {'implementation':22s} {'ms/batch':>10s} {'clips/s':>8s} "
+              f"{'x sdpa ref':>10s} {'GFLOP/s':>8s} {'of matmul':>9s}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['dtype']:8s} {r['batch']:5d} {r['implementation']:22s} {r['ms_per_batch']:10.1f} "
+              f"{r['clips_per_s']:8.2f} {r['speedup_vs_transformers_sdpa']:9.2f}x {r['gflops']:8.1f} "
+              f"{100 * r['share_of_matmul_peak']:8.0f}%")
+    print(f"matmul peak: {', '.join(f'{r}' for r in sorted({round(r['matmul_gflops'], 1) for r in rows}))} GFLOP/s")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
