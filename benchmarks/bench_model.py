@@ -48,12 +48,55 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def real_signals(count: int) -> list[np.ndarray]:
+    """Tones, chirps, noise bursts and mixtures of 10 s: inputs with the structure of real sounds."""
+    rng = np.random.default_rng(0)
+    t = np.arange(160000) / 16000
+    clips = []
+    for i in range(count):
+        f0 = rng.uniform(100, 3000)
+        tone = 0.3 * np.sin(2 * np.pi * f0 * t + 2 * np.sin(2 * np.pi * rng.uniform(0.5, 6) * t))
+        bursts = rng.standard_normal(len(t)) * (np.sin(2 * np.pi * rng.uniform(0.2, 2) * t) > 0.5) * 0.2
+        chirp = 0.2 * np.sin(2 * np.pi * np.cumsum(np.linspace(f0, rng.uniform(200, 7000), len(t))) / 16000)
+        clips.append([tone, bursts, chirp, tone + bursts][i % 4].astype(np.float32))
+    return clips
+
+
+def agree(checkpoint: str, count: int, device: torch.device, int8: bool, onnx: bool) -> dict:
+    """Cosine similarity of logits and top-1 agreement of int8 / onnxruntime against float32 PyTorch."""
+    from ast_audio import ASTFeatureExtractor, ASTForAudioClassification
+    from ast_audio.export import onnx_session, quantize_int8
+
+    features = ASTFeatureExtractor()(real_signals(count), sampling_rate=16000, return_tensors="pt")["input_values"]
+    model = ASTForAudioClassification.from_pretrained(checkpoint).to(device)
+    with torch.inference_mode():
+        reference = torch.cat([model(features[i : i + 4].to(device)).logits.cpu() for i in range(0, count, 4)])
+        others = {}
+        if int8:
+            quantized = quantize_int8(ASTForAudioClassification.from_pretrained(checkpoint))
+            others["int8"] = torch.cat([quantized(features[i : i + 4]).logits for i in range(0, count, 4)])
+        if onnx:
+            session = onnx_session(os.path.join(checkpoint, "model.onnx"), device)
+            others["onnxruntime"] = torch.cat([
+                torch.from_numpy(session.run(["logits"], {"input_values": features[i : i + 4].numpy()})[0])
+                for i in range(0, count, 4)
+            ])
+    return {
+        name: {"min_cosine": float(torch.nn.functional.cosine_similarity(logits, reference).min()),
+               "top1": float((logits.argmax(1) == reference.argmax(1)).float().mean())}
+        for name, logits in others.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--agreement-clips", type=int, default=16,
+                        help="real-signal clips for the int8 / onnxruntime agreement check (0: skip)")
     parser.add_argument("--json")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -79,6 +122,9 @@ def main() -> None:
             ref = transformers.ASTForAudioClassification.from_pretrained(tmp, attn_implementation=attn, dtype=dtype)
             runners[f"ours {attn}"] = LogitsAndPooled(ours.eval())
             runners[f"transformers {attn}"] = ref.to(device).eval()
+        if not args.no_compile:
+            runners["ours compiled"] = torch.compile(LogitsAndPooled(
+                ASTForAudioClassification.from_pretrained(tmp, dtype=dtype).to(device).eval()))
         if dtype == torch.float32 and device.type == "cpu" and not args.no_int8:
             runners["ours int8"] = LogitsAndPooled(quantize_int8(ASTForAudioClassification.from_pretrained(tmp)))
         session = None
@@ -120,6 +166,12 @@ def main() -> None:
               f"{r['clips_per_s']:8.2f} {r['speedup_vs_transformers_sdpa']:9.2f}x {r['gflops']:8.1f} "
               f"{100 * r['share_of_matmul_peak']:8.0f}%")
     print(f"matmul peak: {', '.join(f'{r}' for r in sorted({round(r['matmul_gflops'], 1) for r in rows}))} GFLOP/s")
+    if args.agreement_clips:
+        agreement = agree(tmp, args.agreement_clips, device, not args.no_int8 and device.type == "cpu", not args.no_onnx)
+        print(f"agreement with float32 on {args.agreement_clips} real-signal clips:")
+        for name, values in agreement.items():
+            print(f"  {name:12s} min cosine {values['min_cosine']:.5f}  top-1 agreement {100 * values['top1']:.1f}%")
+        rows.append({"agreement": agreement})
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=2)
