@@ -223,20 +223,15 @@ class ASTConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "ASTConfig":
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not a UTF-8 text file") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        from ast_audio.hub import read_json_object
+
+        return cls._from_file_contents(path, read_json_object(path), overrides)
+
+    @classmethod
+    def _from_file_contents(cls, path: str | os.PathLike, data: dict, overrides: dict[str, Any]) -> "ASTConfig":
         try:
             return cls.from_dict(data, **overrides)
-        except TypeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        except ConfigError as exc:
+        except (TypeError, ConfigError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
 
     @classmethod
@@ -251,16 +246,13 @@ class ASTConfig:
         **overrides: Any,
     ) -> "ASTConfig":
         """Read config.json from a checkpoint directory, a config.json path, or a Hugging Face Hub id."""
-        from ast_audio.hub import resolve_file
+        from ast_audio.hub import resolve_json
 
-        if os.path.isfile(pretrained_model_name_or_path):
-            path = str(pretrained_model_name_or_path)
-        else:
-            path = resolve_file(
-                pretrained_model_name_or_path, CONFIG_NAME, revision=revision, cache_dir=cache_dir,
-                local_files_only=local_files_only, token=token,
-            )
-        return cls.from_json_file(path, **overrides)
+        path, data = resolve_json(
+            pretrained_model_name_or_path, CONFIG_NAME, revision=revision, cache_dir=cache_dir,
+            local_files_only=local_files_only, token=token,
+        )
+        return cls._from_file_contents(path, data, overrides)
 
     # ------------------------------------------------------------------------------------------- helpers
     def copy(self) -> "ASTConfig":

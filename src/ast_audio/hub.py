@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 
-from ast_audio.errors import CheckpointNotFoundError
+from ast_audio.errors import CheckpointNotFoundError, ConfigError
 
 
 def _looks_like_local_path(name: str) -> bool:
@@ -48,6 +48,31 @@ def resolve_file(
     return _download(name, filename, revision, cache_dir, local_files_only, token, required)
 
 
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON file that must hold an object; `ConfigError` naming the file otherwise."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def resolve_json(name_or_path: str | os.PathLike, filename: str, **hub_kwargs) -> tuple[str, dict]:
+    """(path, contents) of `filename` in a checkpoint directory or Hub repo, or of the JSON file given itself."""
+    if os.path.isfile(name_or_path):
+        path = os.fspath(name_or_path)
+    else:
+        path = resolve_file(name_or_path, filename, **hub_kwargs)
+    return path, read_json_object(path)
+
+
 def _download(
     repo_id: str,
     filename: str,
@@ -67,25 +92,27 @@ def _download(
     )
 
     hint = "pass a local checkpoint directory (config.json + model.safetensors) instead"
+
+    def not_in_cache(why: str) -> None:
+        """An optional file missing from a cached repo is just absent; anything else cannot be had."""
+        if not required and _cached_repo_exists(repo_id, revision, cache_dir):
+            return None
+        raise CheckpointNotFoundError(
+            f"could not fetch {filename} of '{repo_id}' from the Hugging Face Hub: {why} and not in the local "
+            f"cache; {hint}"
+        )
+
     try:
         # The cache first: no network at all when the file is there.
         return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=True)
     except LocalEntryNotFoundError:
         if local_files_only:
-            if not required and _cached_repo_exists(repo_id, revision, cache_dir):
-                return None
-            raise CheckpointNotFoundError(
-                f"could not fetch {filename} of '{repo_id}': offline (local files only) and not in the local "
-                f"Hugging Face cache; {hint}"
-            ) from None
+            return not_in_cache("offline (local files only)")
     except EntryNotFoundError:
         pass
     if not _hub_reachable():
         # Fail in a second instead of after huggingface_hub's retries (about 25 s).
-        raise CheckpointNotFoundError(
-            f"could not fetch {filename} of '{repo_id}' from the Hugging Face Hub: offline (cannot resolve its "
-            f"host) and not in the local cache; {hint}"
-        )
+        return not_in_cache("offline (cannot resolve its host)")
     try:
         with _quiet_hub_logging():
             return hf_hub_download(
@@ -93,13 +120,7 @@ def _download(
                 token=token,
             )
     except LocalEntryNotFoundError:
-        # Offline (or local_files_only) and not in the cache.
-        if not required and _cached_repo_exists(repo_id, revision, cache_dir):
-            return None
-        raise CheckpointNotFoundError(
-            f"could not fetch {filename} of '{repo_id}' from the Hugging Face Hub: offline or not in the local "
-            f"cache; {hint}"
-        ) from None
+        return not_in_cache("offline")
     except RepositoryNotFoundError:
         raise CheckpointNotFoundError(
             f"'{repo_id}' is neither a local directory nor a model on the Hugging Face Hub (unknown id, private "

@@ -249,22 +249,12 @@ class ASTFeatureExtractor:
         **overrides: Any,
     ) -> "ASTFeatureExtractor":
         """Read preprocessor_config.json from a checkpoint directory, the file itself, or a Hub id."""
-        from ast_audio.hub import resolve_file
+        from ast_audio.hub import resolve_json
 
-        if os.path.isfile(pretrained_model_name_or_path):
-            path = os.fspath(pretrained_model_name_or_path)
-        else:
-            path = resolve_file(
-                pretrained_model_name_or_path, PREPROCESSOR_CONFIG_NAME, revision=revision, cache_dir=cache_dir,
-                local_files_only=local_files_only, token=token,
-            )
-        try:
-            with open(path, encoding="utf-8") as handle:
-                settings = json.load(handle)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(settings, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
+        path, settings = resolve_json(
+            pretrained_model_name_or_path, PREPROCESSOR_CONFIG_NAME, revision=revision, cache_dir=cache_dir,
+            local_files_only=local_files_only, token=token,
+        )
         try:
             return cls.from_dict(settings, **overrides)
         except (ConfigError, TypeError) as exc:
