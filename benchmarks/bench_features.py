@@ -3,7 +3,8 @@
 Prints a table (and writes JSON with --json) of clips per second and the ratio, for 8 clips of 10 s of
 noise-like and of tonal audio (tonal frames take ast_audio's float64 refinement path), and of real files
 given with --audio. The two extractors run alternately, so a machine whose speed drifts (shared CPUs) slows
-both alike; the table gives the best time of each and the median of the per-round ratios.
+both alike, with a pause before each call so that neither runs while the other's idle BLAS threads still
+spin; the table gives the best time of each and the median of the per-round ratios.
 
     python benchmarks/bench_features.py [--clips 8] [--seconds 10] [--repeats 10] [--audio DIR] [--json out.json]
 """
@@ -47,12 +48,18 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def alternate(reference, ours, repeats: int) -> tuple[list[float], list[float]]:
-    """Run the two alternately `repeats` times (after one warm-up each); returns both lists of seconds."""
+def alternate(reference, ours, repeats: int, pause: float = 0.3) -> tuple[list[float], list[float]]:
+    """Run the two alternately `repeats` times (after one warm-up each); returns both lists of seconds.
+
+    A pause precedes each timed call: NumPy's OpenBLAS worker threads keep spinning for a while after the
+    reference's calls and would otherwise take one of the two cores from whatever runs next.
+    """
     reference(), ours()
     ref_times, our_times = [], []
     for _ in range(repeats):
+        time.sleep(pause)
         ref_times.append(timed(reference))
+        time.sleep(pause)
         our_times.append(timed(ours))
     return ref_times, our_times
 

@@ -135,9 +135,11 @@ class ASTFeatureExtractor:
         return (frames - 1) * self.fbank_options.window_shift + self.fbank_options.window_size
 
     def extract_fbank(
-        self, waveforms: Sequence[torch.Tensor], max_length: int | None = None, device: str | torch.device | None = None
+        self, waveforms: Sequence[torch.Tensor], max_length: int | None = None, device: str | torch.device | None = None,
+        normalize: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unnormalised fbank of mono float waveforms, padded with `padding_value` or cut to `max_length`.
+        """Fbank of mono float waveforms, padded with `padding_value` or cut to `max_length`, and normalised
+        when `normalize` (padding included, as the public extractor does).
 
         Returns features (batch, max_length, num_mel_bins) and the number of real frames per clip (batch,).
         """
@@ -154,8 +156,8 @@ class ASTFeatureExtractor:
                 )
             lengths.append(min(samples, limit))
         longest = max(lengths)
-        if all(length == longest for length in lengths):
-            batch = torch.stack([w[:longest] for w in waveforms]).to(device=device, dtype=torch.float32)
+        if all(length == longest for length in lengths) and all(w.device.type == "cpu" for w in waveforms):
+            batch = torch.from_numpy(np.stack([w[:longest].numpy() for w in waveforms])).to(device)  # one memcpy
         else:
             batch = torch.zeros(len(waveforms), longest, dtype=torch.float32, device=device)
             for row, (waveform, length) in enumerate(zip(waveforms, lengths)):
@@ -167,12 +169,20 @@ class ASTFeatureExtractor:
                 raise AudioError(f"clip {bad[0]}: contains NaN or infinite samples")
         features = fbank(batch, options)
         frames = [options.num_frames(n) for n in lengths]
-        output = features.new_full((len(waveforms), max_length, features.shape[-1]), self.padding_value)
+        padding = self.padding_value
+        scale, offset = 1.0, 0.0
+        if normalize:  # (x - mean) / (2 std) = x * scale + offset, fused into the copy below
+            scale, offset = 1.0 / (2 * self.std), -self.mean / (2 * self.std)
+            padding = padding * scale + offset
+        output = features.new_empty((len(waveforms), max_length, features.shape[-1]))
         computed = min(features.shape[1], max_length)
-        output[:, :computed] = features[:, :computed]
+        # offset + features * scale in one pass, written straight into the output
+        torch.addcmul(features.new_tensor(offset), features[:, :computed], features.new_tensor(scale),
+                      out=output[:, :computed])
+        output[:, computed:] = padding
         for row, count in enumerate(frames):
             if count < computed:  # frames computed over another clip's zero padding
-                output[row, count:computed] = self.padding_value
+                output[row, count:computed] = padding
         return output, torch.tensor(frames, device=output.device).clamp(max=max_length)
 
     def __call__(
@@ -203,9 +213,8 @@ class ASTFeatureExtractor:
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
         waveforms, _ = _as_waveform_list(raw_speech)
-        features, frames = self.extract_fbank(waveforms, max_length=max_length, device=device)
-        if self.do_normalize:
-            features.sub_(self.mean).div_(self.std * 2)  # normalize(), in place on our own buffer
+        features, frames = self.extract_fbank(waveforms, max_length=max_length, device=device,
+                                              normalize=self.do_normalize)
         output = BatchFeature(input_values=features)
         if return_attention_mask if return_attention_mask is not None else self.return_attention_mask:
             positions = torch.arange(features.shape[1], device=features.device)
