@@ -309,3 +309,17 @@ def test_early_stopping_clipping_and_bfloat16(dataset, tmp_path):
     assert len(rows) == 2 and results["best_epoch"] == 1
     half = Trainer(config(dataset, tmp_path / "bf16", epochs=1, precision="bfloat16"))
     assert half.train()["validation"]["clips"] == 6
+
+
+def test_gradient_clipping_bounds_each_step(dataset, tmp_path):
+    def change(run, **extra):
+        trainer = Trainer(config(dataset, tmp_path / run, optimizer="sgd", momentum=0.0, lr=1.0, epochs=1, **extra))
+        before = [p.detach().clone() for p in trainer.model.parameters()]
+        trainer.train()
+        after = weights(tmp_path / run)
+        names = [name for name, _ in trainer.model.named_parameters()]
+        return torch.sqrt(sum(((after[n] - b) ** 2).sum() for n, b in zip(names, before))).item()
+
+    clipped = change("clipped", max_grad_norm=1e-3)
+    assert clipped <= 3 * 1e-3 + 1e-6  # three SGD steps of lr 1 with gradients of norm <= 1e-3
+    assert change("unclipped") > 10 * clipped
