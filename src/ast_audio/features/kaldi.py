@@ -183,13 +183,13 @@ def _filter_groups(options: FbankOptions, device: torch.device, dtype: torch.dty
     return tuple(groups)
 
 
-def _apply_filters(power: torch.Tensor, options: FbankOptions, out: torch.Tensor | None = None) -> torch.Tensor:
-    """power (frames, fft_size // 2 + 1) -> mel energies (frames, num_mel_bins), into `out` if given."""
-    if out is None:
-        out = power.new_empty(power.shape[0], options.num_mel_bins)
+def _apply_filters(power: torch.Tensor, options: FbankOptions) -> torch.Tensor:
+    """power (..., fft_size // 2 + 1) -> mel energies (..., num_mel_bins)."""
+    flat = power.reshape(-1, power.shape[-1])
+    out = flat.new_empty(flat.shape[0], options.num_mel_bins)
     for group in _filter_groups(options, power.device, power.dtype):
-        torch.mm(power[:, group.low : group.high], group.weights, out=out[:, group.first : group.last])
-    return out
+        torch.mm(flat[:, group.low : group.high], group.weights, out=out[:, group.first : group.last])
+    return out.reshape(*power.shape[:-1], options.num_mel_bins)
 
 
 def _frames(waveforms: torch.Tensor, options: FbankOptions) -> torch.Tensor:
@@ -217,32 +217,10 @@ def _log_energy(frames: torch.Tensor, options: FbankOptions) -> torch.Tensor:
     return energy
 
 
-# Frames processed at a time: the chunk's FFT buffers (about 2 MB) stay in cache from one step to the next.
-CHUNK_FRAMES = 1024
-
-
 def _mel_energies(
     frames: torch.Tensor, options: FbankOptions, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Raw frames (batch, frames, window_size) or (frames, window_size) -> linear mel energies (..., num_mel_bins)
-    and the log energy (...) when options.use_energy, computed a chunk of frames at a time."""
-    if frames.ndim == 2:
-        return _mel_energies_2d(frames, options, generator)
-    batch, count = frames.shape[:2]
-    mel = frames.new_empty(batch, count, options.num_mel_bins)
-    energy = frames.new_empty(batch, count) if options.use_energy else None
-    for row in range(batch):
-        for start in range(0, count, CHUNK_FRAMES):
-            stop = min(start + CHUNK_FRAMES, count)
-            _, chunk_energy = _mel_energies_2d(frames[row, start:stop], options, generator, out=mel[row, start:stop])
-            if energy is not None:
-                energy[row, start:stop] = chunk_energy
-    return mel, energy
-
-
-def _mel_energies_2d(
-    frames: torch.Tensor, options: FbankOptions, generator: torch.Generator | None, out: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Raw frames (..., window_size) -> linear mel energies (..., num_mel_bins) and the log energy if used."""
     device, dtype = frames.device, frames.dtype
     if options.dither > 0.0:
         # Independent noise per frame, as Kaldi dithers each window.
@@ -276,7 +254,7 @@ def _mel_energies_2d(
     power = torch.add(parts[..., 0], parts[..., 1], out=_workspace.get("power", parts.shape[:-1], dtype, device))
     if not options.use_power:
         power.sqrt_()
-    return _apply_filters(power, options, out), energy
+    return _apply_filters(power, options), energy
 
 
 # A float32 FFT's round-off reaches a few 1e-12 of the frame's strongest band; bands weaker than this
