@@ -276,18 +276,19 @@ def _refine_in_float64(
     """Recompute in float64 the frames whose band energies span more than float32 can resolve."""
     strongest = mel.amax(-1)
     # Empty filters are always 0; set them to +inf while looking for the weakest band (cheaper than slicing).
-    empty = list(_empty_filters(options))
-    mel[..., empty] = float("inf")
+    empty = _empty_filters(options)
+    for index in empty:
+        mel[..., index].fill_(float("inf"))
     weakest = mel.amin(-1)
-    mel[..., empty] = 0.0
+    for index in empty:
+        mel[..., index].fill_(0.0)
     risky = (weakest < strongest * REFINE_DYNAMIC_RANGE) & (strongest > LOG_FLOOR)
     if not bool(risky.any()):
         return mel
     batch_index, frame_index = risky.nonzero(as_tuple=True)
     frames64 = _frames(waveforms, options)[batch_index, frame_index].double()  # float32 samples are exact
     refined, _ = _mel_energies(frames64, options, generator)
-    mel = mel.clone()
-    mel[batch_index, frame_index] = refined.to(mel.dtype)
+    mel[batch_index, frame_index] = refined.to(mel.dtype)  # mel is this call's own buffer
     return mel
 
 
