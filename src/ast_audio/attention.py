@@ -6,13 +6,14 @@ import torch
 from torch import nn
 
 from ast_audio.configuration import ASTConfig
+from ast_audio.errors import ConfigError
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 def check_attn_implementation(name: str) -> str:
     if name not in ATTENTION_IMPLEMENTATIONS:
-        raise ValueError(f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {name!r}")
+        raise ConfigError(f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {name!r}")
     return name
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ast_audio.audio import AudioFile, resample
-from ast_audio.errors import ASTAudioError, AudioError
+from ast_audio.errors import ASTAudioError, AudioError, ConfigError
 from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.modeling import ASTForAudioClassification
 from ast_audio.results import POOLINGS, ClipResult, plan_windows
@@ -143,20 +143,20 @@ class AudioClassifier:
         onnx_path: str | os.PathLike | None = None,
     ) -> None:
         if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+            raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if quantize not in (None, "int8"):
-            raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+            raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
         if feature_extractor.num_mel_bins != model.config.num_mel_bins:
-            raise ValueError(
+            raise ConfigError(
                 f"feature extractor makes {feature_extractor.num_mel_bins} mel bins but the model expects "
                 f"{model.config.num_mel_bins}"
             )
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if score_function not in SCORE_FUNCTIONS:
-            raise ValueError(f"score_function must be one of {SCORE_FUNCTIONS}, got {score_function!r}")
+            raise ConfigError(f"score_function must be one of {SCORE_FUNCTIONS}, got {score_function!r}")
         self.device = resolve_device(device)
         self.config = model.config
         self.backend = backend
@@ -165,13 +165,13 @@ class AudioClassifier:
             from ast_audio.export import onnx_session
 
             if onnx_path is None:
-                raise ValueError("the onnxruntime backend needs onnx_path (ast-audio export writes model.onnx)")
+                raise ConfigError("the onnxruntime backend needs onnx_path (ast-audio export writes model.onnx)")
             self._session = onnx_session(onnx_path, self.device)
             self.model = None
         else:
             if quantize == "int8":
                 if self.device.type != "cpu":
-                    raise ValueError("int8 dynamic quantisation runs on the CPU only; use dtype=float16 on a GPU")
+                    raise ConfigError("int8 dynamic quantisation runs on the CPU only; use dtype=float16 on a GPU")
                 from ast_audio.export import quantize_int8
 
                 model = quantize_int8(model)
@@ -193,7 +193,7 @@ class AudioClassifier:
         self.window = window or self.config.max_length * frame_shift
         self.hop = hop or self.window / 2
         if self.window <= 0 or self.hop <= 0:
-            raise ValueError(f"window and hop must be positive seconds, got {self.window}, {self.hop}")
+            raise ConfigError(f"window and hop must be positive seconds, got {self.window}, {self.hop}")
         self.pooling = pooling
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
         self.score_function = self._resolve_score_function(score_function)
@@ -316,7 +316,7 @@ class AudioClassifier:
             hop = hop or window / 2
         pooling = pooling or self.pooling
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         events: queue.Queue = queue.Queue(maxsize=4)
         stop = threading.Event()
         producer = threading.Thread(

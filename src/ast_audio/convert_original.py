@@ -12,7 +12,12 @@ import torch
 
 from ast_audio.configuration import ASTConfig
 from ast_audio.errors import CheckpointError
-from ast_audio.preprocessor_config import AUDIOSET_MEAN, AUDIOSET_STD, default_preprocessor_config, write_preprocessor_config
+from ast_audio.preprocessor_config import (
+    AUDIOSET_MEAN,
+    AUDIOSET_STD,
+    default_preprocessor_config,
+    write_preprocessor_config,
+)
 from ast_audio.state_dict_io import SAFE_WEIGHTS_NAME, load_weights_file, save_safetensors
 
 logger = logging.getLogger(__name__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,10 @@ def export_onnx(
     wrapper = LogitsAndPooled(model).eval()
     sample = torch.randn(2, model.config.max_length, model.config.num_mel_bins, generator=torch.Generator().manual_seed(0))
     path = os.fspath(path)
-    with atomic_path(path) as tmp, torch.no_grad():
+    # The TorchScript-based exporter: deprecated in favour of torch.export (which needs onnxscript), but it
+    # exports AST exactly and without extra dependencies in this torch.
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             wrapper, (sample,), tmp, input_names=ONNX_INPUTS, output_names=ONNX_OUTPUTS, opset_version=opset,
             dynamic_axes={"input_values": {0: "batch"}, "logits": {0: "batch"}, "pooler_output": {0: "batch"}},
@@ -83,8 +87,6 @@ def quantize_int8(model: ASTForAudioClassification) -> nn.Module:
     """Dynamic int8 quantisation of the encoder's Linear layers (weights int8, activations quantised on the
     fly; CPU). The classification head stays float32: it is a tiny share of the work, and the ranking of
     close logits is decided there."""
-    import warnings
-
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():

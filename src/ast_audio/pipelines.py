@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ast_audio.classifier import DEFAULT_MODEL, AudioClassifier
+from ast_audio.errors import ConfigError
 
 TASKS = ("audio-classification",)
 
@@ -15,5 +16,5 @@ def pipeline(task: str = "audio-classification", model: str = DEFAULT_MODEL, **k
     Keyword arguments go to `AudioClassifier.from_pretrained` (device, dtype, batch_size, window, hop, ...).
     """
     if task not in TASKS:
-        raise ValueError(f"unsupported task {task!r}; supported: {TASKS}")
+        raise ConfigError(f"unsupported task {task!r}; supported: {TASKS}")
     return AudioClassifier.from_pretrained(model, **kwargs)

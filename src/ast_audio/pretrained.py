@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ast_audio.configuration import ASTConfig
-from ast_audio.errors import CheckpointError, CheckpointNotFoundError
+from ast_audio.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from ast_audio.hub import resolve_file
 from ast_audio.state_dict_io import (
     PT_WEIGHTS_INDEX_NAME,
@@ -40,11 +40,11 @@ def resolve_dtype(dtype: str | torch.dtype | None, config: ASTConfig, state_dict
     if isinstance(dtype, str):
         candidate = getattr(torch, dtype.replace("torch.", ""), None)
         if not isinstance(candidate, torch.dtype) or not candidate.is_floating_point:
-            raise ValueError(f"dtype {dtype!r} is not a floating point torch dtype (float32, float16, bfloat16, ...)")
+            raise ConfigError(f"dtype {dtype!r} is not a floating point torch dtype (float32, float16, bfloat16, ...)")
         return candidate
     if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
         return dtype
-    raise ValueError(f"dtype must be a floating point torch dtype, a dtype name or 'auto', got {dtype!r}")
+    raise ConfigError(f"dtype must be a floating point torch dtype, a dtype name or 'auto', got {dtype!r}")
 
 
 def _weight_files(name: str, hub_kwargs: dict[str, Any]) -> list[str]:

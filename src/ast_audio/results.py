@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ast_audio.errors import ConfigError
+
 POOLINGS = ("mean", "max")
 
 
@@ -17,7 +19,7 @@ def plan_windows(duration: float, window: float, hop: float) -> list[tuple[float
     0, hop, 2*hop, ... until one reaches the end, and the last is cut at `duration`.
     """
     if window <= 0 or hop <= 0:
-        raise ValueError(f"window and hop must be positive, got window={window}, hop={hop}")
+        raise ConfigError(f"window and hop must be positive, got window={window}, hop={hop}")
     if duration <= window:
         return [(0.0, duration)]
     count = int(np.ceil((duration - window) / hop - 1e-9)) + 1
@@ -30,7 +32,7 @@ def pool_scores(window_scores: np.ndarray, pooling: str) -> np.ndarray:
         return window_scores.mean(axis=0)
     if pooling == "max":
         return window_scores.max(axis=0)
-    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
 def top_labels(scores: np.ndarray, labels: list[str], k: int) -> list[dict[str, Any]]:

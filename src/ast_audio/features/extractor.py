@@ -211,7 +211,7 @@ class ASTFeatureExtractor:
                 "pass sampling_rate= to ASTFeatureExtractor(); without it a wrongly sampled input goes unnoticed"
             )
         if return_tensors not in (None, "pt", "np"):
-            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
+            raise ConfigError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
         waveforms, _ = _as_waveform_list(raw_speech)
         features, frames = self.extract_fbank(waveforms, max_length=max_length, device=device,
                                               normalize=self.do_normalize)

@@ -15,7 +15,7 @@ import threading
 
 import torch
 
-from ast_audio.errors import AudioError
+from ast_audio.errors import AudioError, ConfigError
 
 WINDOW_TYPES = ("hanning", "hamming", "povey", "rectangular", "blackman")
 # Kaldi floors energies at float32 epsilon whatever the computation dtype.
@@ -49,25 +49,25 @@ class FbankOptions:
 
     def __post_init__(self) -> None:
         if self.window_type not in WINDOW_TYPES:
-            raise ValueError(f"window_type must be one of {WINDOW_TYPES}, got {self.window_type!r}")
+            raise ConfigError(f"window_type must be one of {WINDOW_TYPES}, got {self.window_type!r}")
         if self.sample_frequency <= 0 or self.frame_length <= 0 or self.frame_shift <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"sample_frequency, frame_length and frame_shift must be positive, got {self.sample_frequency}, "
                 f"{self.frame_length}, {self.frame_shift}"
             )
         if self.window_size < 2:
-            raise ValueError(f"frame_length {self.frame_length} ms is less than two samples")
+            raise ConfigError(f"frame_length {self.frame_length} ms is less than two samples")
         if self.num_mel_bins < 3:
-            raise ValueError(f"num_mel_bins must be at least 3, got {self.num_mel_bins}")
+            raise ConfigError(f"num_mel_bins must be at least 3, got {self.num_mel_bins}")
         nyquist = self.sample_frequency / 2
         high = self.high_freq if self.high_freq > 0 else nyquist + self.high_freq
         if not 0 <= self.low_freq < high <= nyquist:
-            raise ValueError(
+            raise ConfigError(
                 f"need 0 <= low_freq < high_freq <= Nyquist ({nyquist} Hz); got low_freq {self.low_freq}, "
                 f"high_freq {self.high_freq} (resolved to {high})"
             )
         if self.dither < 0:
-            raise ValueError(f"dither must be non-negative, got {self.dither}")
+            raise ConfigError(f"dither must be non-negative, got {self.dither}")
 
     @property
     def window_size(self) -> int:
