@@ -81,9 +81,13 @@ def agree(checkpoint: str, count: int, device: torch.device, int8: bool, onnx: b
                 torch.from_numpy(session.run(["logits"], {"input_values": features[i : i + 4].numpy()})[0])
                 for i in range(0, count, 4)
             ])
+    ranked = reference.sort(dim=1, descending=True).values
+    margin = float((ranked[:, 0] - ranked[:, 1]).min())  # near-ties flip under any perturbation
     return {
         name: {"min_cosine": float(torch.nn.functional.cosine_similarity(logits, reference).min()),
-               "top1": float((logits.argmax(1) == reference.argmax(1)).float().mean())}
+               "top1": float((logits.argmax(1) == reference.argmax(1)).float().mean()),
+               "mean_abs_logit_diff": float((logits - reference).abs().mean()),
+               "min_top1_margin_float32": margin}
         for name, logits in others.items()
     }
 
@@ -170,7 +174,9 @@ def main() -> None:
         agreement = agree(tmp, args.agreement_clips, device, not args.no_int8 and device.type == "cpu", not args.no_onnx)
         print(f"agreement with float32 on {args.agreement_clips} real-signal clips:")
         for name, values in agreement.items():
-            print(f"  {name:12s} min cosine {values['min_cosine']:.5f}  top-1 agreement {100 * values['top1']:.1f}%")
+            print(f"  {name:12s} min cosine {values['min_cosine']:.5f}  top-1 agreement {100 * values['top1']:.1f}%  "
+                  f"mean |logit diff| {values['mean_abs_logit_diff']:.4f} (smallest float32 top-1 margin "
+                  f"{values['min_top1_margin_float32']:.4f})")
         rows.append({"agreement": agreement})
     if args.json:
         with open(args.json, "w") as handle:
