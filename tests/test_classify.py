@@ -291,3 +291,15 @@ def test_help_on_every_level(command, capsys):
         main([*command, "--help"])
     assert info.value.code == 0
     assert "usage: ast-audio" in capsys.readouterr().out
+
+
+def test_window_settings_are_checked(checkpoint, capsys, tmp_path):
+    with pytest.raises(ValueError, match=r"window 5 s is longer than the model's input \(1.28 s, 128 frames\)"):
+        AudioClassifier.from_pretrained(checkpoint, window=5.0)
+    path = write(tmp_path / "w.wav", 3.0)
+    code = main(["classify", path, "--model", checkpoint, "--hop", "-1"])
+    assert code == 1 and "window and hop must be positive" in capsys.readouterr().err
+    short = AudioClassifier.from_pretrained(checkpoint).classify(path, window=0.5, hop=0.25)
+    assert len(short.windows) == len(plan_windows(3.0, 0.5, 0.25))
+    with pytest.raises(ValueError, match="apply to the torch backend"):
+        AudioClassifier.from_pretrained(checkpoint, backend="onnxruntime", quantize="int8", onnx_path="x.onnx")

@@ -146,6 +146,8 @@ class AudioClassifier:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if quantize not in (None, "int8"):
             raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
+        if backend == "onnxruntime" and (quantize or compile):
+            raise ConfigError("int8 quantisation and torch.compile apply to the torch backend, not onnxruntime")
         if feature_extractor.num_mel_bins != model.config.num_mel_bins:
             raise ConfigError(
                 f"feature extractor makes {feature_extractor.num_mel_bins} mel bins but the model expects "
@@ -192,20 +194,28 @@ class AudioClassifier:
         frame_shift = feature_extractor.fbank_options.frame_shift / 1000
         self.window = window or self.config.max_length * frame_shift
         self.hop = hop or self.window / 2
-        if self.window <= 0 or self.hop <= 0:
-            raise ConfigError(f"window and hop must be positive seconds, got {self.window}, {self.hop}")
+        self._check_window(self.window, self.hop)
         self.pooling = pooling
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
         self.score_function = self._resolve_score_function(score_function)
 
+    def _check_window(self, window: float, hop: float) -> None:
+        longest = self.config.max_length * self.feature_extractor.fbank_options.frame_shift / 1000
+        if window <= 0 or hop <= 0:
+            raise ConfigError(f"window and hop must be positive seconds, got {window}, {hop}")
+        if window > longest + 1e-6:
+            raise ConfigError(
+                f"window {window:g} s is longer than the model's input ({longest:g} s, {self.config.max_length} "
+                "frames): the rest would be cut off; use a shorter window"
+            )
+
     def _resolve_score_function(self, requested: str) -> str:
         if requested != "auto":
             return requested
-        problem_type = self.config.problem_type
-        if problem_type == "multi_label_classification":
-            return "sigmoid"
-        if problem_type in ("single_label_classification", "regression"):
-            return "softmax" if problem_type == "single_label_classification" else "identity"
+        by_problem = {"multi_label_classification": "sigmoid", "single_label_classification": "softmax",
+                      "regression": "identity"}
+        if self.config.problem_type in by_problem:
+            return by_problem[self.config.problem_type]
         # Unset in the public checkpoints: AudioSet-style taggers (hundreds of labels) are multi-label.
         return "sigmoid" if self.config.num_labels >= 100 else "softmax"
 
@@ -314,6 +324,7 @@ class AudioClassifier:
             window, hop = self.window, hop or self.hop
         else:
             hop = hop or window / 2
+        self._check_window(window, hop)
         pooling = pooling or self.pooling
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
