@@ -303,3 +303,11 @@ def test_window_settings_are_checked(checkpoint, capsys, tmp_path):
     assert len(short.windows) == len(plan_windows(3.0, 0.5, 0.25))
     with pytest.raises(ValueError, match="apply to the torch backend"):
         AudioClassifier.from_pretrained(checkpoint, backend="onnxruntime", quantize="int8", onnx_path="x.onnx")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for machines without CUDA")
+def test_unavailable_device_is_a_clear_error(checkpoint, capsys, tmp_path):
+    code = main(["classify", write(tmp_path / "d.wav", 1.0), "--model", checkpoint, "--device", "cuda"])
+    assert code == 1 and "CUDA is not available on this machine" in capsys.readouterr().err
+    code = main(["classify", str(tmp_path / "d.wav"), "--model", checkpoint, "--device", "gpu0"])
+    assert code == 1 and "is not a device name" in capsys.readouterr().err

@@ -39,7 +39,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """None or "auto": CUDA when available, else CPU."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a device name (cpu, cuda, cuda:1, mps, ...)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+    return resolved
 
 
 class _Source:
