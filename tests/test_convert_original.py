@@ -132,3 +132,18 @@ def test_geometry_given_values_are_checked():
     assert g.max_length == 1000
     with pytest.raises(CheckpointError, match="no patch geometry"):
         infer_geometry(1212, frequency_stride=10, time_stride=10, max_length=512)
+
+
+def test_class_labels_csv_is_checked_once_for_convert_and_training(tmp_path):
+    from ast_audio import ConfigError
+    from ast_audio.training.data import LabelSpace
+
+    (tmp_path / "gap.csv").write_text("index,mid,display_name\n0,/m/a,Dog\n2,/m/c,Rain\n")
+    (tmp_path / "text.csv").write_text("index,mid,display_name\nzero,/m/a,Dog\n")
+    (tmp_path / "ok.csv").write_text("index,mid,display_name\n1,/m/b,Rain\n0,/m/a,Dog\n")
+    with pytest.raises(ConfigError, match=r"gap.csv: indices must run 0..1 without gaps"):
+        LabelSpace.from_csv(str(tmp_path / "gap.csv"))
+    with pytest.raises(ConfigError, match="text.csv: the index column must hold integers"):
+        LabelSpace.from_csv(str(tmp_path / "text.csv"))
+    labels = LabelSpace.from_csv(str(tmp_path / "ok.csv"))
+    assert labels.names == ["Dog", "Rain"] and labels.keys == ["/m/a", "/m/b"]

@@ -254,20 +254,12 @@ class AudioClassifier:
         model in torch.compile (the first batches are slow while it compiles).
         """
         from ast_audio.hub import resolve_file
-        from ast_audio.preprocessor_config import PREPROCESSOR_CONFIG_NAME
 
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         network = ASTForAudioClassification.from_pretrained(
             model, dtype=dtype, attn_implementation=attn_implementation, **hub
         )
-        if resolve_file(model, PREPROCESSOR_CONFIG_NAME, required=False, **hub):
-            extractor = ASTFeatureExtractor.from_pretrained(model, **hub)
-        else:
-            logger.warning(
-                "%s has no %s; using AudioSet normalisation with the model's max_length", model,
-                PREPROCESSOR_CONFIG_NAME,
-            )
-            extractor = ASTFeatureExtractor(max_length=network.config.max_length, num_mel_bins=network.config.num_mel_bins)
+        extractor = ASTFeatureExtractor.for_checkpoint(model, network.config, **hub)
         if backend == "onnxruntime" and onnx_path is None:
             from ast_audio.export import ONNX_NAME
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import re
@@ -12,6 +11,7 @@ import torch
 
 from ast_audio.configuration import ASTConfig
 from ast_audio.errors import CheckpointError
+from ast_audio.file_lists import read_class_labels
 from ast_audio.preprocessor_config import (
     AUDIOSET_MEAN,
     AUDIOSET_STD,
@@ -100,24 +100,6 @@ def infer_geometry(
             f"{patch_size} patches{' with ' + str(given) if given else ''}; pass the strides and frame count"
         )
     return min(candidates, key=lambda item: item[0])[1]
-
-
-def read_class_labels_csv(path: str | os.PathLike) -> dict[int, str]:
-    """id2label from a release class_labels_indices.csv (columns index, mid, display_name)."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise CheckpointError(f"{path}: cannot read class labels CSV ({exc})") from None
-    if not rows or not {"index", "display_name"} <= set(rows[0]):
-        raise CheckpointError(f"{path}: expected a CSV with columns index, mid, display_name")
-    try:
-        id2label = {int(row["index"]): row["display_name"] for row in rows}
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: the index column must hold integers ({exc})") from None
-    if sorted(id2label) != list(range(len(id2label))):
-        raise CheckpointError(f"{path}: indices must run 0..{len(id2label) - 1} without gaps")
-    return id2label
 
 
 def _unwrap(state: dict) -> dict[str, torch.Tensor]:
@@ -214,7 +196,7 @@ def convert_original(
     """
     state = load_weights_file(checkpoint_path)
     state = _unwrap(state)
-    id2label = read_class_labels_csv(labels_csv) if labels_csv else None
+    id2label = {c.index: c.display_name for c in read_class_labels(labels_csv)} if labels_csv else None
     try:
         config = config_from_original(
             state, num_mel_bins=num_mel_bins, frequency_stride=frequency_stride, time_stride=time_stride,

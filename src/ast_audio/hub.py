@@ -173,11 +173,8 @@ def _quiet_hub_logging():
 
 
 def _cached_repo_exists(repo_id: str, revision: str | None, cache_dir: str | os.PathLike | None) -> bool:
-    """Whether some file of this repo is in the local cache (so a missing optional file is just absent)."""
+    """Whether the repo's config.json is in the local cache (so a missing optional file is just absent)."""
     from huggingface_hub import try_to_load_from_cache
 
-    for probe in ("config.json",):
-        found = try_to_load_from_cache(repo_id, probe, cache_dir=cache_dir, revision=revision)
-        if isinstance(found, str):
-            return True
-    return False
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir, revision=revision)
+    return isinstance(found, str)

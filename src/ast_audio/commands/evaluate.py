@@ -26,7 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ast_audio.classifier import resolve_device
     from ast_audio.features.extractor import ASTFeatureExtractor
-    from ast_audio.hub import resolve_file
     from ast_audio.io_utils import atomic_write_text
     from ast_audio.modeling import ASTForAudioClassification
     from ast_audio.training.data import FeatureConfig, LabelSpace, check_files
@@ -36,10 +35,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = ASTForAudioClassification.from_pretrained(args.checkpoint, device=device)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    if resolve_file(args.checkpoint, "preprocessor_config.json", required=False):
-        extractor = ASTFeatureExtractor.from_pretrained(args.checkpoint)
-    else:
-        extractor = ASTFeatureExtractor(max_length=model.config.max_length)
+    extractor = ASTFeatureExtractor.for_checkpoint(args.checkpoint, model.config)
     labels = LabelSpace.from_csv(args.labels_csv) if args.labels_csv else LabelSpace.from_names(names)
     if labels.names != names:
         print("ast-audio evaluate: warning: the labels CSV names differ from the checkpoint's id2label", file=sys.stderr)

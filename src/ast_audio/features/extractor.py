@@ -269,5 +269,18 @@ class ASTFeatureExtractor:
         except (ConfigError, TypeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
 
+    @classmethod
+    def for_checkpoint(cls, name: str | os.PathLike, model_config: Any, **hub_kwargs: Any) -> "ASTFeatureExtractor":
+        """The checkpoint's preprocessor_config.json, or (with a warning) AudioSet normalisation at the model's
+        max_length and mel bins when the checkpoint has none."""
+        from ast_audio.hub import resolve_file
+
+        if resolve_file(name, PREPROCESSOR_CONFIG_NAME, required=False, **hub_kwargs):
+            return cls.from_pretrained(name, **hub_kwargs)
+        logger.warning(
+            "%s has no %s; using AudioSet normalisation with the model's max_length", name, PREPROCESSOR_CONFIG_NAME
+        )
+        return cls(max_length=model_config.max_length, num_mel_bins=model_config.num_mel_bins)
+
     def __repr__(self) -> str:
         return f"ASTFeatureExtractor {json.dumps(self.to_dict(), sort_keys=True)}"

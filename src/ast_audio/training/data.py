@@ -8,7 +8,6 @@ resumed run sees exactly the samples the interrupted one would have seen.
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import torch
 from ast_audio.audio import load_audio
 from ast_audio.errors import ASTAudioError
 from ast_audio.features.kaldi import FbankOptions, fbank
-from ast_audio.file_lists import AUDIO_EXTENSIONS, ManifestEntry, read_manifest
+from ast_audio.file_lists import AUDIO_EXTENSIONS, ManifestEntry, read_class_labels, read_manifest
 
 
 class DataError(ASTAudioError, ValueError):
@@ -57,15 +56,8 @@ class LabelSpace:
     @classmethod
     def from_csv(cls, path: str) -> "LabelSpace":
         """The release's class_labels_indices.csv: index, mid, display_name."""
-        try:
-            with open(path, newline="", encoding="utf-8") as handle:
-                rows = list(csv.DictReader(handle))
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise DataError(f"{path}: cannot read the labels CSV ({exc})") from None
-        if not rows or not {"index", "mid", "display_name"} <= set(rows[0]):
-            raise DataError(f"{path}: expected columns index, mid, display_name")
-        rows.sort(key=lambda row: int(row["index"]))
-        return cls([row["display_name"] for row in rows], [row["mid"] for row in rows])
+        rows = read_class_labels(path)
+        return cls([row.display_name for row in rows], [row.mid for row in rows])
 
 
 def folder_clips(root: str) -> tuple[list[Clip], LabelSpace]:
