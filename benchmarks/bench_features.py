@@ -3,10 +3,11 @@
 Prints a table (and writes JSON with --json) of clips per second and the ratio, for 8 clips of 10 s of
 noise-like and of tonal audio (tonal frames take ast_audio's float64 refinement path), and of real files
 given with --audio. The two extractors run alternately, so a machine whose speed drifts (shared CPUs) slows
-both alike, with a pause before each call so that neither runs while the other's idle BLAS threads still
-spin; the table gives the best time of each and the median of the per-round ratios.
+both alike; each round times several calls back to back (a steady loop, as a data pipeline runs), after a
+pause so that neither runs while the other's idle BLAS threads still spin. The table gives the best round
+of each and the median of the per-round ratios.
 
-    python benchmarks/bench_features.py [--clips 8] [--seconds 10] [--repeats 10] [--audio DIR] [--json out.json]
+    python benchmarks/bench_features.py [--clips 8] [--seconds 10] [--repeats 10] [--calls 5] [--audio DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -48,19 +49,24 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def alternate(reference, ours, repeats: int, pause: float = 0.3) -> tuple[list[float], list[float]]:
-    """Run the two alternately `repeats` times (after one warm-up each); returns both lists of seconds.
+def alternate(reference, ours, repeats: int, calls: int = 5, pause: float = 0.3) -> tuple[list[float], list[float]]:
+    """Run the two alternately, `repeats` rounds of `calls` back-to-back calls each (after one warm-up each);
+    returns both lists of seconds per call, one per round.
 
-    A pause precedes each timed call: NumPy's OpenBLAS worker threads keep spinning for a while after the
-    reference's calls and would otherwise take one of the two cores from whatever runs next.
+    A round measures a steady loop, as a data pipeline calls an extractor, rather than one call landing on
+    caches and idle threads left cold by the other extractor. A pause precedes each round: NumPy's OpenBLAS
+    worker threads keep spinning for a while after the reference's calls and would otherwise take one of
+    the two cores from whatever runs next.
     """
     reference(), ours()
     ref_times, our_times = [], []
     for _ in range(repeats):
-        time.sleep(pause)
-        ref_times.append(timed(reference))
-        time.sleep(pause)
-        our_times.append(timed(ours))
+        for fn, times in ((reference, ref_times), (ours, our_times)):
+            time.sleep(pause)
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times.append((time.perf_counter() - start) / calls)
     return ref_times, our_times
 
 
@@ -77,7 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=10, help="alternating rounds")
+    parser.add_argument("--calls", type=int, default=5, help="back-to-back calls timed per round")
     parser.add_argument("--audio", nargs="*", default=[], help="real audio files or folders to benchmark too")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
@@ -98,7 +105,7 @@ def main() -> None:
         ref_times, our_times = alternate(
             lambda: reference(clips, sampling_rate=16000, return_tensors="np"),
             lambda: ours(clips, sampling_rate=16000, return_tensors="np"),
-            args.repeats,
+            args.repeats, args.calls,
         )
         ref_best, our_best = min(ref_times), min(our_times)
         rows.append(
@@ -109,7 +116,7 @@ def main() -> None:
                  max_abs_diff_normalised=float(np.abs(ours_out - ref_out).max()))
         )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.clips} clips of {args.seconds:g} s; "
-          f"{args.repeats} alternating rounds")
+          f"{args.repeats} alternating rounds of {args.calls} calls")
     header = (f"{'signal':8s} {'reference ms':>13s} {'ours ms':>9s} {'ref clips/s':>12s} {'ours clips/s':>13s} "
               f"{'x (best)':>9s} {'x (median)':>11s} {'max |diff|':>11s}")
     print(header)

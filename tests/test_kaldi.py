@@ -99,3 +99,47 @@ def test_too_short_and_bad_input_errors():
 def test_cuda_matches_cpu():
     x = torch.randn(2, 16000) * 0.1
     torch.testing.assert_close(fbank(x.cuda()).cpu(), fbank(x), atol=1e-3, rtol=0)
+
+
+def test_subtract_mean_covers_the_energy_column_as_torchaudio():
+    x = torch.randn(16000) * 0.1
+    plain = fbank(x, use_energy=True)
+    centred = fbank(x, use_energy=True, subtract_mean=True)
+    torch.testing.assert_close(centred, plain - plain.mean(0), atol=1e-5, rtol=0)
+    assert centred.mean(0).abs().max() < 1e-5  # every column, the energy's (column 0) too
+
+
+def test_out_is_written_in_place_and_checked():
+    batch = torch.randn(2, 8000) * 0.1
+    output = torch.full((2, 60, 128), 7.0)
+    result = fbank(batch, out=output[:, :48])
+    assert result.data_ptr() == output.data_ptr()
+    torch.testing.assert_close(output[:, :48], fbank(batch), atol=0, rtol=0)
+    assert torch.all(output[:, 48:] == 7.0)
+    with pytest.raises(ValueError, match=r"shape \(2, 48, 128\)"):
+        fbank(batch, out=torch.empty(2, 50, 128))
+
+
+@pytest.mark.parametrize("chunk", [7, 100])
+def test_blocks_of_frames_give_the_same_features(monkeypatch, chunk):
+    """Pieces of long rows (chunk 7 < 48 frames) and groups of rows (chunk 100) match the one-block result."""
+    from ast_audio.features import kaldi
+
+    batch = torch.randn(3, 8000) * 0.1
+    batch[1, 2000:4000] = torch.sin(torch.arange(2000) * 0.3)  # a tone: frames refined in float64
+    whole = fbank(batch)
+    monkeypatch.setattr(kaldi, "CHUNK_FRAMES", chunk)
+    torch.testing.assert_close(fbank(batch), whole, atol=1e-5, rtol=0)
+
+
+def test_float64_refinement_of_whole_clips_and_of_single_frames():
+    """A sweep (every frame refined: the whole clip recomputed) and noise with a short piece of the sweep
+    (10 of 98 frames gathered and recomputed) both match float64; unrefined, the sweep's weak bands are not."""
+    t = torch.arange(16000, dtype=torch.float64) / 16000
+    sweep = 0.5 * torch.sin(2 * torch.pi * (100 * t + 3450 * t**2))
+    mixed = torch.randn(16000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.1
+    mixed[6000:7600] = sweep[6000:7600]
+    batch = torch.stack((sweep, mixed)).float()
+    exact = fbank(batch.double())
+    assert (fbank(batch) - exact).abs().amax((1, 2)).max() < 5e-4
+    assert torch.all((fbank(batch, refine=False) - exact).abs().amax((1, 2)) > 2e-3)

@@ -167,18 +167,15 @@ class ASTFeatureExtractor:
             bad = [i for i, row in enumerate(batch) if not bool(torch.isfinite(row).all())]
             if bad:
                 raise AudioError(f"clip {bad[0]}: contains NaN or infinite samples")
-        features = fbank(batch, options)
         frames = [options.num_frames(n) for n in lengths]
+        computed = options.num_frames(longest)  # <= max_length: the batch is cut to `limit` samples
+        output = batch.new_empty((len(waveforms), max_length, self.num_mel_bins))
+        features = fbank(batch, options, out=output[:, :computed])
         padding = self.padding_value
-        scale, offset = 1.0, 0.0
-        if normalize:  # (x - mean) / (2 std) = x * scale + offset, fused into the copy below
+        if normalize:  # (x - mean) / (2 std) = x * scale + offset, in place
             scale, offset = 1.0 / (2 * self.std), -self.mean / (2 * self.std)
+            features.mul_(scale).add_(offset)
             padding = padding * scale + offset
-        output = features.new_empty((len(waveforms), max_length, features.shape[-1]))
-        computed = min(features.shape[1], max_length)
-        # offset + features * scale in one pass, written straight into the output
-        torch.addcmul(features.new_tensor(offset), features[:, :computed], features.new_tensor(scale),
-                      out=output[:, :computed])
         output[:, computed:] = padding
         for row, count in enumerate(frames):
             if count < computed:  # frames computed over another clip's zero padding

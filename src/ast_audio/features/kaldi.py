@@ -98,12 +98,15 @@ class _Workspace(threading.local):
     def __init__(self) -> None:
         self.buffers: dict[tuple, torch.Tensor] = {}
 
-    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    def get(
+        self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, zeroed: bool = False
+    ) -> torch.Tensor:
+        """The buffer `name` of this shape, dtype and device; `zeroed`: filled with zeros when first made."""
         key = (name, dtype, device)
         buffer = self.buffers.get(key)
         if buffer is not None and buffer.shape == shape:
             return buffer
-        buffer = torch.empty(shape, dtype=dtype, device=device)
+        buffer = (torch.zeros if zeroed else torch.empty)(shape, dtype=dtype, device=device)
         if buffer.numel() * buffer.element_size() <= self.limit:
             self.buffers[key] = buffer
         else:
@@ -183,22 +186,21 @@ def _filter_groups(options: FbankOptions, device: torch.device, dtype: torch.dty
     return tuple(groups)
 
 
-def _apply_filters(power: torch.Tensor, options: FbankOptions) -> torch.Tensor:
-    """power (..., fft_size // 2 + 1) -> mel energies (..., num_mel_bins)."""
-    flat = power.reshape(-1, power.shape[-1])
-    out = flat.new_empty(flat.shape[0], options.num_mel_bins)
+def _apply_filters(power: torch.Tensor, options: FbankOptions, out: torch.Tensor) -> None:
+    """power (..., fft_size // 2 + 1) -> mel energies (..., num_mel_bins), written into `out`."""
+    flat, flat_out = power.reshape(-1, power.shape[-1]), out.view(-1, options.num_mel_bins)
     for group in _filter_groups(options, power.device, power.dtype):
-        torch.mm(flat[:, group.low : group.high], group.weights, out=out[:, group.first : group.last])
-    return out.reshape(*power.shape[:-1], options.num_mel_bins)
+        torch.mm(flat[:, group.low : group.high], group.weights, out=flat_out[:, group.first : group.last])
 
 
-def _frames(waveforms: torch.Tensor, options: FbankOptions) -> torch.Tensor:
-    """(B, samples) -> (B, frames, window_size), a strided view when snip_edges (no copy)."""
-    size, shift = options.window_size, options.window_shift
+def _frame_source(waveforms: torch.Tensor, options: FbankOptions) -> torch.Tensor:
+    """The signal whose windows of `window_size` every `window_shift` samples are Kaldi's frames: the
+    waveforms themselves with snip_edges, else the waveforms mirrored at both ends."""
     if options.snip_edges:
-        return waveforms.unfold(-1, size, shift)
+        return waveforms
     # Kaldi without snip_edges: frames centred on multiples of the shift, the signal mirrored at both ends
     # (sample -s-1 for s < 0, 2N-1-s for s >= N).
+    size, shift = options.window_size, options.window_shift
     num_samples = waveforms.shape[-1]
     num_frames = options.num_frames(num_samples)
     pad_left = size // 2 - shift // 2
@@ -206,8 +208,12 @@ def _frames(waveforms: torch.Tensor, options: FbankOptions) -> torch.Tensor:
     pad_right = max(0, last_end - num_samples)
     left = waveforms[..., :pad_left].flip(-1)
     right = waveforms[..., num_samples - pad_right :].flip(-1)
-    padded = torch.cat((left, waveforms, right), dim=-1)
-    return padded.unfold(-1, size, shift)[..., :num_frames, :]
+    return torch.cat((left, waveforms, right), dim=-1)
+
+
+def _frames(source: torch.Tensor, options: FbankOptions, num_frames: int) -> torch.Tensor:
+    """(B, samples) -> (B, num_frames, window_size), a strided view (no copy)."""
+    return source.unfold(-1, options.window_size, options.window_shift)[..., :num_frames, :]
 
 
 def _log_energy(frames: torch.Tensor, options: FbankOptions) -> torch.Tensor:
@@ -217,44 +223,97 @@ def _log_energy(frames: torch.Tensor, options: FbankOptions) -> torch.Tensor:
     return energy
 
 
+@functools.lru_cache(maxsize=32)
+def _window_start(options: FbankOptions) -> float:
+    """The window's first coefficient (0 for hanning and povey)."""
+    return float(feature_window(options, torch.device("cpu"), torch.float64)[0])
+
+
+# Frames computed per pass: a pass's buffers (about 12 MB at 2048 frames of 512-point FFTs) then stay in the
+# CPU cache from one step to the next, which the memory traffic of the whole batch at once would not.
+CHUNK_FRAMES = 2048
+
+
+def _chunks(batch: int, num_frames: int) -> list[tuple[slice, slice]]:
+    """(rows, frames) blocks of about CHUNK_FRAMES frames: whole rows, or pieces of one long row."""
+    if num_frames >= CHUNK_FRAMES:
+        return [
+            (slice(row, row + 1), slice(start, min(start + CHUNK_FRAMES, num_frames)))
+            for row in range(batch) for start in range(0, num_frames, CHUNK_FRAMES)
+        ]
+    rows = CHUNK_FRAMES // num_frames
+    return [(slice(start, min(start + rows, batch)), slice(0, num_frames)) for start in range(0, batch, rows)]
+
+
 def _mel_energies(
-    frames: torch.Tensor, options: FbankOptions, generator: torch.Generator | None
+    source: torch.Tensor, num_frames: int, options: FbankOptions
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Raw frames (..., window_size) -> linear mel energies (..., num_mel_bins) and the log energy if used."""
-    device, dtype = frames.device, frames.dtype
-    if options.dither > 0.0:
-        # Independent noise per frame, as Kaldi dithers each window.
-        noise = torch.randn(frames.shape, generator=generator, device=device, dtype=dtype)
-        frames = frames + options.dither * noise
+    """Linear mel energies (B, num_frames, num_mel_bins) of the frames of `source` (B, samples), in a reused
+    buffer, and their log energy (B, num_frames) if used; computed in blocks of about CHUNK_FRAMES frames."""
+    batch = source.shape[0]
+    mel = _workspace.get("mel", (batch, num_frames, options.num_mel_bins), source.dtype, source.device)
+    energy = source.new_empty(batch, num_frames) if options.use_energy else None
+    shift = options.window_shift
+    for rows, frames in _chunks(batch, num_frames):
+        count = frames.stop - frames.start
+        piece = source[rows, frames.start * shift : (frames.stop - 1) * shift + options.window_size]
+        _block_mel_energies(
+            piece, count, options, mel[rows, frames], energy[rows, frames] if energy is not None else None
+        )
+    return mel, energy
+
+
+def _block_mel_energies(
+    source: torch.Tensor, num_frames: int, options: FbankOptions, mel: torch.Tensor, energy: torch.Tensor | None
+) -> None:
+    """Writes into `mel` (B, num_frames, num_mel_bins) the linear mel energies of the frames of `source`
+    (B, samples), and into `energy` (B, num_frames) their log energy when it is given.
+
+    Per frame, Kaldi removes the DC offset m, pre-emphasises (x[i] - c x[i-1], with x[-1] taken as x[0]) and
+    windows. Pre-emphasis is linear, so it is applied once to the whole signal (each sample once, not 2.5
+    times as the frames overlap); it maps the offset m to m (1 - c) at every position, which is removed while
+    windowing; only each frame's first sample differs, fixed where the window does not zero it.
+    """
+    device, dtype = source.device, source.dtype
+    frames = _frames(source, options, num_frames)
     mean = frames.mean(-1, keepdim=True) if options.remove_dc_offset else None
-    energy = None
-    if options.use_energy and options.raw_energy:
-        energy = _log_energy(frames - mean if mean is not None else frames, options)
-    # The FFT input: the processed window written into a zero buffer of the padded FFT size.
-    batch_shape = tuple(frames.shape[:-1])
-    padded = _workspace.get("padded", (*batch_shape, options.fft_size), dtype, device)
-    padded[..., options.window_size :] = 0.0
-    window = padded[..., : options.window_size]
+    if energy is not None and options.raw_energy:
+        energy.copy_(_log_energy(frames - mean if mean is not None else frames, options))
     coefficient = options.preemphasis_coefficient
+    emphasised = frames
     if coefficient != 0.0:
-        # x[i] - c * x[i - 1], with x[-1] taken as x[0] (Kaldi's convention).
-        torch.sub(frames[..., 1:], frames[..., :-1], alpha=coefficient, out=window[..., 1:])
-        torch.mul(frames[..., 0], 1.0 - coefficient, out=window[..., 0])
-    else:
-        window.copy_(frames)
+        signal = _workspace.get("emphasised", tuple(source.shape), dtype, device)
+        torch.sub(source[..., 1:], source[..., :-1], alpha=coefficient, out=signal[..., 1:])
+        signal[..., 0] = 0.0  # the first sample of frame 0 is set below like every frame's
+        emphasised = _frames(signal, options, num_frames)
+    # The FFT input: the processed window written into a zero buffer of the padded FFT size (its tail is
+    # never written, so it stays zero from call to call).
+    padded = _workspace.get("padded", (*frames.shape[:-1], options.fft_size), dtype, device, zeroed=True)
+    window = padded[..., : options.window_size]
+    weights = feature_window(options, device, dtype)
+    torch.mul(emphasised, weights, out=window)
+    if coefficient != 0.0 and _window_start(options) != 0.0:
+        torch.mul(frames[..., 0], (1.0 - coefficient) * _window_start(options), out=window[..., 0])
     if mean is not None:
-        # Pre-emphasis maps the frame's mean m to m * (1 - c) at every position, so removing the DC offset
-        # after it saves a pass over the frames.
-        window.sub_(mean * (1.0 - coefficient))
-    window.mul_(feature_window(options, device, dtype))
-    if options.use_energy and not options.raw_energy:
-        energy = _log_energy(window, options)
+        window.addcmul_(mean, weights, value=-(1.0 - coefficient))
+    if energy is not None and not options.raw_energy:
+        energy.copy_(_log_energy(window, options))
     parts = torch.view_as_real(torch.fft.rfft(padded))  # rfft(out=) would compute elsewhere and copy
     parts.square_()
     power = torch.add(parts[..., 0], parts[..., 1], out=_workspace.get("power", parts.shape[:-1], dtype, device))
     if not options.use_power:
         power.sqrt_()
-    return _apply_filters(power, options), energy
+    _apply_filters(power, options, mel)
+
+
+def _dithered_frames(
+    source: torch.Tensor, num_frames: int, options: FbankOptions, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Kaldi dithers each frame independently (overlapping frames get different noise): the frames, noise
+    added, as (B * num_frames, window_size) signals of one frame each."""
+    frames = _frames(source, options, num_frames)
+    noise = torch.randn(frames.shape, generator=generator, device=source.device, dtype=source.dtype)
+    return (frames + options.dither * noise).reshape(-1, options.window_size)
 
 
 # A float32 FFT's round-off reaches a few 1e-12 of the frame's strongest band; bands weaker than this
@@ -270,10 +329,9 @@ def _empty_filters(options: FbankOptions) -> tuple[int, ...]:
     return tuple((~covered).nonzero().flatten().tolist())
 
 
-def _refine_in_float64(
-    mel: torch.Tensor, waveforms: torch.Tensor, options: FbankOptions, generator: torch.Generator | None
-) -> torch.Tensor:
-    """Recompute in float64 the frames whose band energies span more than float32 can resolve."""
+def _refine_in_float64(mel: torch.Tensor, source: torch.Tensor, options: FbankOptions) -> None:
+    """Recompute in float64, in place, the frames of `mel` whose band energies span more than float32
+    resolves; a clip where most frames do is recomputed whole (cheaper than gathering its frames)."""
     strongest = mel.amax(-1)
     # Empty filters are always 0; set them to +inf while looking for the weakest band (cheaper than slicing).
     empty = _empty_filters(options)
@@ -284,17 +342,24 @@ def _refine_in_float64(
         mel[..., index].fill_(0.0)
     risky = (weakest < strongest * REFINE_DYNAMIC_RANGE) & (strongest > LOG_FLOOR)
     if not bool(risky.any()):
-        return mel
-    batch_index, frame_index = risky.nonzero(as_tuple=True)
-    frames64 = _frames(waveforms, options)[batch_index, frame_index].double()  # float32 samples are exact
-    refined, _ = _mel_energies(frames64, options, generator)
-    mel[batch_index, frame_index] = refined.to(mel.dtype)  # mel is this call's own buffer
-    return mel
+        return
+    num_frames = mel.shape[1]
+    whole = risky.sum(1) > num_frames // 4
+    if bool(whole.any()):
+        rows = whole.nonzero().flatten()
+        refined, _ = _mel_energies(source[rows].double(), num_frames, options)  # float32 samples are exact
+        mel[rows] = refined.to(mel.dtype)
+        risky[rows] = False
+    if bool(risky.any()):
+        batch_index, frame_index = risky.nonzero(as_tuple=True)
+        frames = _frames(source, options, num_frames)[batch_index, frame_index].double()
+        refined, _ = _mel_energies(frames, 1, options)  # each frame as a signal of one frame
+        mel[batch_index, frame_index] = refined.squeeze(1).to(mel.dtype)
 
 
 def fbank(
     waveforms: torch.Tensor, options: FbankOptions | None = None, generator: torch.Generator | None = None,
-    refine: bool = True, **overrides,
+    refine: bool = True, out: torch.Tensor | None = None, **overrides,
 ) -> torch.Tensor:
     """Log-mel filter bank features of a batch of waveforms.
 
@@ -302,8 +367,9 @@ def fbank(
     float32, except frames whose band energies span more than float32 resolves (pure tones, digital
     silence next to sound), which are recomputed in float64 unless `refine` is False; float64 input is
     computed in float64. Options come from `options` and/or keyword overrides (Kaldi names). Returns
-    (frames, bins) or (batch, frames, bins), bins = num_mel_bins (+1 with use_energy). `generator` seeds
-    the dither noise.
+    (frames, bins) or (batch, frames, bins), bins = num_mel_bins (+1 with use_energy), written into `out`
+    when given (a tensor of that shape and the input's dtype, which may be a strided view). `generator`
+    seeds the dither noise.
     """
     if options is None:
         options = FbankOptions(**overrides)
@@ -318,20 +384,41 @@ def fbank(
         raise AudioError(f"fbank expects (samples,) or (batch, samples), got shape {tuple(waveforms.shape)}")
     if waveforms.dtype not in (torch.float32, torch.float64):
         waveforms = waveforms.float()
-    num_samples = waveforms.shape[-1]
-    if options.num_frames(num_samples) < 1:
+    batch, num_samples = waveforms.shape
+    num_frames = options.num_frames(num_samples)
+    if num_frames < 1:
         raise AudioError(
             f"audio of {num_samples} samples is shorter than one {options.frame_length:g} ms frame "
             f"({options.window_size} samples at {options.sample_frequency:g} Hz)"
         )
+    num_bins = options.num_mel_bins + int(options.use_energy)
+    shape = (num_frames, num_bins) if squeeze else (batch, num_frames, num_bins)
+    if out is None:
+        out = waveforms.new_empty(shape)
+    elif tuple(out.shape) != shape or out.dtype != waveforms.dtype or out.device != waveforms.device:
+        raise ConfigError(
+            f"fbank out= must be a {waveforms.dtype} tensor of shape {shape} on {waveforms.device}, got "
+            f"{out.dtype} {tuple(out.shape)} on {out.device}"
+        )
 
-    mel, energy = _mel_energies(_frames(waveforms, options), options, generator)
-    if refine and waveforms.dtype == torch.float32 and options.dither == 0.0:
-        mel = _refine_in_float64(mel, waveforms, options, generator)
-    features = mel.clamp_min_(LOG_FLOOR).log_() if options.use_log_fbank else mel
-    if options.subtract_mean:
-        features = features - features.mean(-2, keepdim=True)
+    source = _frame_source(waveforms, options)
+    if options.dither > 0.0:
+        mel, energy = _mel_energies(_dithered_frames(source, num_frames, options, generator), 1, options)
+        mel = mel.reshape(batch, num_frames, -1)
+        energy = energy.reshape(batch, num_frames) if energy is not None else None
+    else:
+        mel, energy = _mel_energies(source, num_frames, options)
+        if refine and waveforms.dtype == torch.float32:
+            _refine_in_float64(mel, source, options)
+    target = out.unsqueeze(0) if squeeze else out
     if energy is not None:
-        energy = energy.unsqueeze(-1)
-        features = torch.cat((features, energy) if options.htk_compat else (energy, features), dim=-1)
-    return features.squeeze(0) if squeeze else features
+        energy_column = -1 if options.htk_compat else 0
+        target[..., energy_column] = energy
+        target = target[..., :-1] if options.htk_compat else target[..., 1:]
+    if options.use_log_fbank:
+        torch.log(mel.clamp_min_(LOG_FLOOR), out=target)
+    else:
+        target.copy_(mel)
+    if options.subtract_mean:  # over every column, the energy's too (as Kaldi and torchaudio)
+        out.sub_(out.mean(-2, keepdim=True))
+    return out
