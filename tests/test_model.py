@@ -148,3 +148,23 @@ def test_loss_label_errors_are_clear(model):
     x = spectrogram(2, 128)
     with pytest.raises(ValueError, match=r"expects labels of shape \(2, 3\)"):
         model(x, labels=torch.rand(2, 5))
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_pooled_only_last_layer_matches_the_full_forward(attn):
+    """Classification computes only the CLS and distillation tokens in the last layer: same logits, same loss
+    and same gradients as the full forward (which hidden_states requests)."""
+    model = randomize_(ASTForAudioClassification(ASTConfig(**SMALL, max_length=128, num_labels=3), attn)).train()
+    x, labels = spectrogram(2, 128), torch.tensor([0, 2])
+    full = model(x, labels=labels, output_hidden_states=True)
+    full.loss.backward()
+    full_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    fast = model(x, labels=labels)
+    fast.loss.backward()
+    assert fast.hidden_states is None and len(full.hidden_states) == 3
+    torch.testing.assert_close(fast.logits, full.logits, atol=1e-6, rtol=1e-5)
+    for name, param, expected in zip([n for n, _ in model.named_parameters()], model.parameters(), full_grads):
+        torch.testing.assert_close(param.grad, expected, atol=1e-6, rtol=1e-5, msg=name)
+    encoder = model.audio_spectrogram_transformer
+    torch.testing.assert_close(encoder.pool(x), encoder(x).pooler_output, atol=1e-6, rtol=1e-5)

@@ -42,23 +42,22 @@ class ASTSelfAttention(nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
         self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
 
-    def _projections(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Query, key and value as (batch, heads, tokens, head_dim).
-
-        (One fused multiply by the concatenated weights measured no faster on CPU, so the three stay apart.)
-        """
-        batch, tokens, _ = hidden_states.shape
-
-        def split(x: torch.Tensor) -> torch.Tensor:
-            return x.view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
-
-        return split(self.query(hidden_states)), split(self.key(hidden_states)), split(self.value(hidden_states))
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, tokens, hidden) -> (batch, heads, tokens, head_dim)."""
+        batch, tokens, _ = x.shape
+        return x.view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, num_queries: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        batch, tokens, hidden = hidden_states.shape
-        query, key, value = self._projections(hidden_states)
+        """Attention of every token (or of the first `num_queries` tokens only) over every token.
+
+        (One fused query/key/value multiply by the concatenated weights measured no faster on CPU, so the
+        three projections stay apart.)
+        """
+        queries = hidden_states if num_queries is None else hidden_states[:, :num_queries]
+        query = self._split_heads(self.query(queries))
+        key, value = self._split_heads(self.key(hidden_states)), self._split_heads(self.value(hidden_states))
         dropout_p = self.dropout_p if self.training else 0.0
         if self.attn_implementation == "eager" or output_attentions:
             context, probs = eager_attention(query, key, value, self.scale, dropout_p)
@@ -67,7 +66,7 @@ class ASTSelfAttention(nn.Module):
                 query, key, value, dropout_p=dropout_p, scale=self.scale
             )
             probs = None
-        context = context.transpose(1, 2).reshape(batch, tokens, hidden)
+        context = context.transpose(1, 2).reshape(queries.shape)
         return context, probs if output_attentions else None
 
 
@@ -92,7 +91,7 @@ class ASTAttention(nn.Module):
         self.output = ASTSelfOutput(config)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, num_queries: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        context, probs = self.attention(hidden_states, output_attentions)
+        context, probs = self.attention(hidden_states, output_attentions, num_queries)
         return self.output(context), probs

@@ -47,9 +47,12 @@ class ASTLayer(nn.Module):
         self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, num_queries: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, probs = self.attention(self.layernorm_before(hidden_states), output_attentions)
+        """With `num_queries`, only the first `num_queries` tokens are computed (attending to all tokens)."""
+        attended, probs = self.attention(self.layernorm_before(hidden_states), output_attentions, num_queries)
+        if num_queries is not None:
+            hidden_states = hidden_states[:, :num_queries]
         hidden_states = hidden_states + attended
         hidden_states = hidden_states + self.output(self.intermediate(self.layernorm_after(hidden_states)))
         return hidden_states, probs
@@ -64,15 +67,21 @@ class ASTEncoder(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False,
+        last_layer_tokens: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """`last_layer_tokens`: compute only the first that many tokens in the last layer (when only they are
+        read, e.g. for the pooled output)."""
         all_hidden: list[torch.Tensor] = [hidden_states] if output_hidden_states else []
         all_attentions: list[torch.Tensor] = []
-        for layer in self.layer:
+        for index, layer in enumerate(self.layer):
+            num_queries = last_layer_tokens if index == len(self.layer) - 1 else None
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                hidden_states, probs = checkpoint(layer, hidden_states, output_attentions, use_reentrant=False)
+                hidden_states, probs = checkpoint(
+                    layer, hidden_states, output_attentions, num_queries, use_reentrant=False
+                )
             else:
-                hidden_states, probs = layer(hidden_states, output_attentions)
+                hidden_states, probs = layer(hidden_states, output_attentions, num_queries)
             if output_hidden_states:
                 all_hidden.append(hidden_states)
             if output_attentions:

@@ -30,7 +30,7 @@ class LogitsAndPooled(nn.Module):
         self.model = model
 
     def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = self.model.audio_spectrogram_transformer(input_values).pooler_output
+        pooled = self.model.audio_spectrogram_transformer.pool(input_values)
         return self.model.classifier(pooled), pooled
 
 
