@@ -3,9 +3,15 @@
 Same random weights for all (a transformers AST of the default AudioSet geometry, saved and loaded by both),
 batches 1, 2, 4, 8 of (1024, 128) inputs, implementations run alternately. Prints ms per batch, clips/s,
 the speedup over the reference's sdpa, achieved GFLOP/s and its share of this machine's float32 matmul
-GFLOP/s (a 4096x4096 matmul measured in the same run). On a GPU it also runs float16.
+GFLOP/s (a 4096x4096 matmul measured in the same run); FLOPs are the full model's, as the reference computes
+them (ours skips most of the last layer, see ASTModel.pool). On a GPU it also runs float16.
 
-    python benchmarks/bench_model.py [--batches 1 2 4 8] [--repeats 2] [--no-int8] [--no-onnx] [--json out.json]
+Then it checks int8 and onnxruntime against float32 PyTorch on labelled real-signal clips (tones, noise
+bursts, chirps; low and high): once with the random head, whose top logits are near-ties that any
+perturbation flips, and once with a head trained as a linear probe on other clips of the same classes, whose
+margins are like a trained model's.
+
+    python benchmarks/bench_model.py [--batches 1 2 4 8] [--repeats 2] [--no-int8] [--no-onnx] [--agreement-per-class 4] [--json out.json]
 """
 
 from __future__ import annotations
@@ -48,48 +54,114 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def real_signals(count: int) -> list[np.ndarray]:
-    """Tones, chirps, noise bursts and mixtures of 10 s: inputs with the structure of real sounds."""
-    rng = np.random.default_rng(0)
+SIGNAL_KINDS = ("tone", "bursts", "chirp", "tone+bursts")
+
+
+def real_signal(kind: str, low: bool, rng: np.random.Generator) -> np.ndarray:
+    """10 s of a tone, noise bursts, a chirp or a tone with bursts, low (100-600 Hz) or high (1.5-4 kHz):
+    inputs with the structure of real sounds."""
     t = np.arange(160000) / 16000
-    clips = []
-    for i in range(count):
-        f0 = rng.uniform(100, 3000)
-        tone = 0.3 * np.sin(2 * np.pi * f0 * t + 2 * np.sin(2 * np.pi * rng.uniform(0.5, 6) * t))
-        bursts = rng.standard_normal(len(t)) * (np.sin(2 * np.pi * rng.uniform(0.2, 2) * t) > 0.5) * 0.2
-        chirp = 0.2 * np.sin(2 * np.pi * np.cumsum(np.linspace(f0, rng.uniform(200, 7000), len(t))) / 16000)
-        clips.append([tone, bursts, chirp, tone + bursts][i % 4].astype(np.float32))
-    return clips
+    f0 = rng.uniform(100, 600) if low else rng.uniform(1500, 4000)
+    tone = 0.3 * np.sin(2 * np.pi * f0 * t + 2 * np.sin(2 * np.pi * rng.uniform(0.5, 6) * t))
+    gate = np.sin(2 * np.pi * rng.uniform(0.2, 2) * t) > 0.5
+    # Bursts of noise band-limited around f0 (a one-pole resonator), so that "low" and "high" differ.
+    from scipy.signal import lfilter
+
+    radius, angle = 0.97, 2 * np.pi * f0 / 16000
+    noise = lfilter([1 - radius], [1, -2 * radius * np.cos(angle), radius**2], rng.standard_normal(len(t)))
+    bursts = 0.5 * noise / noise.std() * gate * 0.2
+    chirp = 0.2 * np.sin(2 * np.pi * np.cumsum(np.linspace(f0, f0 * rng.uniform(1.5, 2.0), len(t))) / 16000)
+    signal = {"tone": tone, "bursts": bursts, "chirp": chirp, "tone+bursts": tone + bursts}[kind]
+    return signal.astype(np.float32)
 
 
-def agree(checkpoint: str, count: int, device: torch.device, int8: bool, onnx: bool) -> dict:
-    """Cosine similarity of logits and top-1 agreement of int8 / onnxruntime against float32 PyTorch."""
+def labelled_signals(per_class: int, seed: int) -> tuple[list[np.ndarray], torch.Tensor]:
+    """`per_class` clips of each of 8 classes (4 kinds x low/high frequency) and their labels."""
+    rng = np.random.default_rng(seed)
+    clips, labels = [], []
+    for _ in range(per_class):
+        for label, (kind, low) in enumerate((k, low) for k in SIGNAL_KINDS for low in (True, False)):
+            clips.append(real_signal(kind, low, rng))
+            labels.append(label)
+    return clips, torch.tensor(labels)
+
+
+def fit_probe_head(model, embeddings: torch.Tensor, labels: torch.Tensor, steps: int = 300) -> None:
+    """Train the classification head (LayerNorm + Linear, first 8 outputs) on pooled embeddings, as a linear
+    probe: a head with trained margins, so that top-1 agreement is not decided by near-ties of random
+    logits. The encoder stays as it is."""
+    head = model.classifier
+    classes = int(labels.max()) + 1
+    with torch.no_grad():
+        head.dense.weight.zero_()
+        head.dense.bias.fill_(-10.0)  # the other 519 labels never win
+        head.dense.bias[:classes] = 0.0
+    weight = torch.zeros(classes, embeddings.shape[1], requires_grad=True)
+    bias = torch.zeros(classes, requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=0.01)
+    normed = head.layernorm(embeddings).detach()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(normed @ weight.T + bias, labels) + 1e-3 * weight.square().sum()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        head.dense.weight[:classes] = weight
+        head.dense.bias[:classes] = bias
+
+
+def agree(checkpoint: str, per_class: int, device: torch.device, int8: bool, onnx: bool) -> dict:
+    """Cosine similarity of logits and top-1 agreement of int8 / onnxruntime against float32 PyTorch, on
+    labelled real-signal clips, for the random head and for a linear-probe head trained on other clips."""
     from ast_audio import ASTFeatureExtractor, ASTForAudioClassification
-    from ast_audio.export import onnx_session, quantize_int8
+    from ast_audio.export import export_onnx, onnx_session, quantize_int8
 
-    features = ASTFeatureExtractor()(real_signals(count), sampling_rate=16000, return_tensors="pt")["input_values"]
-    model = ASTForAudioClassification.from_pretrained(checkpoint).to(device)
-    with torch.inference_mode():
-        reference = torch.cat([model(features[i : i + 4].to(device)).logits.cpu() for i in range(0, count, 4)])
-        others = {}
-        if int8:
-            quantized = quantize_int8(ASTForAudioClassification.from_pretrained(checkpoint))
-            others["int8"] = torch.cat([quantized(features[i : i + 4]).logits for i in range(0, count, 4)])
+    extractor = ASTFeatureExtractor()
+
+    def features_of(clips: list[np.ndarray]) -> torch.Tensor:
+        return extractor(clips, sampling_rate=16000, return_tensors="pt")["input_values"]
+
+    def batched(fn, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([fn(x[i : i + 4]) for i in range(0, len(x), 4)])
+
+    train_clips, train_labels = labelled_signals(per_class, seed=1)
+    test_clips, test_labels = labelled_signals(per_class, seed=2)
+    train, test = features_of(train_clips), features_of(test_clips)
+    results = {}
+    for head in ("random head", "probe head"):
+        model = ASTForAudioClassification.from_pretrained(checkpoint).eval()
+        if head == "probe head":
+            with torch.inference_mode():
+                embeddings = batched(lambda x: model.audio_spectrogram_transformer.pool(x.to(device)).cpu(), train)
+            fit_probe_head(model, embeddings, train_labels)
+        with torch.inference_mode():
+            reference = batched(lambda x: model.to(device)(x.to(device)).logits.cpu(), test)
+            others = {}
+            if int8:
+                quantized = quantize_int8(ASTForAudioClassification.from_pretrained(checkpoint))
+                quantized.classifier.load_state_dict(model.classifier.state_dict())
+                others["int8"] = batched(lambda x: quantized(x).logits, test)
         if onnx:
-            session = onnx_session(os.path.join(checkpoint, "model.onnx"), device)
-            others["onnxruntime"] = torch.cat([
-                torch.from_numpy(session.run(["logits"], {"input_values": features[i : i + 4].numpy()})[0])
-                for i in range(0, count, 4)
-            ])
-    ranked = reference.sort(dim=1, descending=True).values
-    margin = float((ranked[:, 0] - ranked[:, 1]).min())  # near-ties flip under any perturbation
-    return {
-        name: {"min_cosine": float(torch.nn.functional.cosine_similarity(logits, reference).min()),
-               "top1": float((logits.argmax(1) == reference.argmax(1)).float().mean()),
-               "mean_abs_logit_diff": float((logits - reference).abs().mean()),
-               "min_top1_margin_float32": margin}
-        for name, logits in others.items()
-    }
+            path = os.path.join(checkpoint, f"agreement-{head.split()[0]}.onnx")
+            export_onnx(model.cpu(), path, verify=False)
+            session = onnx_session(path, device)
+            others["onnxruntime"] = batched(
+                lambda x: torch.from_numpy(session.run(["logits"], {"input_values": x.numpy()})[0]), test
+            )
+        ranked = reference.sort(dim=1, descending=True).values
+        margin = float((ranked[:, 0] - ranked[:, 1]).min())  # near-ties flip under any perturbation
+        for name, logits in others.items():
+            results[f"{name}, {head}"] = {
+                "clips": len(test),
+                "min_cosine": float(torch.nn.functional.cosine_similarity(logits, reference).min()),
+                "top1": float((logits.argmax(1) == reference.argmax(1)).float().mean()),
+                "mean_abs_logit_diff": float((logits - reference).abs().mean()),
+                "min_top1_margin_float32": margin,
+                "float32_probe_accuracy": (
+                    float((reference.argmax(1) == test_labels).float().mean()) if head == "probe head" else None
+                ),
+            }
+    return results
 
 
 def main() -> None:
@@ -99,8 +171,9 @@ def main() -> None:
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--no-onnx", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--agreement-clips", type=int, default=16,
-                        help="real-signal clips for the int8 / onnxruntime agreement check (0: skip)")
+    parser.add_argument("--agreement-per-class", type=int, default=4,
+                        help="clips per class (8 classes) for training the probe head and again for the int8 / "
+                             "onnxruntime agreement check (0: skip)")
     parser.add_argument("--json")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -170,13 +243,16 @@ def main() -> None:
               f"{r['clips_per_s']:8.2f} {r['speedup_vs_transformers_sdpa']:9.2f}x {r['gflops']:8.1f} "
               f"{100 * r['share_of_matmul_peak']:8.0f}%")
     print(f"matmul peak: {', '.join(f'{r}' for r in sorted({round(r['matmul_gflops'], 1) for r in rows}))} GFLOP/s")
-    if args.agreement_clips:
-        agreement = agree(tmp, args.agreement_clips, device, not args.no_int8 and device.type == "cpu", not args.no_onnx)
-        print(f"agreement with float32 on {args.agreement_clips} real-signal clips:")
+    if args.agreement_per_class:
+        agreement = agree(tmp, args.agreement_per_class, device, not args.no_int8 and device.type == "cpu",
+                          not args.no_onnx)
+        print("agreement with float32 PyTorch on labelled real-signal clips (8 classes):")
         for name, values in agreement.items():
-            print(f"  {name:12s} min cosine {values['min_cosine']:.5f}  top-1 agreement {100 * values['top1']:.1f}%  "
-                  f"mean |logit diff| {values['mean_abs_logit_diff']:.4f} (smallest float32 top-1 margin "
-                  f"{values['min_top1_margin_float32']:.4f})")
+            print(f"  {name:26s} {values['clips']} clips  min cosine {values['min_cosine']:.5f}  top-1 agreement "
+                  f"{100 * values['top1']:.1f}%  mean |logit diff| {values['mean_abs_logit_diff']:.4f}  "
+                  f"smallest float32 top-1 margin {values['min_top1_margin_float32']:.4f}"
+                  + (f"  (probe's float32 accuracy {100 * values['float32_probe_accuracy']:.0f}%)"
+                     if values["float32_probe_accuracy"] is not None else ""))
         rows.append({"agreement": agreement})
     if args.json:
         with open(args.json, "w") as handle:

@@ -79,6 +79,32 @@ def test_int8_agrees_with_float32(checkpoint):
     assert classifier.classify(real_signals(1)[0], sampling_rate=RATE).scores.shape == (6,)
 
 
+def test_int8_keeps_the_decisions_of_a_head_that_separates_classes(checkpoint):
+    """Random heads leave near-tied logits that any perturbation flips; with a head fitted to the classes
+    (nearest class mean of pooled embeddings, as a linear probe), int8 keeps every float32 top-1 on held-out
+    real-signal clips."""
+    model = ASTForAudioClassification.from_pretrained(checkpoint).eval()
+    signals = real_signals(48)
+    labels = torch.arange(48) % 4  # real_signals cycles through 4 kinds of sound
+    features = ASTFeatureExtractor.from_pretrained(checkpoint)(signals, sampling_rate=RATE, return_tensors="pt")
+    train, test = features.input_values[:24], features.input_values[24:]
+    head = model.classifier
+    with torch.no_grad():
+        normed = head.layernorm(model.audio_spectrogram_transformer.pool(train))
+        means = torch.stack([normed[labels[:24] == k].mean(0) for k in range(4)])
+        head.dense.weight.zero_()
+        head.dense.bias.fill_(-1e3)  # labels 4 and 5 never win
+        head.dense.weight[:4] = means
+        head.dense.bias[:4] = -0.5 * means.square().sum(1)
+        full = model(test).logits
+        quantized = quantize_int8(ASTForAudioClassification.from_pretrained(checkpoint))
+        quantized.classifier.load_state_dict(head.state_dict())
+        small = quantized(test).logits
+    assert (full.argmax(1) == labels[24:]).float().mean() >= 0.75  # the head does separate the classes
+    assert torch.equal(small.argmax(1), full.argmax(1))
+    assert torch.nn.functional.cosine_similarity(full, small).min() >= 0.99
+
+
 def test_compiled_model_agrees(checkpoint):
     signals = real_signals(4)
     eager = AudioClassifier.from_pretrained(checkpoint).classify(signals, sampling_rate=RATE)
