@@ -86,35 +86,26 @@ def labelled_signals(per_class: int, seed: int) -> tuple[list[np.ndarray], torch
     return clips, torch.tensor(labels)
 
 
-def fit_probe_head(model, embeddings: torch.Tensor, labels: torch.Tensor, steps: int = 300) -> None:
-    """Train the classification head (LayerNorm + Linear, first 8 outputs) on pooled embeddings, as a linear
-    probe: a head with trained margins, so that top-1 agreement is not decided by near-ties of random
-    logits. The encoder stays as it is."""
+def fit_probe_head(model, embeddings: torch.Tensor, labels: torch.Tensor, steps: int = 500) -> None:
+    """Train the classification head (LayerNorm + Linear) on pooled embeddings, as a linear probe: a head
+    with trained margins, so that top-1 agreement is not decided by near-ties of random logits. The encoder
+    stays as it is."""
     head = model.classifier
-    classes = int(labels.max()) + 1
-    with torch.no_grad():
-        head.dense.weight.zero_()
-        head.dense.bias.fill_(-10.0)  # the other 519 labels never win
-        head.dense.bias[:classes] = 0.0
-    weight = torch.zeros(classes, embeddings.shape[1], requires_grad=True)
-    bias = torch.zeros(classes, requires_grad=True)
-    optimizer = torch.optim.Adam([weight, bias], lr=0.01)
-    normed = head.layernorm(embeddings).detach()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(normed @ weight.T + bias, labels) + 1e-3 * weight.square().sum()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        head.dense.weight[:classes] = weight
-        head.dense.bias[:classes] = bias
+    parameters = list(head.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=0.01, weight_decay=1e-4)
+    embeddings = embeddings.clone()  # a clone: embeddings may come from inference mode
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(head(embeddings), labels).backward()
+            optimizer.step()
 
 
 def agree(checkpoint: str, per_class: int, device: torch.device, int8: bool, onnx: bool) -> dict:
     """Cosine similarity of logits and top-1 agreement of int8 / onnxruntime against float32 PyTorch, on
     labelled real-signal clips, for the random head and for a linear-probe head trained on other clips."""
     from ast_audio import ASTFeatureExtractor, ASTForAudioClassification
-    from ast_audio.export import export_onnx, onnx_session, quantize_int8
+    from ast_audio.export import export_onnx, int8_onnx_path, onnx_session, quantize_int8, quantize_onnx_int8
 
     extractor = ASTFeatureExtractor()
 
@@ -129,7 +120,9 @@ def agree(checkpoint: str, per_class: int, device: torch.device, int8: bool, onn
     train, test = features_of(train_clips), features_of(test_clips)
     results = {}
     for head in ("random head", "probe head"):
-        model = ASTForAudioClassification.from_pretrained(checkpoint).eval()
+        # The probe gets a new head with one output per class.
+        head_settings = dict(num_labels=8, ignore_mismatched_sizes=True) if head == "probe head" else {}
+        model = ASTForAudioClassification.from_pretrained(checkpoint, **head_settings).eval()
         if head == "probe head":
             with torch.inference_mode():
                 embeddings = batched(lambda x: model.audio_spectrogram_transformer.pool(x.to(device)).cpu(), train)
@@ -138,16 +131,20 @@ def agree(checkpoint: str, per_class: int, device: torch.device, int8: bool, onn
             reference = batched(lambda x: model.to(device)(x.to(device)).logits.cpu(), test)
             others = {}
             if int8:
-                quantized = quantize_int8(ASTForAudioClassification.from_pretrained(checkpoint))
+                quantized = quantize_int8(ASTForAudioClassification.from_pretrained(checkpoint, **head_settings))
                 quantized.classifier.load_state_dict(model.classifier.state_dict())
                 others["int8"] = batched(lambda x: quantized(x).logits, test)
         if onnx:
             path = os.path.join(checkpoint, f"agreement-{head.split()[0]}.onnx")
             export_onnx(model.cpu(), path, verify=False)
-            session = onnx_session(path, device)
-            others["onnxruntime"] = batched(
-                lambda x: torch.from_numpy(session.run(["logits"], {"input_values": x.numpy()})[0]), test
-            )
+            variants = {"onnxruntime": path}
+            if int8:
+                variants["onnxruntime int8"] = quantize_onnx_int8(path, int8_onnx_path(path))
+            for name, file in variants.items():
+                session = onnx_session(file, device)
+                others[name] = batched(
+                    lambda x: torch.from_numpy(session.run(["logits"], {"input_values": x.numpy()})[0]), test
+                )
         ranked = reference.sort(dim=1, descending=True).values
         margin = float((ranked[:, 0] - ranked[:, 1]).min())  # near-ties flip under any perturbation
         for name, logits in others.items():
@@ -181,7 +178,9 @@ def main() -> None:
     import transformers
 
     from ast_audio import ASTForAudioClassification
-    from ast_audio.export import LogitsAndPooled, export_onnx, onnx_session, quantize_int8
+    from ast_audio.export import (
+        LogitsAndPooled, export_onnx, int8_onnx_path, onnx_session, quantize_int8, quantize_onnx_int8,
+    )
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -210,6 +209,9 @@ def main() -> None:
             export_onnx(ASTForAudioClassification.from_pretrained(tmp), path, verify=False)
             session = onnx_session(path, device)
             runners["ours onnxruntime"] = lambda x: session.run(["logits"], {"input_values": x.cpu().numpy()})
+            if device.type == "cpu" and not args.no_int8:
+                session_int8 = onnx_session(quantize_onnx_int8(path, int8_onnx_path(path)))
+                runners["ours onnxruntime int8"] = lambda x: session_int8.run(["logits"], {"input_values": x.numpy()})
         peak = matmul_gflops(device, dtype)
         for batch in args.batches:
             x = torch.randn(batch, config.max_length, config.num_mel_bins, device=device, dtype=dtype)
@@ -234,12 +236,12 @@ def main() -> None:
                                  share_of_matmul_peak=gflops / peak, matmul_gflops=peak))
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {device}, "
           f"{torch.get_num_threads()} threads; {flops / 1e9:.0f} GFLOP per clip; best of {args.repeats}")
-    header = (f"{'dtype':8s} {'batch':>5s} {'implementation':22s} {'ms/batch':>10s} {'clips/s':>8s} "
+    header = (f"{'dtype':8s} {'batch':>5s} {'implementation':27s} {'ms/batch':>10s} {'clips/s':>8s} "
               f"{'x sdpa ref':>10s} {'GFLOP/s':>8s} {'of matmul':>9s}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['dtype']:8s} {r['batch']:5d} {r['implementation']:22s} {r['ms_per_batch']:10.1f} "
+        print(f"{r['dtype']:8s} {r['batch']:5d} {r['implementation']:27s} {r['ms_per_batch']:10.1f} "
               f"{r['clips_per_s']:8.2f} {r['speedup_vs_transformers_sdpa']:9.2f}x {r['gflops']:8.1f} "
               f"{100 * r['share_of_matmul_peak']:8.0f}%")
     print(f"matmul peak: {', '.join(f'{r}' for r in sorted({round(r['matmul_gflops'], 1) for r in rows}))} GFLOP/s")
@@ -248,7 +250,7 @@ def main() -> None:
                           not args.no_onnx)
         print("agreement with float32 PyTorch on labelled real-signal clips (8 classes):")
         for name, values in agreement.items():
-            print(f"  {name:26s} {values['clips']} clips  min cosine {values['min_cosine']:.5f}  top-1 agreement "
+            print(f"  {name:31s} {values['clips']} clips  min cosine {values['min_cosine']:.5f}  top-1 agreement "
                   f"{100 * values['top1']:.1f}%  mean |logit diff| {values['mean_abs_logit_diff']:.4f}  "
                   f"smallest float32 top-1 margin {values['min_top1_margin_float32']:.4f}"
                   + (f"  (probe's float32 accuracy {100 * values['float32_probe_accuracy']:.0f}%)"

@@ -301,8 +301,8 @@ def test_window_settings_are_checked(checkpoint, capsys, tmp_path):
     assert code == 1 and "window and hop must be positive" in capsys.readouterr().err
     short = AudioClassifier.from_pretrained(checkpoint).classify(path, window=0.5, hop=0.25)
     assert len(short.windows) == len(plan_windows(3.0, 0.5, 0.25))
-    with pytest.raises(ValueError, match="apply to the torch backend"):
-        AudioClassifier.from_pretrained(checkpoint, backend="onnxruntime", quantize="int8", onnx_path="x.onnx")
+    with pytest.raises(ValueError, match="applies to the torch backend"):
+        AudioClassifier.from_pretrained(checkpoint, backend="onnxruntime", compile=True, onnx_path="x.onnx")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for machines without CUDA")

@@ -152,8 +152,8 @@ class AudioClassifier:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if quantize not in (None, "int8"):
             raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
-        if backend == "onnxruntime" and (quantize or compile):
-            raise ConfigError("int8 quantisation and torch.compile apply to the torch backend, not onnxruntime")
+        if backend == "onnxruntime" and compile:
+            raise ConfigError("torch.compile applies to the torch backend, not onnxruntime")
         if feature_extractor.num_mel_bins != model.config.num_mel_bins:
             raise ConfigError(
                 f"feature extractor makes {feature_extractor.num_mel_bins} mel bins but the model expects "
@@ -172,7 +172,7 @@ class AudioClassifier:
         if backend == "onnxruntime":
             from ast_audio.export import onnx_session
 
-            if onnx_path is None:
+            if onnx_path is None:  # with quantize="int8", onnx_path is the int8 file (model.int8.onnx)
                 raise ConfigError("the onnxruntime backend needs onnx_path (ast-audio export writes model.onnx)")
             self._session = onnx_session(onnx_path, self.device)
             self.model = None
@@ -249,7 +249,8 @@ class AudioClassifier:
     ) -> "AudioClassifier":
         """Load a checkpoint directory or Hub id (model + preprocessor_config.json).
 
-        backend "onnxruntime" runs `onnx_path` (default: the checkpoint's model.onnx, from `ast-audio export`);
+        backend "onnxruntime" runs `onnx_path` (default: the checkpoint's model.onnx, from `ast-audio export`,
+        or model.int8.onnx with quantize="int8", from `ast-audio export --int8`); on the torch backend
         quantize="int8" applies dynamic int8 quantisation to the Linear layers (CPU); compile=True wraps the
         model in torch.compile (the first batches are slow while it compiles).
         """
@@ -261,13 +262,14 @@ class AudioClassifier:
         )
         extractor = ASTFeatureExtractor.for_checkpoint(model, network.config, **hub)
         if backend == "onnxruntime" and onnx_path is None:
-            from ast_audio.export import ONNX_NAME
+            from ast_audio.export import ONNX_INT8_NAME, ONNX_NAME
 
-            onnx_path = resolve_file(model, ONNX_NAME, required=False, **hub)
+            name = ONNX_INT8_NAME if quantize == "int8" else ONNX_NAME
+            onnx_path = resolve_file(model, name, required=False, **hub)
             if onnx_path is None:
                 raise AudioError(
-                    f"{model}: no {ONNX_NAME} for the onnxruntime backend; create it with "
-                    f"ast-audio export {model} --onnx"
+                    f"{model}: no {name} for the onnxruntime backend; create it with "
+                    f"ast-audio export {model} --onnx{' --int8' if quantize == 'int8' else ''}"
                 )
         return cls(
             network, extractor, device=device, batch_size=batch_size, window=window, hop=hop, pooling=pooling,
