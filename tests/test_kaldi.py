@@ -143,3 +143,23 @@ def test_float64_refinement_of_whole_clips_and_of_single_frames():
     exact = fbank(batch.double())
     assert (fbank(batch) - exact).abs().amax((1, 2)).max() < 5e-4
     assert torch.all((fbank(batch, refine=False) - exact).abs().amax((1, 2)) > 2e-3)
+
+
+def test_reused_buffers_keep_results_exact_across_window_sizes_and_batch_sizes():
+    """The FFT buffer's zero tail survives options with the same FFT size but a shorter window, and a
+    smaller batch is served from the front of the larger one's buffers."""
+    from ast_audio.features import kaldi
+
+    # 16250 samples make 100 frames with either window, so the FFT buffers have the same shape.
+    x = torch.randn(8, 16250, generator=torch.Generator().manual_seed(3)) * 0.1
+    long_window, short_window = FbankOptions(frame_length=25.0), FbankOptions(frame_length=20.0)
+    assert long_window.fft_size == short_window.fft_size == 512
+    first = fbank(x, long_window).clone()
+    shorter = fbank(x, short_window).clone()
+    kaldi._workspace.buffers.clear()
+    torch.testing.assert_close(fbank(x, short_window), shorter, atol=0, rtol=0)
+    torch.testing.assert_close(fbank(x, long_window), first, atol=0, rtol=0)
+    key = (("padded", 400), torch.float32, torch.device("cpu"), 512)
+    storage = kaldi._workspace.buffers[key].data_ptr()
+    torch.testing.assert_close(fbank(x[:3], long_window), first[:3], atol=1e-5, rtol=0)
+    assert kaldi._workspace.buffers[key].data_ptr() == storage

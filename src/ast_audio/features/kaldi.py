@@ -91,7 +91,9 @@ class FbankOptions:
 
 class _Workspace(threading.local):
     """Scratch tensors reused from call to call (per thread): fresh multi-megabyte buffers cost page faults
-    that take as long as the arithmetic done in them. Buffers above `limit` bytes are not kept."""
+    that take as long as the arithmetic done in them. A request is served from the front of the buffer kept
+    for its key when that is large enough, so blocks of different sizes (a batch's last, smaller block)
+    share one buffer instead of replacing it in turn. Buffers above `limit` bytes are not kept."""
 
     limit = 64 * 2**20
 
@@ -99,19 +101,24 @@ class _Workspace(threading.local):
         self.buffers: dict[tuple, torch.Tensor] = {}
 
     def get(
-        self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, zeroed: bool = False
+        self, key: tuple, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, zeroed: bool = False
     ) -> torch.Tensor:
-        """The buffer `name` of this shape, dtype and device; `zeroed`: filled with zeros when first made."""
-        key = (name, dtype, device)
-        buffer = self.buffers.get(key)
-        if buffer is not None and buffer.shape == shape:
-            return buffer
-        buffer = (torch.zeros if zeroed else torch.empty)(shape, dtype=dtype, device=device)
-        if buffer.numel() * buffer.element_size() <= self.limit:
-            self.buffers[key] = buffer
-        else:
-            self.buffers.pop(key, None)
-        return buffer
+        """A contiguous tensor of `shape` from the buffer kept for (`key`, dtype, device, last dimension).
+
+        `zeroed`: the buffer is filled with zeros when made. Views of it with the same last dimension put
+        each column at the same places, so columns that its users never write stay zero; `key` must tell
+        apart users that write different columns.
+        """
+        full_key = (key, dtype, device, shape[-1])
+        numel = math.prod(shape)
+        buffer = self.buffers.get(full_key)
+        if buffer is None or buffer.numel() < numel:
+            buffer = (torch.zeros if zeroed else torch.empty)(numel, dtype=dtype, device=device)
+            if buffer.numel() * buffer.element_size() <= self.limit:
+                self.buffers[full_key] = buffer
+            else:
+                self.buffers.pop(full_key, None)
+        return buffer[:numel].view(shape)
 
 
 _workspace = _Workspace()
@@ -251,7 +258,7 @@ def _mel_energies(
     """Linear mel energies (B, num_frames, num_mel_bins) of the frames of `source` (B, samples), in a reused
     buffer, and their log energy (B, num_frames) if used; computed in blocks of about CHUNK_FRAMES frames."""
     batch = source.shape[0]
-    mel = _workspace.get("mel", (batch, num_frames, options.num_mel_bins), source.dtype, source.device)
+    mel = _workspace.get(("mel",), (batch, num_frames, options.num_mel_bins), source.dtype, source.device)
     energy = source.new_empty(batch, num_frames) if options.use_energy else None
     shift = options.window_shift
     for rows, frames in _chunks(batch, num_frames):
@@ -282,13 +289,15 @@ def _block_mel_energies(
     coefficient = options.preemphasis_coefficient
     emphasised = frames
     if coefficient != 0.0:
-        signal = _workspace.get("emphasised", tuple(source.shape), dtype, device)
+        signal = _workspace.get(("emphasised",), tuple(source.shape), dtype, device)
         torch.sub(source[..., 1:], source[..., :-1], alpha=coefficient, out=signal[..., 1:])
         signal[..., 0] = 0.0  # the first sample of frame 0 is set below like every frame's
         emphasised = _frames(signal, options, num_frames)
     # The FFT input: the processed window written into a zero buffer of the padded FFT size (its tail is
-    # never written, so it stays zero from call to call).
-    padded = _workspace.get("padded", (*frames.shape[:-1], options.fft_size), dtype, device, zeroed=True)
+    # never written, so it stays zero from call to call; the window size is part of the key for that).
+    padded = _workspace.get(
+        ("padded", options.window_size), (*frames.shape[:-1], options.fft_size), dtype, device, zeroed=True
+    )
     window = padded[..., : options.window_size]
     weights = feature_window(options, device, dtype)
     torch.mul(emphasised, weights, out=window)
@@ -300,7 +309,8 @@ def _block_mel_energies(
         energy.copy_(_log_energy(window, options))
     parts = torch.view_as_real(torch.fft.rfft(padded))  # rfft(out=) would compute elsewhere and copy
     parts.square_()
-    power = torch.add(parts[..., 0], parts[..., 1], out=_workspace.get("power", parts.shape[:-1], dtype, device))
+    power = _workspace.get(("power",), parts.shape[:-1], dtype, device)
+    torch.add(parts[..., 0], parts[..., 1], out=power)
     if not options.use_power:
         power.sqrt_()
     _apply_filters(power, options, mel)
