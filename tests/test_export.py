@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
-from ast_audio import ASTAudioError, ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AudioClassifier
+from ast_audio import ASTAudioError, ASTConfig, ConfigError, ASTFeatureExtractor, ASTForAudioClassification, AudioClassifier
 from ast_audio.cli import main
 from ast_audio.export import export_onnx, onnx_session, quantize_int8
 from conftest import SMALL, randomize_
@@ -19,7 +21,8 @@ RATE = 16000
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt")
-    config = ASTConfig(**SMALL, max_length=128, id2label={i: f"class {i}" for i in range(6)})
+    # 4 layers: the int8 paths keep the first and the last in float32 and quantise the two between.
+    config = ASTConfig(**{**SMALL, "num_hidden_layers": 4}, max_length=128, id2label={i: f"class {i}" for i in range(6)})
     randomize_(ASTForAudioClassification(config), seed=1).save_pretrained(path)
     ASTFeatureExtractor(max_length=128).save_pretrained(path)
     return path
@@ -92,6 +95,38 @@ def test_onnx_int8_export_and_backend(checkpoint, tmp_path, capsys):
     # Activation scales are per batch, so compare with the clip run alone; 6 labels: softmax scores.
     alone = session.run(["logits"], {"input_values": features.input_values[:1].numpy()})[0][0]
     np.testing.assert_allclose(result.scores, torch.softmax(torch.from_numpy(alone), -1).numpy(), atol=1e-5)
+
+
+def test_int8_keeps_the_chosen_layers_in_float32(checkpoint):
+    def quantized_layers(model) -> list[int]:
+        layers = model.audio_spectrogram_transformer.encoder.layer
+        return [i for i, layer in enumerate(layers) if type(layer.intermediate.dense) is not torch.nn.Linear]
+
+    model = ASTForAudioClassification.from_pretrained(checkpoint)
+    assert quantized_layers(quantize_int8(model)) == [1, 2]
+    assert quantized_layers(quantize_int8(ASTForAudioClassification.from_pretrained(checkpoint), ())) == [0, 1, 2, 3]
+    assert quantized_layers(quantize_int8(ASTForAudioClassification.from_pretrained(checkpoint), (1,))) == [0, 2, 3]
+    with pytest.raises(ConfigError, match="float layer 4 is out of range for a model of 4 encoder layers"):
+        quantize_int8(ASTForAudioClassification.from_pretrained(checkpoint), (0, 4))
+
+
+def test_onnx_int8_keeps_the_chosen_layers_in_float32(checkpoint, tmp_path, capsys):
+    """Default: the patch embedding, the head and layers 0 and 3 stay float; --float-layers alone quantises
+    every layer (never the patch embedding or the head)."""
+    def integer_nodes(path) -> set[str]:
+        names = [node.name for node in onnx.load(str(path)).graph.node if node.op_type in ("MatMulInteger", "ConvInteger")]
+        return {re.sub(r"/(query|key|value|dense)/.*", "", name) for name in names}
+
+    directory = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, directory)
+    assert main(["export", str(directory), "--onnx", "--int8", "--no-verify"]) == 0
+    layer_parts = {f"/encoder/layer.{i}/{part}" for i in (1, 2) for part in ("attention/attention", "attention/output", "intermediate", "output")}
+    assert integer_nodes(directory / "model.int8.onnx") == layer_parts
+    assert main(["export", str(directory), "--onnx", "--int8", "--no-verify", "--float-layers"]) == 0
+    every_part = {name.replace("layer.1", f"layer.{i}") for name in layer_parts for i in range(4)}
+    assert integer_nodes(directory / "model.int8.onnx") == every_part
+    assert main(["export", str(directory), "--onnx", "--int8", "--no-verify", "--float-layers", "-5"]) == 1
+    assert "float layer -5 is out of range" in capsys.readouterr().err
 
 
 def test_int8_agrees_with_float32(checkpoint):

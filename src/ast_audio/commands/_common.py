@@ -17,8 +17,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model precision (default float32)")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                         help="torch (default) or onnxruntime (runs MODEL/model.onnx from ast-audio export)")
-    parser.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the Linear layers (CPU; with "
-                        "--backend onnxruntime: run model.int8.onnx from export --int8)")
+    parser.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the Linear layers, the first and "
+                        "last encoder layers kept float32 (CPU; with --backend onnxruntime: run model.int8.onnx "
+                        "from export --int8)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batches)")
     parser.add_argument("--offline", action="store_true", help="never contact the Hub; use its local cache only")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
