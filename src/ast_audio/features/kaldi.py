@@ -223,19 +223,6 @@ def _frames(source: torch.Tensor, options: FbankOptions, num_frames: int) -> tor
     return source.unfold(-1, options.window_size, options.window_shift)[..., :num_frames, :]
 
 
-def _frame_means(source: torch.Tensor, options: FbankOptions, num_frames: int) -> torch.Tensor:
-    """The mean of each frame, (B, num_frames, 1). Frames overlap (each sample is in window/shift of them),
-    so the sums are built from sums over segments of gcd(window, shift) samples, which read each sample
-    once (80-sample segments at AST's 400/160)."""
-    size, shift = options.window_size, options.window_shift
-    step = math.gcd(size, shift)
-    if step < 16:
-        return _frames(source, options, num_frames).mean(-1, keepdim=True)
-    used = (num_frames - 1) * shift + size
-    segments = source[..., :used].unflatten(-1, (used // step, step)).sum(-1)
-    return segments.unfold(-1, size // step, shift // step).sum(-1, keepdim=True).div_(size)
-
-
 def _log_energy(frames: torch.Tensor, options: FbankOptions) -> torch.Tensor:
     energy = frames.square().sum(-1).clamp_min(LOG_FLOOR).log()
     if options.energy_floor > 0.0:
@@ -296,7 +283,7 @@ def _block_mel_energies(
     """
     device, dtype = source.device, source.dtype
     frames = _frames(source, options, num_frames)
-    mean = _frame_means(source, options, num_frames) if options.remove_dc_offset else None
+    mean = frames.mean(-1, keepdim=True) if options.remove_dc_offset else None
     if energy is not None and options.raw_energy:
         energy.copy_(_log_energy(frames - mean if mean is not None else frames, options))
     coefficient = options.preemphasis_coefficient
