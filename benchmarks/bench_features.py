@@ -7,7 +7,11 @@ both alike; each round times several calls back to back (a steady loop, as a dat
 pause so that neither runs while the other's idle BLAS threads still spin. The table gives the best round
 of each and the median of the per-round ratios.
 
-    python benchmarks/bench_features.py [--clips 8] [--seconds 10] [--repeats 10] [--calls 5] [--audio DIR] [--json out.json]
+With --keep-freed-memory the process first calls ast_audio.keep_freed_memory() (the ast-audio command does):
+both extractors then reuse freed buffers instead of having the allocator fault fresh pages in per call.
+
+    python benchmarks/bench_features.py [--clips 8] [--seconds 10] [--repeats 10] [--calls 5] [--audio DIR]
+        [--keep-freed-memory] [--json out.json]
 """
 
 from __future__ import annotations
@@ -86,8 +90,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="alternating rounds")
     parser.add_argument("--calls", type=int, default=5, help="back-to-back calls timed per round")
     parser.add_argument("--audio", nargs="*", default=[], help="real audio files or folders to benchmark too")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="first call ast_audio.keep_freed_memory() (as the ast-audio command does): the "
+                             "process reuses freed buffers instead of faulting fresh pages in, for both extractors")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        from ast_audio import keep_freed_memory
+
+        keep_freed_memory()
 
     warnings.filterwarnings("ignore")
     import transformers
@@ -116,7 +127,8 @@ def main() -> None:
                  max_abs_diff_normalised=float(np.abs(ours_out - ref_out).max()))
         )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.clips} clips of {args.seconds:g} s; "
-          f"{args.repeats} alternating rounds of {args.calls} calls")
+          f"{args.repeats} alternating rounds of {args.calls} calls; allocator: "
+          f"{'freed memory kept (keep_freed_memory)' if args.keep_freed_memory else 'glibc defaults'}")
     header = (f"{'signal':8s} {'reference ms':>13s} {'ours ms':>9s} {'ref clips/s':>12s} {'ours clips/s':>13s} "
               f"{'x (best)':>9s} {'x (median)':>11s} {'max |diff|':>11s}")
     print(header)

@@ -148,7 +148,7 @@ def test_float64_refinement_of_whole_clips_and_of_single_frames():
 def test_reused_buffers_keep_results_exact_across_window_sizes_and_batch_sizes():
     """The FFT buffer's zero tail survives options with the same FFT size but a shorter window, and a
     smaller batch is served from the front of the larger one's buffers."""
-    from ast_audio.features import kaldi
+    from ast_audio.features.workspace import workspace
 
     # 16250 samples make 100 frames with either window, so the FFT buffers have the same shape.
     x = torch.randn(8, 16250, generator=torch.Generator().manual_seed(3)) * 0.1
@@ -156,10 +156,23 @@ def test_reused_buffers_keep_results_exact_across_window_sizes_and_batch_sizes()
     assert long_window.fft_size == short_window.fft_size == 512
     first = fbank(x, long_window).clone()
     shorter = fbank(x, short_window).clone()
-    kaldi._workspace.buffers.clear()
+    workspace.buffers.clear()
     torch.testing.assert_close(fbank(x, short_window), shorter, atol=0, rtol=0)
     torch.testing.assert_close(fbank(x, long_window), first, atol=0, rtol=0)
     key = (("padded", 400), torch.float32, torch.device("cpu"), 512)
-    storage = kaldi._workspace.buffers[key].data_ptr()
+    storage = workspace.buffers[key].data_ptr()
     torch.testing.assert_close(fbank(x[:3], long_window), first[:3], atol=1e-5, rtol=0)
-    assert kaldi._workspace.buffers[key].data_ptr() == storage
+    assert workspace.buffers[key].data_ptr() == storage
+
+
+def test_inputs_of_many_lengths_do_not_pile_up_buffers():
+    from ast_audio.features.workspace import workspace
+
+    workspace.buffers.clear()
+    generator = torch.Generator().manual_seed(4)
+    for samples in range(16000, 16000 + 40 * 37, 37):
+        fbank(torch.randn(2, samples, generator=generator))
+    kept = len(workspace.buffers)
+    for samples in range(20000, 20000 + 40 * 41, 41):
+        fbank(torch.randn(3, samples, generator=generator))
+    assert len(workspace.buffers) == kept <= 8  # 4 kinds, in float32 and in float64 (refinement)

@@ -35,11 +35,13 @@ _EXPORTS = {
     "CheckpointError": "ast_audio.errors",
     "CheckpointNotFoundError": "ast_audio.errors",
     "InputShapeError": "ast_audio.errors",
+    "keep_freed_memory": "ast_audio.allocator",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ast_audio.allocator import keep_freed_memory
     from ast_audio.audio import AudioFile, audio_info, load_audio
     from ast_audio.classifier import AudioClassifier
     from ast_audio.configuration import ASTConfig

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from ast_audio import __version__
+from ast_audio.allocator import keep_freed_memory
 from ast_audio.errors import ASTAudioError
 
 # name -> module in ast_audio.commands; each has add_arguments(parser) and run(args) -> exit code, and HELP.
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    keep_freed_memory()  # batch after batch of same-sized buffers: reuse them instead of faulting pages in
     try:
         return args.run(args)
     except (ASTAudioError, FileNotFoundError) as exc:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import threading
 
 import torch
 
 from ast_audio.errors import AudioError, ConfigError
+from ast_audio.features.workspace import workspace
 
 WINDOW_TYPES = ("hanning", "hamming", "povey", "rectangular", "blackman")
 # Kaldi floors energies at float32 epsilon whatever the computation dtype.
@@ -89,41 +89,6 @@ class FbankOptions:
         return (num_samples + self.window_shift // 2) // self.window_shift
 
 
-class _Workspace(threading.local):
-    """Scratch tensors reused from call to call (per thread): fresh multi-megabyte buffers cost page faults
-    that take as long as the arithmetic done in them. A request is served from the front of the buffer kept
-    for its key when that is large enough, so blocks of different sizes (a batch's last, smaller block)
-    share one buffer instead of replacing it in turn. Buffers above `limit` bytes are not kept."""
-
-    limit = 64 * 2**20
-
-    def __init__(self) -> None:
-        self.buffers: dict[tuple, torch.Tensor] = {}
-
-    def get(
-        self, key: tuple, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, zeroed: bool = False
-    ) -> torch.Tensor:
-        """A contiguous tensor of `shape` from the buffer kept for (`key`, dtype, device, last dimension).
-
-        `zeroed`: the buffer is filled with zeros when made. Views of it with the same last dimension put
-        each column at the same places, so columns that its users never write stay zero; `key` must tell
-        apart users that write different columns.
-        """
-        full_key = (key, dtype, device, shape[-1])
-        numel = math.prod(shape)
-        buffer = self.buffers.get(full_key)
-        if buffer is None or buffer.numel() < numel:
-            buffer = (torch.zeros if zeroed else torch.empty)(numel, dtype=dtype, device=device)
-            if buffer.numel() * buffer.element_size() <= self.limit:
-                self.buffers[full_key] = buffer
-            else:
-                self.buffers.pop(full_key, None)
-        return buffer[:numel].view(shape)
-
-
-_workspace = _Workspace()
-
-
 def mel_scale(freq: torch.Tensor) -> torch.Tensor:
     return 1127.0 * torch.log1p(freq / 700.0)
 
@@ -193,9 +158,16 @@ def _filter_groups(options: FbankOptions, device: torch.device, dtype: torch.dty
     return tuple(groups)
 
 
+# Up to this many frames, one dense product costs less than a call per filter group.
+DENSE_FILTER_ROWS = 64
+
+
 def _apply_filters(power: torch.Tensor, options: FbankOptions, out: torch.Tensor) -> None:
     """power (..., fft_size // 2 + 1) -> mel energies (..., num_mel_bins), written into `out`."""
     flat, flat_out = power.reshape(-1, power.shape[-1]), out.view(-1, options.num_mel_bins)
+    if flat.shape[0] <= DENSE_FILTER_ROWS:  # a few frames (float64 refinement): one call beats saved work
+        torch.mm(flat, mel_filterbank(options, power.device, power.dtype), out=flat_out)
+        return
     for group in _filter_groups(options, power.device, power.dtype):
         torch.mm(flat[:, group.low : group.high], group.weights, out=flat_out[:, group.first : group.last])
 
@@ -258,7 +230,7 @@ def _mel_energies(
     """Linear mel energies (B, num_frames, num_mel_bins) of the frames of `source` (B, samples), in a reused
     buffer, and their log energy (B, num_frames) if used; computed in blocks of about CHUNK_FRAMES frames."""
     batch = source.shape[0]
-    mel = _workspace.get(("mel",), (batch, num_frames, options.num_mel_bins), source.dtype, source.device)
+    mel = workspace.get(("mel",), (batch, num_frames, options.num_mel_bins), source.dtype, source.device)
     energy = source.new_empty(batch, num_frames) if options.use_energy else None
     shift = options.window_shift
     for rows, frames in _chunks(batch, num_frames):
@@ -289,13 +261,13 @@ def _block_mel_energies(
     coefficient = options.preemphasis_coefficient
     emphasised = frames
     if coefficient != 0.0:
-        signal = _workspace.get(("emphasised",), tuple(source.shape), dtype, device)
+        signal = workspace.get(("emphasised",), tuple(source.shape), dtype, device)
         torch.sub(source[..., 1:], source[..., :-1], alpha=coefficient, out=signal[..., 1:])
         signal[..., 0] = 0.0  # the first sample of frame 0 is set below like every frame's
         emphasised = _frames(signal, options, num_frames)
     # The FFT input: the processed window written into a zero buffer of the padded FFT size (its tail is
     # never written, so it stays zero from call to call; the window size is part of the key for that).
-    padded = _workspace.get(
+    padded = workspace.get(
         ("padded", options.window_size), (*frames.shape[:-1], options.fft_size), dtype, device, zeroed=True
     )
     window = padded[..., : options.window_size]
@@ -309,7 +281,7 @@ def _block_mel_energies(
         energy.copy_(_log_energy(window, options))
     parts = torch.view_as_real(torch.fft.rfft(padded))  # rfft(out=) would compute elsewhere and copy
     parts.square_()
-    power = _workspace.get(("power",), parts.shape[:-1], dtype, device)
+    power = workspace.get(("power",), parts.shape[:-1], dtype, device)
     torch.add(parts[..., 0], parts[..., 1], out=power)
     if not options.use_power:
         power.sqrt_()

@@ -1,0 +1,32 @@
+"""Keep freed memory in the process for reuse, instead of handing it back to the system (glibc)."""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+# mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+# glibc's largest mmap threshold on 64-bit systems.
+_MAX_MMAP_THRESHOLD = 32 * 2**20
+
+
+def keep_freed_memory(threshold_bytes: int = _MAX_MMAP_THRESHOLD) -> bool:
+    """Let the process keep and reuse freed blocks of up to `threshold_bytes` rather than return them.
+
+    By default glibc maps large blocks (features, spectra, model inputs: a few MB each) fresh from the
+    system and gives them back when freed, and the next batch faults every page in again: about 2000 page
+    faults for one batch of 8 ten-second clips, a third of feature extraction's time on a virtual machine.
+    This raises the mmap and trim thresholds (process-wide; the resident size then stays at its peak).
+    The `ast-audio` command calls it; call it in a long-running job of your own. Returns False where it does
+    not apply (not Linux with glibc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    threshold = min(int(threshold_bytes), _MAX_MMAP_THRESHOLD)
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 * threshold))
