@@ -24,6 +24,7 @@ import warnings
 
 import numpy as np
 import torch
+from table import print_table
 
 
 def make_clips(kind: str, count: int, seconds: float, rate: int = 16000) -> list[np.ndarray]:
@@ -129,14 +130,12 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.clips} clips of {args.seconds:g} s; "
           f"{args.repeats} alternating rounds of {args.calls} calls; allocator: "
           f"{'freed memory kept (keep_freed_memory)' if args.keep_freed_memory else 'glibc defaults'}")
-    header = (f"{'signal':8s} {'reference ms':>13s} {'ours ms':>9s} {'ref clips/s':>12s} {'ours clips/s':>13s} "
-              f"{'x (best)':>9s} {'x (median)':>11s} {'max |diff|':>11s}")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r['signal']:8s} {r['reference_ms']:13.1f} {r['ours_ms']:9.1f} {r['reference_clips_per_s']:12.1f} "
-              f"{r['ours_clips_per_s']:13.1f} {r['speedup_best']:8.1f}x {r['speedup_median']:10.1f}x "
-              f"{r['max_abs_diff_normalised']:11.2e}")
+    print_table(
+        [("signal", 8, "s"), ("reference ms", 13, ".1f"), ("ours ms", 9, ".1f"), ("ref clips/s", 12, ".1f"),
+         ("ours clips/s", 13, ".1f"), ("x (best)", 9, ".1x"), ("x (median)", 11, ".1x"), ("max |diff|", 11, ".2e")],
+        [[r["signal"], r["reference_ms"], r["ours_ms"], r["reference_clips_per_s"], r["ours_clips_per_s"],
+          r["speedup_best"], r["speedup_median"], r["max_abs_diff_normalised"]] for r in rows],
+    )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=2)

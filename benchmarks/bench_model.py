@@ -25,6 +25,7 @@ import warnings
 
 import numpy as np
 import torch
+from table import print_table
 
 
 def flops_per_clip(config) -> float:
@@ -163,7 +164,8 @@ def agree(checkpoint: str, per_class: int, device: torch.device, int8: bool, onn
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--batches", type=int, nargs="*", default=[1, 2, 4, 8],
+                        help="batch sizes to time (none: only the agreement check)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--no-onnx", action="store_true")
@@ -189,7 +191,7 @@ def main() -> None:
     config = ASTForAudioClassification.from_pretrained(tmp).config
     flops = flops_per_clip(config)
 
-    dtypes = [torch.float32] + ([torch.float16] if device.type == "cuda" else [])
+    dtypes = [torch.float32] + ([torch.float16] if device.type == "cuda" else []) if args.batches else []
     rows = []
     for dtype in dtypes:
         runners = {}
@@ -234,17 +236,16 @@ def main() -> None:
                                  ms_per_batch=best * 1e3, clips_per_s=batch / best,
                                  speedup_vs_transformers_sdpa=reference / best, gflops=gflops,
                                  share_of_matmul_peak=gflops / peak, matmul_gflops=peak))
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {device}, "
-          f"{torch.get_num_threads()} threads; {flops / 1e9:.0f} GFLOP per clip; best of {args.repeats}")
-    header = (f"{'dtype':8s} {'batch':>5s} {'implementation':27s} {'ms/batch':>10s} {'clips/s':>8s} "
-              f"{'x sdpa ref':>10s} {'GFLOP/s':>8s} {'of matmul':>9s}")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r['dtype']:8s} {r['batch']:5d} {r['implementation']:27s} {r['ms_per_batch']:10.1f} "
-              f"{r['clips_per_s']:8.2f} {r['speedup_vs_transformers_sdpa']:9.2f}x {r['gflops']:8.1f} "
-              f"{100 * r['share_of_matmul_peak']:8.0f}%")
-    print(f"matmul peak: {', '.join(f'{r}' for r in sorted({round(r['matmul_gflops'], 1) for r in rows}))} GFLOP/s")
+    if rows:
+        print(f"torch {torch.__version__}, transformers {transformers.__version__}, {device}, "
+              f"{torch.get_num_threads()} threads; {flops / 1e9:.0f} GFLOP per clip; best of {args.repeats}")
+        print_table(
+            [("dtype", 8, "s"), ("batch", 5, "d"), ("implementation", 27, "s"), ("ms/batch", 10, ".1f"),
+             ("clips/s", 8, ".2f"), ("x sdpa ref", 10, ".2x"), ("GFLOP/s", 8, ".1f"), ("of matmul", 9, ".0%")],
+            [[r["dtype"], r["batch"], r["implementation"], r["ms_per_batch"], r["clips_per_s"],
+              r["speedup_vs_transformers_sdpa"], r["gflops"], r["share_of_matmul_peak"]] for r in rows],
+        )
+        print(f"matmul peak: {', '.join(f'{r}' for r in sorted({round(r['matmul_gflops'], 1) for r in rows}))} GFLOP/s")
     if args.agreement_per_class:
         agreement = agree(tmp, args.agreement_per_class, device, not args.no_int8 and device.type == "cpu",
                           not args.no_onnx)

@@ -1,0 +1,22 @@
+"""Plain-text tables for the benchmark scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def print_table(columns: list[tuple[str, int, str]], rows: list[list[Any]]) -> None:
+    """Print `rows` under a header: columns are (header, width, format spec, e.g. ".1f", ".2e", ".0%"); the first
+    column is left-aligned, the others right-aligned; ".2x" prints a ratio as 1.23x."""
+    def cell(index: int, text: str, width: int) -> str:
+        return f"{text:<{width}s}" if index == 0 else f"{text:>{width}s}"
+
+    header = " ".join(cell(i, name, width) for i, (name, width, _) in enumerate(columns))
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        texts = [
+            f"{value:{spec[:-1]}f}x" if spec.endswith("x") else f"{value:{spec}}"
+            for value, (_, _, spec) in zip(row, columns)
+        ]
+        print(" ".join(cell(i, text, width) for i, (text, (_, width, _)) in enumerate(zip(texts, columns))))
