@@ -6,10 +6,10 @@ from typing import Any
 
 
 def print_table(columns: list[tuple[str, int, str]], rows: list[list[Any]]) -> None:
-    """Print `rows` under a header: columns are (header, width, format spec, e.g. ".1f", ".2e", ".0%"); the first
-    column is left-aligned, the others right-aligned; ".2x" prints a ratio as 1.23x."""
+    """Print `rows` under a header: columns are (header, width, format spec, e.g. "s", ".1f", ".2e", ".0%");
+    text columns are left-aligned, numbers right-aligned; ".2x" prints a ratio as 1.23x."""
     def cell(index: int, text: str, width: int) -> str:
-        return f"{text:<{width}s}" if index == 0 else f"{text:>{width}s}"
+        return f"{text:<{width}s}" if columns[index][2] == "s" else f"{text:>{width}s}"
 
     header = " ".join(cell(i, name, width) for i, (name, width, _) in enumerate(columns))
     print(header)
