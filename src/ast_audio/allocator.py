@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import sys
 
 # mallopt parameters (malloc.h).
@@ -24,6 +23,8 @@ def keep_freed_memory(threshold_bytes: int = _MAX_MMAP_THRESHOLD) -> bool:
     """
     if not sys.platform.startswith("linux"):
         return False
+    import ctypes  # here, not at module level: 4 ms that `ast-audio --help` does not need
+
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
