@@ -22,7 +22,7 @@ from ast_audio import (
     pipeline,
 )
 from ast_audio.cli import main
-from ast_audio.results import plan_windows, pool_scores
+from ast_audio.inference.results import plan_windows, pool_scores
 from conftest import SMALL, randomize_
 
 RATE = 16000

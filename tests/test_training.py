@@ -25,7 +25,7 @@ from ast_audio.training.data import (
     FeatureConfig,
     balanced_weights,
 )
-from ast_audio.training.initialization import adapt_position_embeddings, init_from_ast, init_from_timm
+from ast_audio.checkpoints.adaptation import adapt_position_embeddings, init_from_ast, init_from_timm
 from ast_audio.training.metrics import d_prime, evaluate_predictions
 from ast_audio.training.trainer import Trainer, lr_at
 from conftest import SMALL, randomize_

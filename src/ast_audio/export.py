@@ -15,7 +15,7 @@ from torch import nn
 
 from ast_audio.errors import ASTAudioError, ConfigError
 from ast_audio.io_utils import atomic_path
-from ast_audio.modeling import ASTForAudioClassification
+from ast_audio.model.modeling import ASTForAudioClassification
 
 logger = logging.getLogger(__name__)
 

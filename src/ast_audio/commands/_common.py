@@ -26,7 +26,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_classifier(args: argparse.Namespace, pooling: str = "mean"):
-    from ast_audio.classifier import AudioClassifier
+    from ast_audio.inference.classifier import AudioClassifier
 
     return AudioClassifier.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size, window=args.window,
@@ -37,7 +37,7 @@ def load_classifier(args: argparse.Namespace, pooling: str = "mean"):
 
 def input_files(args: argparse.Namespace) -> list[str]:
     from ast_audio.errors import AudioError
-    from ast_audio.file_lists import find_audio_files
+    from ast_audio.audio.files import find_audio_files
 
     files = find_audio_files(args.inputs)
     if not files:

@@ -39,7 +39,7 @@ def plot_path(base: str, index: int, total: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ast_audio.report import WRITERS, open_output
+    from ast_audio.inference.writers import WRITERS, open_output
 
     if args.top_k < 1:
         raise SystemExit("ast-audio classify: error: --top-k must be at least 1")
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                 failed += 1
                 print(f"ast-audio classify: {result.error}", file=sys.stderr)
             elif args.plot:
-                from ast_audio.plot import plot_result
+                from ast_audio.inference.plot import plot_result
 
                 plot_result(result, plot_path(args.plot, index, len(files)), top=min(args.top_k, 5))
         writer.close()

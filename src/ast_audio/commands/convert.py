@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ast_audio.convert_original import convert_original
-    from ast_audio.preprocessor_config import AUDIOSET_MEAN, AUDIOSET_STD
+    from ast_audio.checkpoints.release import convert_original
+    from ast_audio.features.preprocessor_config import AUDIOSET_MEAN, AUDIOSET_STD
 
     config = convert_original(
         args.checkpoint, args.output_dir, labels_csv=args.labels_csv, frequency_stride=args.fstride,

@@ -35,7 +35,7 @@ def _save_npy(path: str, array) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ast_audio.report import open_output
+    from ast_audio.inference.writers import open_output
 
     files = input_files(args)
     classifier = load_classifier(args)

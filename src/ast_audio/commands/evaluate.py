@@ -24,10 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ast_audio.classifier import resolve_device
+    from ast_audio.inference.classifier import resolve_device
     from ast_audio.features.extractor import ASTFeatureExtractor
     from ast_audio.io_utils import atomic_write_text
-    from ast_audio.modeling import ASTForAudioClassification
+    from ast_audio.model.modeling import ASTForAudioClassification
     from ast_audio.training.data import FeatureConfig, LabelSpace, check_files
     from ast_audio.training.metrics import evaluate_predictions
     from ast_audio.training.trainer import load_clips, score_clips

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ast_audio.export import (
         DEFAULT_FLOAT_LAYERS, ONNX_NAME, compare_with_torch, export_onnx, int8_onnx_path, quantize_onnx_int8,
     )
-    from ast_audio.modeling import ASTForAudioClassification
+    from ast_audio.model.modeling import ASTForAudioClassification
 
     if args.onnx is None:
         raise ASTAudioError("choose an export format: --onnx [PATH]")

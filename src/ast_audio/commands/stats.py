@@ -28,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ast_audio.errors import AudioError
-    from ast_audio.file_lists import find_audio_files, read_manifest
+    from ast_audio.audio.files import find_audio_files, read_manifest
     from ast_audio.io_utils import atomic_write_text
-    from ast_audio.stats import dataset_statistics
+    from ast_audio.features.stats import dataset_statistics
 
     files = find_audio_files(args.inputs) if args.inputs else []
     for manifest in args.manifest:

@@ -14,7 +14,7 @@ import torch
 from ast_audio.errors import AudioError, ConfigError
 from ast_audio.features.kaldi import FbankOptions, fbank
 from ast_audio.features.workspace import workspace
-from ast_audio.preprocessor_config import (
+from ast_audio.features.preprocessor_config import (
     AUDIOSET_MEAN,
     AUDIOSET_STD,
     PREPROCESSOR_CONFIG_NAME,
@@ -257,7 +257,7 @@ class ASTFeatureExtractor:
         **overrides: Any,
     ) -> "ASTFeatureExtractor":
         """Read preprocessor_config.json from a checkpoint directory, the file itself, or a Hub id."""
-        from ast_audio.hub import resolve_json
+        from ast_audio.checkpoints.hub import resolve_json
 
         path, settings = resolve_json(
             pretrained_model_name_or_path, PREPROCESSOR_CONFIG_NAME, revision=revision, cache_dir=cache_dir,
@@ -272,7 +272,7 @@ class ASTFeatureExtractor:
     def for_checkpoint(cls, name: str | os.PathLike, model_config: Any, **hub_kwargs: Any) -> "ASTFeatureExtractor":
         """The checkpoint's preprocessor_config.json, or (with a warning) AudioSet normalisation at the model's
         max_length and mel bins when the checkpoint has none."""
-        from ast_audio.hub import resolve_file
+        from ast_audio.checkpoints.hub import resolve_file
 
         if resolve_file(name, PREPROCESSOR_CONFIG_NAME, required=False, **hub_kwargs):
             return cls.from_pretrained(name, **hub_kwargs)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ast_audio.audio import load_audio
+from ast_audio.audio.decode import load_audio
 from ast_audio.errors import ASTAudioError
 from ast_audio.features.kaldi import FbankOptions, fbank
-from ast_audio.file_lists import AUDIO_EXTENSIONS, ManifestEntry, read_class_labels, read_manifest
+from ast_audio.audio.files import AUDIO_EXTENSIONS, ManifestEntry, read_class_labels, read_manifest
 
 
 class DataError(ASTAudioError, ValueError):

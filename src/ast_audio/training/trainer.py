@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ast_audio.configuration import ASTConfig
+from ast_audio.model.configuration import ASTConfig
 from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.io_utils import atomic_path, atomic_write_text
-from ast_audio.modeling import ASTForAudioClassification
+from ast_audio.model.modeling import ASTForAudioClassification
 from ast_audio.training.config import TrainConfig
 from ast_audio.training.data import (
     AugmentConfig,
@@ -37,7 +37,7 @@ from ast_audio.training.data import (
     manifest_clips,
     seeded_split,
 )
-from ast_audio.training.initialization import init_from_ast, init_from_timm
+from ast_audio.checkpoints.adaptation import init_from_ast, init_from_timm
 from ast_audio.training.metrics import evaluate_predictions
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         config.validate()
         self.config = config
-        from ast_audio.classifier import resolve_device
+        from ast_audio.inference.classifier import resolve_device
 
         self.device = resolve_device(config.device)
         self.dist = Distributed.setup(self.device)

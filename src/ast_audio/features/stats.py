@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ast_audio.audio import load_audio
+from ast_audio.audio.decode import load_audio
 from ast_audio.errors import ASTAudioError, AudioError
 from ast_audio.features.kaldi import FbankOptions, fbank
 

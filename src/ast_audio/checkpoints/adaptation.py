@@ -12,11 +12,11 @@ import os
 
 import torch
 
-from ast_audio.convert_original import rename_original_state_dict
+from ast_audio.checkpoints.release import rename_original_state_dict
 from ast_audio.errors import CheckpointError
-from ast_audio.modeling import ASTForAudioClassification
-from ast_audio.pretrained import load_checkpoint_state, load_state_dict_into_model
-from ast_audio.state_dict_io import load_weights_file
+from ast_audio.model.modeling import ASTForAudioClassification
+from ast_audio.checkpoints.pretrained import load_checkpoint_state, load_state_dict_into_model
+from ast_audio.checkpoints.files import load_weights_file
 
 logger = logging.getLogger(__name__)
 

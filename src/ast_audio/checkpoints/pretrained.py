@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from ast_audio.configuration import ASTConfig
+from ast_audio.model.configuration import ASTConfig
 from ast_audio.errors import CheckpointError, CheckpointNotFoundError, ConfigError
-from ast_audio.hub import resolve_file
-from ast_audio.state_dict_io import (
+from ast_audio.checkpoints.hub import resolve_file
+from ast_audio.checkpoints.files import (
     PT_WEIGHTS_INDEX_NAME,
     PT_WEIGHTS_NAME,
     SAFE_WEIGHTS_INDEX_NAME,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ast_audio.classifier import DEFAULT_MODEL, AudioClassifier
+from ast_audio.inference.classifier import DEFAULT_MODEL, AudioClassifier
 from ast_audio.errors import ConfigError
 
 TASKS = ("audio-classification",)

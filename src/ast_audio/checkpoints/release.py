@@ -9,16 +9,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ast_audio.configuration import ASTConfig
+from ast_audio.model.configuration import ASTConfig
 from ast_audio.errors import CheckpointError
-from ast_audio.file_lists import read_class_labels
-from ast_audio.preprocessor_config import (
+from ast_audio.audio.files import read_class_labels
+from ast_audio.features.preprocessor_config import (
     AUDIOSET_MEAN,
     AUDIOSET_STD,
     default_preprocessor_config,
     write_preprocessor_config,
 )
-from ast_audio.state_dict_io import SAFE_WEIGHTS_NAME, load_weights_file, save_safetensors
+from ast_audio.checkpoints.files import SAFE_WEIGHTS_NAME, load_weights_file, save_safetensors
 
 logger = logging.getLogger(__name__)
 

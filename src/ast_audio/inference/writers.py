@@ -10,7 +10,7 @@ import os
 import sys
 from typing import IO, Any
 
-from ast_audio.results import ClipResult
+from ast_audio.inference.results import ClipResult
 
 FORMATS = ("table", "json", "jsonl", "csv")
 CSV_COLUMNS = ("path", "level", "start", "end", "rank", "label", "score", "error")

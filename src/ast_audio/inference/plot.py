@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ast_audio.audio import AudioFile
+from ast_audio.audio.decode import AudioFile
 from ast_audio.errors import ASTAudioError
 from ast_audio.features.kaldi import FbankOptions, fbank
 from ast_audio.io_utils import atomic_path
-from ast_audio.results import ClipResult
+from ast_audio.inference.results import ClipResult
 
 MAX_COLUMNS = 2000  # spectrogram columns drawn; longer files are averaged down to this many
 CHUNK_SECONDS = 60.0

@@ -223,7 +223,7 @@ class ASTConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "ASTConfig":
-        from ast_audio.hub import read_json_object
+        from ast_audio.checkpoints.hub import read_json_object
 
         return cls._from_file_contents(path, read_json_object(path), overrides)
 
@@ -246,7 +246,7 @@ class ASTConfig:
         **overrides: Any,
     ) -> "ASTConfig":
         """Read config.json from a checkpoint directory, a config.json path, or a Hugging Face Hub id."""
-        from ast_audio.hub import resolve_json
+        from ast_audio.checkpoints.hub import resolve_json
 
         path, data = resolve_json(
             pretrained_model_name_or_path, CONFIG_NAME, revision=revision, cache_dir=cache_dir,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ast_audio.configuration import PROBLEM_TYPES
+from ast_audio.model.configuration import PROBLEM_TYPES
 
 
 def infer_problem_type(num_labels: int, labels: torch.Tensor) -> str:

@@ -9,13 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ast_audio.attention import ASTSelfAttention, check_attn_implementation
-from ast_audio.configuration import ASTConfig
-from ast_audio.embeddings import ASTEmbeddings
-from ast_audio.encoder import ASTEncoder
+from ast_audio.model.attention import ASTSelfAttention, check_attn_implementation
+from ast_audio.model.configuration import ASTConfig
+from ast_audio.model.embeddings import ASTEmbeddings
+from ast_audio.model.encoder import ASTEncoder
 from ast_audio.errors import InputShapeError
-from ast_audio.losses import classification_loss
-from ast_audio.outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from ast_audio.model.losses import classification_loss
+from ast_audio.model.outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
 logger = logging.getLogger(__name__)
 
@@ -157,13 +157,13 @@ class ASTPreTrainedModel(nn.Module):
         too), device, attn_implementation ("sdpa" | "eager"), ignore_mismatched_sizes, revision, cache_dir,
         local_files_only, token; any other keyword overrides a config field (e.g. ``num_labels=10``).
         """
-        from ast_audio.pretrained import load_pretrained
+        from ast_audio.checkpoints.pretrained import load_pretrained
 
         return load_pretrained(cls, pretrained_model_name_or_path, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True) -> None:
         """Write config.json and model.safetensors (or pytorch_model.bin) in the public layout, atomically."""
-        from ast_audio.pretrained import save_pretrained
+        from ast_audio.checkpoints.pretrained import save_pretrained
 
         save_pretrained(self, save_directory, safe_serialization=safe_serialization)
 

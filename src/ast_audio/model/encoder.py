@@ -6,9 +6,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ast_audio.activations import get_activation
-from ast_audio.attention import ASTAttention
-from ast_audio.configuration import ASTConfig
+from ast_audio.model.activations import get_activation
+from ast_audio.model.attention import ASTAttention
+from ast_audio.model.configuration import ASTConfig
 
 
 class ASTIntermediate(nn.Module):

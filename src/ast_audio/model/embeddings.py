@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ast_audio.configuration import ASTConfig
+from ast_audio.model.configuration import ASTConfig
 
 
 class ASTPatchEmbeddings(nn.Module):

@@ -20,11 +20,11 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from ast_audio.audio import AudioFile, resample
+from ast_audio.audio.decode import AudioFile, resample
 from ast_audio.errors import ASTAudioError, AudioError, ConfigError
 from ast_audio.features.extractor import ASTFeatureExtractor
-from ast_audio.modeling import ASTForAudioClassification
-from ast_audio.results import POOLINGS, ClipResult, plan_windows
+from ast_audio.model.modeling import ASTForAudioClassification
+from ast_audio.inference.results import POOLINGS, ClipResult, plan_windows
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ class AudioClassifier:
         quantize="int8" applies dynamic int8 quantisation to the Linear layers (CPU); compile=True wraps the
         model in torch.compile (the first batches are slow while it compiles).
         """
-        from ast_audio.hub import resolve_file
+        from ast_audio.checkpoints.hub import resolve_file
 
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         network = ASTForAudioClassification.from_pretrained(
