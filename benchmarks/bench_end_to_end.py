@@ -53,10 +53,10 @@ def main() -> None:
 
     features = extractor([load_audio(f) for f in files], sampling_rate=16000, return_tensors="pt")["input_values"]
     with torch.inference_mode():
-        classifier._forward(features[: args.batch_size])  # warm-up
+        classifier.runner.infer(features[: args.batch_size])  # warm-up
         start = time.perf_counter()
         for first in range(0, len(files), args.batch_size):
-            classifier._forward(features[first : first + args.batch_size])
+            classifier.runner.infer(features[first : first + args.batch_size])
         model_only = time.perf_counter() - start
     start = time.perf_counter()
     results = list(classifier.iter_classify(files))

@@ -106,7 +106,9 @@ def agree(checkpoint: str, per_class: int, device: torch.device, int8: bool, onn
     """Cosine similarity of logits and top-1 agreement of int8 / onnxruntime against float32 PyTorch, on
     labelled real-signal clips, for the random head and for a linear-probe head trained on other clips."""
     from ast_audio import ASTFeatureExtractor, ASTForAudioClassification
-    from ast_audio.export import export_onnx, int8_onnx_path, onnx_session, quantize_int8, quantize_onnx_int8
+    from ast_audio.export import export_onnx, int8_onnx_path, quantize_onnx_int8
+    from ast_audio.inference.backends import onnx_session
+    from ast_audio.inference.quantize import quantize_int8
 
     extractor = ASTFeatureExtractor()
 
@@ -126,7 +128,7 @@ def agree(checkpoint: str, per_class: int, device: torch.device, int8: bool, onn
         model = ASTForAudioClassification.from_pretrained(checkpoint, **head_settings).eval()
         if head == "probe head":
             with torch.inference_mode():
-                embeddings = batched(lambda x: model.audio_spectrogram_transformer.pool(x.to(device)).cpu(), train)
+                embeddings = batched(lambda x: model.forward_features(x.to(device)).cpu(), train)
             fit_probe_head(model, embeddings, train_labels)
         with torch.inference_mode():
             reference = batched(lambda x: model.to(device)(x.to(device)).logits.cpu(), test)
@@ -180,9 +182,9 @@ def main() -> None:
     import transformers
 
     from ast_audio import ASTForAudioClassification
-    from ast_audio.export import (
-        LogitsAndPooled, export_onnx, int8_onnx_path, onnx_session, quantize_int8, quantize_onnx_int8,
-    )
+    from ast_audio.export import export_onnx, int8_onnx_path, quantize_onnx_int8
+    from ast_audio.inference.backends import LogitsAndPooled, onnx_session
+    from ast_audio.inference.quantize import quantize_int8
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)

@@ -22,10 +22,12 @@ from ast_audio import (
     pipeline,
 )
 from ast_audio.cli import main
-from ast_audio.inference.results import plan_windows, pool_scores
+from ast_audio.inference.results import pool_scores
+from ast_audio.inference.windows import plan_windows
 from conftest import SMALL, randomize_
 
 RATE = 16000
+WINDOW = (128 - 1) * 0.01 + 0.025  # the test checkpoint's 128 input frames: 1.295 s of audio
 LABELS = {0: "Dog", 1: "Rain", 2: "Siren", 3: "Speech"}
 
 
@@ -86,7 +88,7 @@ def test_single_window_file_equals_array_and_direct_model(tmp_path, classifier, 
 def test_clip_scores_pool_the_window_scores(tmp_path, checkpoint, pooling):
     classifier = AudioClassifier.from_pretrained(checkpoint, pooling=pooling, batch_size=3)
     result = classifier.classify(write(tmp_path / "long.flac", 7.3, seed=2))
-    assert len(result.windows) == len(plan_windows(7.3, 1.28, 0.64)) and result.window_scores.shape == (len(result.windows), 4)
+    assert len(result.windows) == len(plan_windows(7.3, WINDOW, WINDOW / 2)) and result.window_scores.shape == (len(result.windows), 4)
     expected = result.window_scores.mean(0) if pooling == "mean" else result.window_scores.max(0)
     np.testing.assert_allclose(result.scores, expected)
     np.testing.assert_allclose(pool_scores(result.window_scores, pooling), expected)
@@ -153,7 +155,7 @@ def test_memory_bounded_by_batch_not_file(tmp_path):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert result.duration == pytest.approx(1200.0) and len(result.windows) == len(plan_windows(1200.0, 10.24, 5.12))
+    assert result.duration == pytest.approx(1200.0) and len(result.windows) == len(plan_windows(1200.0, 10.255, 5.1275))
     assert peak < 16 * 2**20, f"peak traced memory {peak / 2**20:.1f} MB"
 
 
@@ -206,8 +208,8 @@ def test_three_minute_file_timeline(tmp_path, checkpoint, capsys):
     code, out, err = run_cli(["classify", path, "--model", checkpoint, "-f", "json", "--hop", "0.5", "-q"], capsys)
     assert code == 0, err
     windows = json.loads(out)[0]["windows"]
-    assert all(len(w["labels"]) == 4 and w["end"] - w["start"] <= 1.28 + 1e-9 for w in windows)  # 4 labels < top-k 5
-    assert len(windows) == len(plan_windows(180.0, 1.28, 0.5))
+    assert all(len(w["labels"]) == 4 and w["end"] - w["start"] <= WINDOW + 1e-9 for w in windows)  # 4 labels < top-k 5
+    assert len(windows) == len(plan_windows(180.0, WINDOW, 0.5))
     assert [w["start"] for w in windows[:3]] == [0.0, 0.5, 1.0] and windows[-1]["end"] == 180.0
     assert all(b["start"] <= a["end"] for a, b in zip(windows, windows[1:]))  # no gaps
 
@@ -294,11 +296,16 @@ def test_help_on_every_level(command, capsys):
 
 
 def test_window_settings_are_checked(checkpoint, capsys, tmp_path):
-    with pytest.raises(ValueError, match=r"window 5 s is longer than the model's input \(1.28 s, 128 frames\)"):
+    with pytest.raises(ValueError, match=r"window 5 s is outside 0.175-1.295 s: at least one patch of 16 frames "
+                                         r"and at most the model's input of 128 frames"):
         AudioClassifier.from_pretrained(checkpoint, window=5.0)
     path = write(tmp_path / "w.wav", 3.0)
-    code = main(["classify", path, "--model", checkpoint, "--hop", "-1"])
-    assert code == 1 and "window and hop must be positive" in capsys.readouterr().err
+    for flags, message in [(["--hop", "-1"], "hop -1 s must be positive"), (["--hop", "0"], "hop 0 s must be positive"),
+                           (["--window", "0.01"], "window 0.01 s is outside 0.175-1.295 s"),
+                           (["--window", "0"], "window 0 s is outside 0.175-1.295 s")]:
+        code = main(["classify", path, "--model", checkpoint, *flags])
+        err = capsys.readouterr().err
+        assert code == 1 and message in err and "Traceback" not in err, (flags, err)
     short = AudioClassifier.from_pretrained(checkpoint).classify(path, window=0.5, hop=0.25)
     assert len(short.windows) == len(plan_windows(3.0, 0.5, 0.25))
     with pytest.raises(ValueError, match="applies to the torch backend"):

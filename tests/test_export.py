@@ -12,7 +12,9 @@ import torch
 
 from ast_audio import ASTAudioError, ASTConfig, ConfigError, ASTFeatureExtractor, ASTForAudioClassification, AudioClassifier
 from ast_audio.cli import main
-from ast_audio.export import export_onnx, onnx_session, quantize_int8
+from ast_audio.export import export_onnx
+from ast_audio.inference.backends import onnx_session
+from ast_audio.inference.quantize import quantize_int8
 from conftest import SMALL, randomize_
 
 RATE = 16000
@@ -154,7 +156,7 @@ def test_int8_keeps_the_decisions_of_a_head_that_separates_classes(checkpoint):
     train, test = features.input_values[:24], features.input_values[24:]
     head = model.classifier
     with torch.no_grad():
-        normed = head.layernorm(model.audio_spectrogram_transformer.pool(train))
+        normed = model.forward_head(model.forward_features(train), pre_logits=True)
         means = torch.stack([normed[labels[:24] == k].mean(0) for k in range(4)])
         head.dense.weight.zero_()
         head.dense.bias.fill_(-1e3)  # labels 4 and 5 never win

@@ -167,4 +167,4 @@ def test_pooled_only_last_layer_matches_the_full_forward(attn):
     for name, param, expected in zip([n for n, _ in model.named_parameters()], model.parameters(), full_grads):
         torch.testing.assert_close(param.grad, expected, atol=1e-6, rtol=1e-5, msg=name)
     encoder = model.audio_spectrogram_transformer
-    torch.testing.assert_close(encoder.pool(x), encoder(x).pooler_output, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(encoder.forward_pooled(x), encoder(x).pooler_output, atol=1e-6, rtol=1e-5)

@@ -1,7 +1,8 @@
-"""Faster inference: ONNX export (checked with onnxruntime), int8 dynamic quantisation, and torch.compile."""
+"""ONNX files: export (checked with onnxruntime) and onnxruntime's dynamic int8 quantisation of the export."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -11,9 +12,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from ast_audio.errors import ASTAudioError, ConfigError
+from ast_audio.errors import ASTAudioError
+from ast_audio.inference.backends import ONNX_INPUTS, ONNX_OUTPUTS, LogitsAndPooled, onnx_session
+from ast_audio.inference.quantize import DEFAULT_FLOAT_LAYERS, resolve_layers
 from ast_audio.io_utils import atomic_path
 from ast_audio.model.modeling import ASTForAudioClassification
 
@@ -21,27 +23,12 @@ logger = logging.getLogger(__name__)
 
 ONNX_NAME = "model.onnx"
 ONNX_INT8_NAME = "model.int8.onnx"
-ONNX_INPUTS = ["input_values"]
-ONNX_OUTPUTS = ["logits", "pooler_output"]
-# Encoder layers the int8 paths keep in float32 by default: the first and the last. Measured with
-# onnxruntime on the default geometry (12 layers) and a linear-probe head, this takes the smallest logit
-# cosine to float32 from 0.995 to 0.998 and keeps near-tied top-1 decisions, for about 11% of int8's speed.
-# The patch embedding and the head always stay float32: a tiny share of the work, and the patch convolution
-# in float32 alone took that cosine from 0.989 to 0.995.
-DEFAULT_FLOAT_LAYERS = (0, -1)
 _LAYER_NAME = re.compile(r"/encoder/layer\.(\d+)/")
 
 
-class LogitsAndPooled(nn.Module):
-    """What the classifier needs from one forward pass: logits and the pooled embedding."""
-
-    def __init__(self, model: ASTForAudioClassification) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = self.model.audio_spectrogram_transformer.pool(input_values)
-        return self.model.classifier(pooled), pooled
+def _float32_for_export(model: ASTForAudioClassification) -> LogitsAndPooled:
+    """The logits-and-pooled network of a float32, eval-mode copy of `model` (the caller's model is untouched)."""
+    return LogitsAndPooled(copy.deepcopy(model).float().eval()).eval()
 
 
 def _sample_input(config) -> torch.Tensor:
@@ -59,8 +46,7 @@ def export_onnx(
     PyTorch by more than `atol`. Returns {"path", "max_abs_diff", "min_cosine"}. The file is written
     atomically.
     """
-    model = model.float().eval()
-    wrapper = LogitsAndPooled(model).eval()
+    wrapper = _float32_for_export(model)
     sample = _sample_input(model.config)
     path = os.fspath(path)
     # The TorchScript-based exporter: deprecated in favour of torch.export (which needs onnxscript), but it
@@ -74,7 +60,7 @@ def export_onnx(
         )
     report: dict[str, Any] = {"path": path}
     if verify:
-        report.update(compare_with_torch(model, path))
+        report.update(_compare(wrapper, sample, path))
         if report["max_abs_diff"] > atol:
             raise ASTAudioError(
                 f"{path}: onnxruntime differs from PyTorch by {report['max_abs_diff']:.2e} (> {atol:.0e})"
@@ -85,8 +71,10 @@ def export_onnx(
 def compare_with_torch(model: ASTForAudioClassification, path: str | os.PathLike) -> dict[str, float]:
     """Run an exported file in onnxruntime and PyTorch on the same random input (batch 2): the largest
     absolute difference of logits and pooled output, and the smallest cosine similarity of the logits."""
-    wrapper = LogitsAndPooled(model.float().eval()).eval()
-    sample = _sample_input(model.config)
+    return _compare(_float32_for_export(model), _sample_input(model.config), path)
+
+
+def _compare(wrapper: LogitsAndPooled, sample: torch.Tensor, path: str | os.PathLike) -> dict[str, float]:
     with torch.no_grad():
         expected = [t.numpy() for t in wrapper(sample)]
     got = onnx_session(path).run(ONNX_OUTPUTS, {"input_values": sample.numpy()})
@@ -135,7 +123,7 @@ def _float_nodes(graph, float_layers: Sequence[int]) -> list[str]:
     the encoder layers in `float_layers` (the exporter names nodes after modules: /encoder/layer.3/...)."""
     weighted = [node.name for node in graph.node if node.op_type in ("MatMul", "Gemm", "Conv")]
     layer_names = {int(match.group(1)) for name in weighted if (match := _LAYER_NAME.search(name))}
-    layers = _resolve_float_layers(float_layers, max(layer_names) + 1 if layer_names else 0)
+    layers = resolve_layers(float_layers, max(layer_names) + 1 if layer_names else 0)
     keep = [f"/encoder/layer.{index}/" for index in layers]
     excluded = [
         name for name in weighted
@@ -145,50 +133,3 @@ def _float_nodes(graph, float_layers: Sequence[int]) -> list[str]:
         logger.warning("no nodes named after encoder layers %s: every layer is quantised", layers)
     # onnxruntime turns a Gemm into a MatMul named <Gemm>_MatMul before it looks at the exclusions.
     return excluded + [f"{node.name}_MatMul" for node in graph.node if node.op_type == "Gemm" and node.name in excluded]
-
-
-def _resolve_float_layers(float_layers: Sequence[int], num_layers: int) -> list[int]:
-    """Layer indices (negative ones from the end) as sorted non-negative indices; a clear error when out of range."""
-    resolved = set()
-    for index in float_layers:
-        if not -num_layers <= int(index) < num_layers:
-            raise ConfigError(f"float layer {index} is out of range for a model of {num_layers} encoder layers")
-        resolved.add(int(index) % num_layers)
-    return sorted(resolved)
-
-
-def onnx_session(path: str | os.PathLike, device: torch.device | None = None):
-    """An onnxruntime session for an exported model (CUDA provider when `device` is CUDA and available)."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ASTAudioError("the onnxruntime backend needs onnxruntime: pip install 'ast-audio[onnx]'") from None
-    if not os.path.isfile(path):
-        raise ASTAudioError(f"{path}: no such ONNX file; create it with ast-audio export MODEL --onnx {path}")
-    providers = ["CPUExecutionProvider"]
-    if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    return onnxruntime.InferenceSession(os.fspath(path), providers=providers)
-
-
-def quantize_int8(model: ASTForAudioClassification, float_layers: Sequence[int] = DEFAULT_FLOAT_LAYERS) -> nn.Module:
-    """Dynamic int8 quantisation of the encoder's Linear layers for CPU: weights int8 with one scale per
-    output channel, activations quantised on the fly. The patch embedding, the classification head and the
-    encoder layers in `float_layers` stay float32 (see DEFAULT_FLOAT_LAYERS)."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    model = model.float().eval()
-    encoder = model.audio_spectrogram_transformer
-    kept = set(_resolve_float_layers(float_layers, len(encoder.encoder.layer)))
-    targets = {
-        f"encoder.layer.{index}.{name}": per_channel_dynamic_qconfig
-        for index, layer in enumerate(encoder.encoder.layer) if index not in kept
-        for name, module in layer.named_modules() if isinstance(module, nn.Linear)
-    }
-    if not targets:
-        return model
-    with warnings.catch_warnings():
-        # torch.ao's quantized tensors are deprecated in favour of torchao; they still work in this torch.
-        warnings.simplefilter("ignore")
-        model.audio_spectrogram_transformer = quantize_dynamic(encoder, targets, dtype=torch.qint8)
-    return model

@@ -1,4 +1,4 @@
-"""Small file helpers: atomic writes so an interrupted save never leaves a half-written file behind."""
+"""Atomic writes: a file appears whole under its name or not at all, with the permissions the umask gives."""
 
 from __future__ import annotations
 
@@ -6,46 +6,58 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import IO
 
 
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Open a temporary file beside `path`; on success it replaces `path` in one rename, on error it is removed."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux), else by setting and restoring it."""
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_path)
-        raise
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside `path` for a writer that wants a file name; renamed over `path` on success."""
+def atomic_path(path: str | os.PathLike, *, partial: str | os.PathLike | None = None) -> Iterator[str]:
+    """Yield a temporary path beside `path` for the caller to write; on success it is synced, given the
+    umask's permissions (0644 under 022) and renamed over `path` in one step.
+
+    By default the temporary file has a unique hidden name and is removed on error. With `partial`, that
+    name is used instead and kept on error, so a long job's output so far survives it.
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
+    if partial is None:
+        fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        os.close(fd)
+    else:
+        tmp_path = os.fspath(partial)
     try:
         yield tmp_path
+        with open(tmp_path, "rb") as written:
+            os.fsync(written.fileno())
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_path)
+        if partial is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
         raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` atomically."""
-    with atomic_open(path, "w") as handle:
+    """Write `text` (UTF-8) to `path` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)

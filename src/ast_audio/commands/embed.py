@@ -26,12 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _save_npy(path: str, array) -> None:
+    import io
+
     import numpy as np
 
-    from ast_audio.io_utils import atomic_open
+    from ast_audio.io_utils import atomic_write_bytes
 
-    with atomic_open(path, "wb") as handle:
-        np.save(handle, array)
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def run(args: argparse.Namespace) -> int:

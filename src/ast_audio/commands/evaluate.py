@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ast_audio.inference.classifier import resolve_device
+    from ast_audio.inference.backends import resolve_device
     from ast_audio.features.extractor import ASTFeatureExtractor
     from ast_audio.io_utils import atomic_write_text
     from ast_audio.model.modeling import ASTForAudioClassification

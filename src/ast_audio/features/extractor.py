@@ -131,10 +131,6 @@ class ASTFeatureExtractor:
         """(x - mean) / (2 * std), as the AST release normalises."""
         return (features - self.mean) / (self.std * 2)
 
-    def samples_for_frames(self, frames: int) -> int:
-        """Samples that make `frames` frames; longer audio does not change the first `frames` frames."""
-        return (frames - 1) * self.fbank_options.window_shift + self.fbank_options.window_size
-
     def extract_fbank(
         self, waveforms: Sequence[torch.Tensor], max_length: int | None = None, device: str | torch.device | None = None,
         normalize: bool = False,
@@ -146,7 +142,7 @@ class ASTFeatureExtractor:
         """
         max_length = max_length or self.max_length
         options = self.fbank_options
-        limit = self.samples_for_frames(max_length)
+        limit = options.num_samples(max_length)
         lengths = []
         for index, waveform in enumerate(waveforms):
             samples = waveform.shape[-1]

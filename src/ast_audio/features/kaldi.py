@@ -88,6 +88,14 @@ class FbankOptions:
             return 0 if num_samples < self.window_size else 1 + (num_samples - self.window_size) // self.window_shift
         return (num_samples + self.window_shift // 2) // self.window_shift
 
+    def num_samples(self, num_frames: int) -> int:
+        """The fewest samples that make `num_frames` frames (with snip_edges); more audio does not change them."""
+        if num_frames <= 0:
+            return 0
+        if self.snip_edges:
+            return (num_frames - 1) * self.window_shift + self.window_size
+        return num_frames * self.window_shift - self.window_shift // 2
+
 
 def mel_scale(freq: torch.Tensor) -> torch.Tensor:
     return 1127.0 * torch.log1p(freq / 700.0)

@@ -12,20 +12,6 @@ from ast_audio.errors import ConfigError
 POOLINGS = ("mean", "max")
 
 
-def plan_windows(duration: float, window: float, hop: float) -> list[tuple[float, float]]:
-    """(start, end) in seconds of windows of `window` s every `hop` s that cover [0, duration].
-
-    A clip no longer than one window is a single window [0, duration]; otherwise windows start at
-    0, hop, 2*hop, ... until one reaches the end, and the last is cut at `duration`.
-    """
-    if window <= 0 or hop <= 0:
-        raise ConfigError(f"window and hop must be positive, got window={window}, hop={hop}")
-    if duration <= window:
-        return [(0.0, duration)]
-    count = int(np.ceil((duration - window) / hop - 1e-9)) + 1
-    return [(i * hop, min(i * hop + window, duration)) for i in range(count)]
-
-
 def pool_scores(window_scores: np.ndarray, pooling: str) -> np.ndarray:
     """Clip scores from per-window scores (windows, labels): their mean or max over windows."""
     if pooling == "mean":

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
-import os
 import sys
+from collections.abc import Iterator
 from typing import IO, Any
+
+from ast_audio.io_utils import atomic_path
 
 from ast_audio.inference.results import ClipResult
 
@@ -100,7 +101,7 @@ WRITERS = {"table": TableWriter, "json": JsonWriter, "jsonl": JsonlWriter, "csv"
 
 
 @contextlib.contextmanager
-def open_output(path: str | None):
+def open_output(path: str | None) -> Iterator[IO[str]]:
     """stdout, or a file written as `path.partial` (flushed as results come) and renamed to `path` on success.
 
     After a crash the `.partial` file holds every result written so far; `path` itself is only ever replaced
@@ -109,21 +110,5 @@ def open_output(path: str | None):
     if path is None or path == "-":
         yield sys.stdout
         return
-    partial = f"{path}.partial"
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with open(partial, "w", encoding="utf-8", newline="") as handle:
+    with atomic_path(path, partial=f"{path}.partial") as partial, open(partial, "w", encoding="utf-8", newline="") as handle:
         yield handle
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-
-
-def render(results: list[ClipResult], fmt: str, top_k: int = 5, timeline: bool = True) -> str:
-    """All results in one string (for tests and small jobs)."""
-    buffer = io.StringIO()
-    writer = WRITERS[fmt](buffer, top_k, timeline)
-    for result in results:
-        writer.write(result)
-    writer.close()
-    return buffer.getvalue()

@@ -197,10 +197,15 @@ class ASTModel(ASTPreTrainedModel):
             hidden_states, output_attentions=output_attentions, output_hidden_states=bool(output_hidden_states)
         )
         sequence_output = self.layernorm(hidden_states)
-        output = BaseModelOutputWithPooling(sequence_output, self._mean_pool(sequence_output), all_hidden, all_attentions)
+        output = BaseModelOutputWithPooling(sequence_output, self.pool(sequence_output), all_hidden, all_attentions)
         return output if return_dict is None or return_dict else output.to_tuple()
 
-    def pool(self, input_values: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, input_values: torch.Tensor) -> torch.Tensor:
+        """Every token's final state (batch, tokens, hidden_size), after the final LayerNorm."""
+        hidden_states, _, _ = self.encoder(self.embeddings(self._prepare_inputs(input_values)))
+        return self.layernorm(hidden_states)
+
+    def forward_pooled(self, input_values: torch.Tensor) -> torch.Tensor:
         """The pooled output alone (batch, hidden_size), equal to ``forward(...).pooler_output``.
 
         Only the CLS and distillation tokens are read after the last layer, so that layer computes just
@@ -208,11 +213,11 @@ class ASTModel(ASTPreTrainedModel):
         """
         input_values = self._prepare_inputs(input_values)
         hidden_states, _, _ = self.encoder(self.embeddings(input_values), last_layer_tokens=2)
-        return self._mean_pool(self.layernorm(hidden_states))
+        return self.pool(self.layernorm(hidden_states))
 
     @staticmethod
-    def _mean_pool(sequence_output: torch.Tensor) -> torch.Tensor:
-        """The mean of the CLS (token 0) and distillation (token 1) states."""
+    def pool(sequence_output: torch.Tensor) -> torch.Tensor:
+        """(batch, tokens, hidden) -> (batch, hidden): the mean of the CLS (token 0) and distillation (token 1) states."""
         return (sequence_output[:, 0] + sequence_output[:, 1]) / 2
 
 
@@ -224,8 +229,9 @@ class ASTMLPHead(nn.Module):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dense = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.dense(self.layernorm(pooled))
+    def forward(self, pooled: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        normalised = self.layernorm(pooled)
+        return normalised if pre_logits else self.dense(normalised)
 
 
 class ASTForAudioClassification(ASTPreTrainedModel):
@@ -238,6 +244,14 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         self.classifier = ASTMLPHead(config)
         for module in self.classifier.modules():  # the encoder initialised itself
             self._init_module(module)
+
+    def forward_features(self, input_values: torch.Tensor) -> torch.Tensor:
+        """The pooled embedding (batch, hidden_size): the mean of the CLS and distillation tokens."""
+        return self.audio_spectrogram_transformer.forward_pooled(input_values)
+
+    def forward_head(self, pooled: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits (batch, num_labels) from the pooled embedding; with `pre_logits`, the head's normalised input."""
+        return self.classifier(pooled, pre_logits)
 
     def forward(
         self,
@@ -256,8 +270,8 @@ class ASTForAudioClassification(ASTPreTrainedModel):
             )
             pooled, hidden_states, attentions = encoded.pooler_output, encoded.hidden_states, encoded.attentions
         else:  # only the pooled tokens are needed
-            pooled, hidden_states, attentions = encoder.pool(input_values), None, None
-        logits = self.classifier(pooled)
+            pooled, hidden_states, attentions = encoder.forward_pooled(input_values), None, None
+        logits = self.forward_head(pooled)
         loss = None
         if labels is not None:
             loss = classification_loss(logits, labels, self.config.num_labels, self.config.problem_type)

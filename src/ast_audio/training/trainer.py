@@ -167,7 +167,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         config.validate()
         self.config = config
-        from ast_audio.inference.classifier import resolve_device
+        from ast_audio.inference.backends import resolve_device
 
         self.device = resolve_device(config.device)
         self.dist = Distributed.setup(self.device)

@@ -1,0 +1,117 @@
+"""Backends: what turns a batch of features into logits and pooled embeddings (torch, int8, compiled, ONNX)."""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from ast_audio.errors import ASTAudioError, ConfigError
+from ast_audio.model.modeling import ASTForAudioClassification
+
+BACKENDS = ("torch", "onnxruntime")
+ONNX_INPUTS = ["input_values"]
+ONNX_OUTPUTS = ["logits", "pooler_output"]
+
+
+class LogitsAndPooled(nn.Module):
+    """What inference needs from one forward pass: logits and the pooled embedding (also the ONNX graph's outputs)."""
+
+    def __init__(self, model: ASTForAudioClassification) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.model.forward_features(input_values)
+        return self.model.forward_head(pooled), pooled
+
+
+class Backend(Protocol):
+    """features (batch, frames, mel bins) on the CPU -> (logits, pooled), float32 on the CPU."""
+
+    name: str
+
+    def __call__(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class TorchBackend:
+    """The model in PyTorch on `device`, optionally int8-quantised (CPU) or compiled."""
+
+    name = "torch"
+
+    def __init__(self, model: ASTForAudioClassification, device: torch.device, *, int8: bool = False,
+                 compile: bool = False) -> None:
+        if int8:
+            if device.type != "cpu":
+                raise ConfigError("int8 dynamic quantisation runs on the CPU only; use dtype=float16 on a GPU")
+            from ast_audio.inference.quantize import quantize_int8
+
+            model = quantize_int8(model)
+        self.model = model.to(device).eval()
+        self.device = device
+        self.network: nn.Module = LogitsAndPooled(self.model)
+        if compile:
+            self.network = torch.compile(self.network)
+
+    @torch.inference_mode()
+    def __call__(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, pooled = self.network(features.to(self.device, non_blocking=True))
+        return logits.float().cpu(), pooled.float().cpu()
+
+
+class OnnxBackend:
+    """An exported model (model.onnx or model.int8.onnx) in onnxruntime."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, device: torch.device) -> None:
+        self.session = onnx_session(path, device)
+
+    def __call__(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, pooled = self.session.run(ONNX_OUTPUTS, {ONNX_INPUTS[0]: features.numpy()})
+        return torch.from_numpy(logits), torch.from_numpy(pooled)
+
+
+def onnx_session(path: str | os.PathLike, device: torch.device | None = None):
+    """An onnxruntime session for an exported model (CUDA provider when `device` is CUDA and available)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ASTAudioError("the onnxruntime backend needs onnxruntime: pip install 'ast-audio[onnx]'") from None
+    if not os.path.isfile(path):
+        raise ASTAudioError(f"{path}: no such ONNX file; create it with ast-audio export MODEL --onnx {path}")
+    providers = ["CPUExecutionProvider"]
+    if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return onnxruntime.InferenceSession(os.fspath(path), providers=providers)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None or "auto": CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a device name (cpu, cuda, cuda:1, mps, ...)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+    return resolved
+
+
+def build_backend(
+    model: ASTForAudioClassification, device: torch.device, *, backend: str = "torch", int8: bool = False,
+    compile: bool = False, onnx_path: str | os.PathLike | None = None,
+) -> Backend:
+    """The backend named by `backend` for `model` (whose config describes the input either way)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return TorchBackend(model, device, int8=int8, compile=compile)
+    if compile:
+        raise ConfigError("torch.compile applies to the torch backend, not onnxruntime")
+    if onnx_path is None:  # with int8, onnx_path is the int8 file (model.int8.onnx)
+        raise ConfigError("the onnxruntime backend needs onnx_path (ast-audio export writes model.onnx)")
+    return OnnxBackend(onnx_path, device)

@@ -1,0 +1,264 @@
+"""The inference core every front end shares: inputs -> windows -> features -> model -> scores -> results.
+
+`InferenceRunner.run` decodes and featurises windows in a background thread (single-threaded, see
+`ThreadBudget`) while the model works on the previous batch; windows of several inputs share a batch, and
+each input's `ClipResult` comes out, in input order, as soon as its last window is scored. The pieces are
+public so that other engines (a server's batcher, Ray workers) can run them apart: `produce_batches`,
+`InferenceRunner.infer` and `ResultAssembler`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ast_audio.errors import ASTAudioError, ConfigError
+from ast_audio.features.extractor import ASTFeatureExtractor
+from ast_audio.features.timing import Timing
+from ast_audio.inference.backends import Backend
+from ast_audio.inference.results import POOLINGS, ClipResult
+from ast_audio.inference.sources import AudioInput, AudioSource, input_name
+from ast_audio.inference.threads import ThreadBudget
+from ast_audio.inference.windows import plan_windows
+from ast_audio.model.scoring import logits_to_scores
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WindowPlan:
+    """An input was opened: its windows (start, end) in seconds."""
+
+    index: int
+    source: str
+    windows: list[tuple[float, float]]
+    duration: float
+
+
+@dataclass
+class InputFailure:
+    """An input could not be read (in full); no result but this error."""
+
+    index: int
+    source: str
+    error: str
+
+
+@dataclass
+class FeatureBatch:
+    """Features of up to batch-size windows; keys[i] = (input index, window index) of row i."""
+
+    keys: list[tuple[int, int]]
+    features: torch.Tensor
+
+
+Event = WindowPlan | InputFailure | FeatureBatch
+
+
+def produce_batches(
+    inputs: Iterable[AudioInput], featurise: Any, timing: Timing, *, window: float, hop: float, batch_size: int,
+    sampling_rate: int | None = None,
+) -> Iterator[Event]:
+    """Open each input, plan its windows, read them and yield feature batches of `batch_size` windows.
+
+    `featurise(list of sample arrays) -> features`. A bad input yields an `InputFailure` and the rest go on.
+    """
+    pending = _PendingBatch(featurise)
+    for index, item in enumerate(inputs):
+        try:
+            source = AudioSource(item, index, timing, sampling_rate)
+        except (ASTAudioError, OSError) as exc:
+            yield InputFailure(index, input_name(item, index), str(exc))
+            continue
+        pending.names[index] = source.name
+        try:
+            windows = plan_windows(source.duration, window, hop)
+            yield WindowPlan(index, source.name, windows, source.duration)
+            for window_index, (start, end) in enumerate(windows):
+                pending.add((index, window_index), source.read(start, end))
+                if len(pending.clips) == batch_size:
+                    yield from pending.flush()
+        except (ASTAudioError, OSError) as exc:
+            yield InputFailure(index, source.name, str(exc))
+        finally:
+            source.close()
+    yield from pending.flush()
+
+
+class _PendingBatch:
+    """Windows read but not yet featurised."""
+
+    def __init__(self, featurise: Any) -> None:
+        self.featurise = featurise
+        self.keys: list[tuple[int, int]] = []
+        self.clips: list[np.ndarray] = []
+        self.names: dict[int, str] = {}
+
+    def add(self, key: tuple[int, int], samples: np.ndarray) -> None:
+        self.keys.append(key)
+        self.clips.append(samples)
+
+    def flush(self) -> Iterator[Event]:
+        """The batch's features, or (when they cannot be computed, e.g. NaN samples) a failure per input in it."""
+        if not self.clips:
+            return
+        keys, clips = self.keys, self.clips
+        self.keys, self.clips = [], []
+        try:
+            features = self.featurise(clips)
+        except ASTAudioError as exc:
+            for index in dict.fromkeys(key[0] for key in keys):
+                yield InputFailure(index, self.names[index], str(exc))
+            return
+        yield FeatureBatch(keys, features)
+
+
+class ResultAssembler:
+    """Collects window scores into per-input `ClipResult`s and releases them in input order."""
+
+    def __init__(self, labels: list[str], pooling: str) -> None:
+        self.labels, self.pooling = labels, pooling
+        self._pending: dict[int, ClipResult] = {}
+        self._remaining: dict[int, int] = {}
+        self._finished: dict[int, ClipResult] = {}
+        self._next = 0
+
+    def plan(self, event: WindowPlan) -> None:
+        self._pending[event.index] = ClipResult(
+            source=event.source, duration=event.duration, windows=event.windows, labels=self.labels,
+            pooling=self.pooling,
+        )
+        self._remaining[event.index] = len(event.windows)
+
+    def fail(self, event: InputFailure) -> None:
+        if event.index < self._next or event.index in self._finished:
+            return  # already complete, or already failed
+        self._pending.pop(event.index, None)
+        self._remaining.pop(event.index, None)
+        self._finished[event.index] = ClipResult(source=event.source, labels=self.labels, error=event.error)
+
+    def add(self, keys: list[tuple[int, int]], scores: np.ndarray, embeddings: np.ndarray) -> None:
+        """Rows of scores and embeddings for the (input, window) `keys`."""
+        for row, (index, window_index) in enumerate(keys):
+            result = self._pending.get(index)
+            if result is None:  # its input failed after some windows were batched
+                continue
+            if result.window_scores is None:
+                result.window_scores = np.empty((len(result.windows), scores.shape[1]), np.float32)
+                result.window_embeddings = np.empty((len(result.windows), embeddings.shape[1]), np.float32)
+            result.window_scores[window_index] = scores[row]
+            result.window_embeddings[window_index] = embeddings[row]
+            self._remaining[index] -= 1
+            if self._remaining[index] == 0:
+                self._finished[index] = self._pending.pop(index)
+                del self._remaining[index]
+
+    def ready(self) -> Iterator[ClipResult]:
+        """The finished results that are next in input order."""
+        while self._next in self._finished:
+            yield self._finished.pop(self._next)
+            self._next += 1
+
+
+class InferenceRunner:
+    """A backend, the feature extractor and the model's timing: features and scores for batches of windows."""
+
+    def __init__(
+        self, backend: Backend, extractor: ASTFeatureExtractor, timing: Timing, labels: list[str],
+        score_function: str, *, batch_size: int = 8, threads: ThreadBudget | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        if extractor.num_mel_bins != timing.options.num_mel_bins:
+            raise ConfigError(
+                f"feature extractor makes {extractor.num_mel_bins} mel bins but the model expects "
+                f"{timing.options.num_mel_bins}"
+            )
+        if extractor.max_length != timing.input_frames:
+            logger.warning("preprocessor max_length %d differs from the model's %d; using the model's",
+                           extractor.max_length, timing.input_frames)
+        self.backend, self.extractor, self.timing = backend, extractor, timing
+        self.labels, self.score_function, self.batch_size = labels, score_function, batch_size
+        self.threads = threads or ThreadBudget.for_machine()
+
+    def features(self, clips: list[np.ndarray]) -> torch.Tensor:
+        """Normalised features (batch, input frames, mel bins) of mono sample arrays at the model's rate."""
+        return self.extractor(clips, sampling_rate=self.timing.sampling_rate, return_tensors="pt",
+                              max_length=self.timing.input_frames)["input_values"]
+
+    def infer(self, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (batch, labels) and pooled embeddings (batch, hidden) of a feature batch."""
+        with self.threads.model_stage():
+            logits, pooled = self.backend(features)
+        return logits_to_scores(logits, self.score_function).numpy(), pooled.numpy()
+
+    def run(
+        self, inputs: Iterable[AudioInput], *, window: float, hop: float, pooling: str = "mean",
+        sampling_rate: int | None = None,
+    ) -> Iterator[ClipResult]:
+        """A `ClipResult` per input, in order, as soon as it is complete; a bad input gives a result with
+        `error` set and the others go on."""
+        self.timing.check_window(window, hop)
+        if pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        events = produce_batches(list(inputs), self.features, self.timing, window=window, hop=hop,
+                                 batch_size=self.batch_size, sampling_rate=sampling_rate)
+        assembler = ResultAssembler(self.labels, pooling)
+        for event in in_background(events, self.threads):
+            if isinstance(event, WindowPlan):
+                assembler.plan(event)
+            elif isinstance(event, InputFailure):
+                assembler.fail(event)
+            else:
+                assembler.add(event.keys, *self.infer(event.features))
+            yield from assembler.ready()
+
+
+def in_background(events: Iterator[Event], threads: ThreadBudget, depth: int = 4) -> Iterator[Event]:
+    """Run the `events` generator in a thread (with the feature-stage thread budget), `depth` events ahead.
+
+    Closing the returned iterator stops the thread; an exception in the thread is raised here.
+    """
+    channel: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                channel.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            with threads.feature_stage():
+                try:
+                    for event in events:
+                        if not put(event):
+                            return
+                finally:
+                    events.close()  # closes the source being read when the consumer stops early
+            put(done)
+        except BaseException as exc:  # surface it in the consumer, not as a silent thread death
+            put(exc)
+
+    producer = threading.Thread(target=produce, name="ast-audio-features", daemon=True)
+    producer.start()
+    try:
+        while (item := channel.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        producer.join()
