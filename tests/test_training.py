@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from ast_audio import ASTConfig, ASTForAudioClassification, CheckpointError
+from ast_audio import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, CheckpointError, load_audio
 from ast_audio.cli import main
 from ast_audio.training.config import TrainConfig, load_train_config, parse_overrides
 from ast_audio.training.data import (
@@ -22,12 +22,12 @@ from ast_audio.training.data import (
     ClipDataset,
     DataError,
     EpochBatchSampler,
-    FeatureConfig,
     balanced_weights,
 )
 from ast_audio.checkpoints.adaptation import adapt_position_embeddings, init_from_ast, init_from_timm
 from ast_audio.training.metrics import d_prime, evaluate_predictions
-from ast_audio.training.trainer import Trainer, lr_at
+from ast_audio.training.optimization import lr_at
+from ast_audio.training.trainer import Trainer
 from conftest import SMALL, randomize_
 
 RATE = 16000
@@ -134,7 +134,7 @@ def test_balanced_weights_follow_the_release():
 
 def test_augmentations_are_seeded_and_shaped(dataset):
     clips = [Clip(str(dataset / "low" / "0.wav"), [1]), Clip(str(dataset / "high" / "0.wav"), [0])]
-    features = FeatureConfig(target_length=48)
+    features = ASTFeatureExtractor(max_length=48)
     data = ClipDataset(clips, 3, features, AugmentConfig(mixup=1.0, freqm=10, timem=10), training=True, seed=1)
     x1, y1 = data[(0, 0)]
     x2, y2 = data[(0, 0)]
@@ -145,6 +145,17 @@ def test_augmentations_are_seeded_and_shaped(dataset):
     assert (x1 == masked).any()  # SpecAugment zeros the unnormalised fbank
     clean, target = ClipDataset(clips, 3, features, AugmentConfig(mixup=1.0, freqm=10), training=False)[(0, 0)]
     assert target.tolist() == [0.0, 1.0, 0.0] and not (clean == masked).all(dim=1).any()
+
+
+@pytest.mark.parametrize("max_length", [48, 400])  # cut, and padded
+def test_evaluation_features_are_the_extractors(dataset, max_length):
+    """One feature pipeline: without augmentation a training clip's features are exactly what the extractor
+    (and so classify) computes for it."""
+    path = str(dataset / "low" / "0.wav")
+    extractor = ASTFeatureExtractor(max_length=max_length, mean=-5.0, std=3.0)
+    features, _ = ClipDataset([Clip(path, [0])], 2, extractor, training=False)[(0, 0)]
+    expected = extractor(load_audio(path), sampling_rate=16000, return_tensors="pt")["input_values"][0]
+    assert torch.equal(features, expected)
 
 
 def test_learning_rate_schedule():
@@ -323,3 +334,25 @@ def test_gradient_clipping_bounds_each_step(dataset, tmp_path):
     clipped = change("clipped", max_grad_norm=1e-3)
     assert clipped <= 3 * 1e-3 + 1e-6  # three SGD steps of lr 1 with gradients of norm <= 1e-3
     assert change("unclipped") > 10 * clipped
+
+
+def test_accumulation_all_reduces_once_per_optimizer_step(dataset, tmp_path):
+    """Under DDP the micro-batches of an accumulation step but the last skip the gradient all-reduce (no_sync).
+
+    A one-process gloo group stands in for torchrun; the profiler counts the all-reduces that reach it."""
+    import torch.distributed as dist
+    from torch.profiler import profile
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        trainer = Trainer(config(dataset, tmp_path / "run", optimizer="sgd", lr=0.01, epochs=1, grad_accumulation=4,
+                                 batch_size=8))
+        with profile() as prof:
+            trainer.train()
+    finally:
+        dist.destroy_process_group()
+    steps = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"]
+    reduces = sum(event.name == "c10d::allreduce_" for event in prof.events())
+    # 4 micro-batches a step; one gradient all-reduce per step (one bucket for this small model), plus one for
+    # the epoch's mean loss. Without no_sync it would be 4 per step.
+    assert steps >= 2 and reduces == steps + 1

@@ -24,13 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ast_audio.inference.backends import resolve_device
     from ast_audio.features.extractor import ASTFeatureExtractor
+    from ast_audio.inference.backends import resolve_device
     from ast_audio.io_utils import atomic_write_text
     from ast_audio.model.modeling import ASTForAudioClassification
-    from ast_audio.training.data import FeatureConfig, LabelSpace, check_files
+    from ast_audio.training.data import LabelSpace, check_files, load_clips
+    from ast_audio.training.evaluation import score_clips
     from ast_audio.training.metrics import evaluate_predictions
-    from ast_audio.training.trainer import load_clips, score_clips
 
     device = resolve_device(args.device)
     model = ASTForAudioClassification.from_pretrained(args.checkpoint, device=device)
@@ -41,10 +41,7 @@ def run(args: argparse.Namespace) -> int:
         print("ast-audio evaluate: warning: the labels CSV names differ from the checkpoint's id2label", file=sys.stderr)
     clips, _ = load_clips(args.data, labels)
     check_files(clips, args.data)
-    multi_label = model.config.problem_type == "multi_label_classification" or any(len(c.labels) != 1 for c in clips)
-    features = FeatureConfig(num_mel_bins=model.config.num_mel_bins, target_length=model.config.max_length,
-                             mean=extractor.mean, std=extractor.std)
-    scores, targets = score_clips(model, clips, len(names), features, multi_label, args.batch_size, device)
+    scores, targets = score_clips(model, clips, extractor, batch_size=args.batch_size, device=device)
     metrics = evaluate_predictions(scores, targets, names)
     text = json.dumps(metrics, indent=2) + "\n"
     if args.output:

@@ -128,8 +128,33 @@ class ASTFeatureExtractor:
 
     # ------------------------------------------------------------------------------------- features
     def normalize(self, features: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-        """(x - mean) / (2 * std), as the AST release normalises."""
-        return (features - self.mean) / (self.std * 2)
+        """(x - mean) / (2 * std), as the AST release normalises (the same arithmetic as the batched path)."""
+        scale, offset = self._normalisation()
+        return features * scale + offset
+
+    def _normalisation(self) -> tuple[float, float]:
+        """(scale, offset) with (x - mean) / (2 std) = x * scale + offset."""
+        return 1.0 / (2 * self.std), -self.mean / (2 * self.std)
+
+    def raw_fbank(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The unnormalised, unpadded fbank (frames, num_mel_bins) of one mono float waveform."""
+        if waveform.shape[-1] < self.fbank_options.window_size:
+            raise AudioError(
+                f"{waveform.shape[-1]} samples is shorter than one {self.fbank_options.frame_length:g} ms frame "
+                f"({self.fbank_options.window_size} samples at {self.sampling_rate} Hz)"
+            )
+        return fbank(waveform.float(), self.fbank_options)
+
+    def fit_length(self, features: torch.Tensor, max_length: int | None = None, offset: int = 0) -> torch.Tensor:
+        """Unnormalised (frames, bins) features padded with `padding_value` or cut to `max_length` frames from
+        `offset` (training crops at random offsets; inference and evaluation start at 0)."""
+        max_length = max_length or self.max_length
+        frames = features.shape[0]
+        if frames <= max_length:
+            return torch.nn.functional.pad(features, (0, 0, 0, max_length - frames), value=self.padding_value)
+        if not 0 <= offset <= frames - max_length:
+            raise ConfigError(f"offset {offset} is outside 0..{frames - max_length} for {frames} frames")
+        return features[offset : offset + max_length].clone()
 
     def extract_fbank(
         self, waveforms: Sequence[torch.Tensor], max_length: int | None = None, device: str | torch.device | None = None,
@@ -170,8 +195,8 @@ class ASTFeatureExtractor:
         output = batch.new_empty((len(waveforms), max_length, self.num_mel_bins))
         features = fbank(batch, options, out=output[:, :computed])
         padding = self.padding_value
-        if normalize:  # (x - mean) / (2 std) = x * scale + offset, in place
-            scale, offset = 1.0 / (2 * self.std), -self.mean / (2 * self.std)
+        if normalize:  # in place
+            scale, offset = self._normalisation()
             features.mul_(scale).add_(offset)
             padding = padding * scale + offset
         output[:, computed:] = padding
@@ -266,16 +291,22 @@ class ASTFeatureExtractor:
 
     @classmethod
     def for_checkpoint(cls, name: str | os.PathLike, model_config: Any, **hub_kwargs: Any) -> "ASTFeatureExtractor":
-        """The checkpoint's preprocessor_config.json, or (with a warning) AudioSet normalisation at the model's
-        max_length and mel bins when the checkpoint has none."""
+        """The extractor for a checkpoint's model: its preprocessor_config.json (or, with a warning, AudioSet
+        normalisation when it has none), with the model's input length and mel bins, which the model owns."""
         from ast_audio.checkpoints.hub import resolve_file
 
-        if resolve_file(name, PREPROCESSOR_CONFIG_NAME, required=False, **hub_kwargs):
-            return cls.from_pretrained(name, **hub_kwargs)
-        logger.warning(
-            "%s has no %s; using AudioSet normalisation with the model's max_length", name, PREPROCESSOR_CONFIG_NAME
-        )
-        return cls(max_length=model_config.max_length, num_mel_bins=model_config.num_mel_bins)
+        geometry = {"max_length": model_config.max_length, "num_mel_bins": model_config.num_mel_bins}
+        if not resolve_file(name, PREPROCESSOR_CONFIG_NAME, required=False, **hub_kwargs):
+            logger.warning("%s has no %s; using AudioSet normalisation", name, PREPROCESSOR_CONFIG_NAME)
+            return cls(**geometry)
+        extractor = cls.from_pretrained(name, **hub_kwargs)
+        if extractor.max_length != model_config.max_length:
+            logger.warning("%s: preprocessor max_length %d differs from the model's %d; using the model's",
+                           name, extractor.max_length, model_config.max_length)
+        if extractor.num_mel_bins != model_config.num_mel_bins:
+            raise ConfigError(f"{name}: the preprocessor makes {extractor.num_mel_bins} mel bins but the model "
+                              f"expects {model_config.num_mel_bins}")
+        return cls.from_dict(extractor.to_dict(), max_length=model_config.max_length)
 
     def __repr__(self) -> str:
         return f"ASTFeatureExtractor {json.dumps(self.to_dict(), sort_keys=True)}"

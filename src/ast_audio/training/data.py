@@ -11,14 +11,18 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ast_audio.audio.decode import load_audio
 from ast_audio.errors import ASTAudioError
-from ast_audio.features.kaldi import FbankOptions, fbank
+from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.audio.files import AUDIO_EXTENSIONS, ManifestEntry, read_class_labels, read_manifest
+
+if TYPE_CHECKING:
+    from ast_audio.training.config import TrainConfig
 
 
 class DataError(ASTAudioError, ValueError):
@@ -144,29 +148,24 @@ class AugmentConfig:
     gain_db: float = 0.0  # random gain in [-gain_db, +gain_db] dB on the waveform
 
 
-@dataclass
-class FeatureConfig:
-    sampling_rate: int = 16000
-    num_mel_bins: int = 128
-    target_length: int = 1024
-    mean: float = -4.2677393
-    std: float = 4.5689974
-
-
 class ClipDataset(torch.utils.data.Dataset):
-    """Items are (index, epoch) pairs from `EpochBatchSampler`; returns (features (T, F), target (labels,))."""
+    """Items are (index, epoch) pairs from `EpochBatchSampler`; returns (features (T, F), target (labels,)).
+
+    Features come from `extractor` exactly as inference computes them (fbank, pad or cut to its max_length,
+    normalise); training adds the augmentations around those steps: mixup and gain on the waveform, a random
+    crop of long clips, SpecAugment masks on the unnormalised fbank, noise and a time roll after normalising.
+    """
 
     def __init__(
-        self, clips: list[Clip], num_labels: int, features: FeatureConfig, augment: AugmentConfig | None = None,
+        self, clips: list[Clip], num_labels: int, extractor: ASTFeatureExtractor, augment: AugmentConfig | None = None,
         training: bool = False, seed: int = 0,
     ) -> None:
         self.clips = clips
         self.num_labels = num_labels
-        self.features = features
+        self.extractor = extractor
         self.augment = augment or AugmentConfig()
         self.training = training
         self.seed = seed
-        self.options = FbankOptions(sample_frequency=float(features.sampling_rate), num_mel_bins=features.num_mel_bins)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -179,55 +178,103 @@ class ClipDataset(torch.utils.data.Dataset):
     def _waveform(self, index: int) -> np.ndarray:
         clip = self.clips[index]
         try:
-            samples = load_audio(clip.path, self.features.sampling_rate)
+            return load_audio(clip.path, self.extractor.sampling_rate)
         except ASTAudioError as exc:
             raise DataError(f"training clip {index}: {exc}") from None
-        return samples - samples.mean()
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, epoch = item if isinstance(item, tuple) else (item, 0)
         rng = np.random.default_rng([self.seed, epoch, index])
-        waveform = self._waveform(index)
-        target = self._target(self.clips[index])
         augment = self.augment if self.training else AugmentConfig()
-        if augment.mixup > 0 and rng.random() < augment.mixup:
-            partner = int(rng.integers(len(self.clips)))
-            other = self._waveform(partner)
-            other = np.pad(other, (0, max(0, len(waveform) - len(other))))[: len(waveform)]
-            lam = float(rng.beta(10, 10))
-            waveform = lam * waveform + (1 - lam) * other
-            waveform = waveform - waveform.mean()
-            target = lam * target + (1 - lam) * self._target(self.clips[partner])
+        waveform, target = self._mixed(index, augment, rng)
         if augment.gain_db > 0:
             waveform = waveform * 10 ** (rng.uniform(-augment.gain_db, augment.gain_db) / 20)
         waveform = np.asarray(waveform, dtype=np.float32)
-        minimum = self.options.window_size
-        if len(waveform) < minimum:
-            waveform = np.pad(waveform, (0, minimum - len(waveform)))
-        feats = fbank(torch.from_numpy(waveform), self.options)
-        feats = self._crop(feats, rng)
-        if augment.freqm > 0:
-            width = int(rng.integers(0, augment.freqm + 1))
-            start = int(rng.integers(0, feats.shape[1] - width + 1))
-            feats[:, start : start + width] = 0.0
-        if augment.timem > 0:
-            width = int(rng.integers(0, min(augment.timem, feats.shape[0]) + 1))
-            start = int(rng.integers(0, feats.shape[0] - width + 1))
-            feats[start : start + width, :] = 0.0
-        feats = (feats - self.features.mean) / (2 * self.features.std)
+        shortest = self.extractor.fbank_options.window_size
+        if len(waveform) < shortest:
+            waveform = np.pad(waveform, (0, shortest - len(waveform)))
+        feats = self.extractor.raw_fbank(torch.from_numpy(waveform))
+        longer = feats.shape[0] - self.extractor.max_length
+        offset = int(rng.integers(0, longer + 1)) if self.training and longer >= 0 else 0
+        feats = _spec_augment(self.extractor.fit_length(feats, offset=offset), augment, rng)
+        if self.extractor.do_normalize:
+            feats = self.extractor.normalize(feats)
         if augment.noise:
             feats = feats + torch.from_numpy(rng.random(feats.shape, dtype=np.float32)) * float(rng.random()) / 10
             feats = torch.roll(feats, int(rng.integers(-10, 10)), 0)
         return feats, target
 
-    def _crop(self, feats: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """Pad with zeros or cut to target_length frames: a random cut when training, the start otherwise."""
-        length = self.features.target_length
-        frames = feats.shape[0]
-        if frames < length:
-            return torch.nn.functional.pad(feats, (0, 0, 0, length - frames))
-        start = int(rng.integers(0, frames - length + 1)) if self.training else 0
-        return feats[start : start + length].clone()
+    def _mixed(self, index: int, augment: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, torch.Tensor]:
+        """The clip's waveform and target, mixed with a random partner's with probability `augment.mixup`."""
+        waveform, target = self._waveform(index), self._target(self.clips[index])
+        if not (augment.mixup > 0 and rng.random() < augment.mixup):
+            return waveform, target
+        partner = int(rng.integers(len(self.clips)))
+        # Mean-removed before the partner is zero-padded, as the release does: a DC step where the partner ends
+        # would survive Kaldi's per-frame DC removal. (Without mixup that removal makes the mean irrelevant, so
+        # a clip's features are exactly the extractor's.)
+        waveform = waveform - waveform.mean()
+        other = self._waveform(partner)
+        other = other - other.mean()
+        other = np.pad(other, (0, max(0, len(waveform) - len(other))))[: len(waveform)]
+        lam = float(rng.beta(10, 10))
+        waveform = lam * waveform + (1 - lam) * other
+        return waveform - waveform.mean(), lam * target + (1 - lam) * self._target(self.clips[partner])
+
+
+def _spec_augment(feats: torch.Tensor, augment: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
+    """One frequency mask of up to `freqm` bins and one time mask of up to `timem` frames, set to 0 (in place)."""
+    if augment.freqm > 0:
+        width = int(rng.integers(0, augment.freqm + 1))
+        start = int(rng.integers(0, feats.shape[1] - width + 1))
+        feats[:, start : start + width] = 0.0
+    if augment.timem > 0:
+        width = int(rng.integers(0, min(augment.timem, feats.shape[0]) + 1))
+        start = int(rng.integers(0, feats.shape[0] - width + 1))
+        feats[start : start + width, :] = 0.0
+    return feats
+
+
+def load_clips(source: str, labels: LabelSpace | None) -> tuple[list[Clip], LabelSpace]:
+    """Clips and labels from a class-per-folder directory, a JSON manifest or a CSV."""
+    if os.path.isdir(source):
+        clips, found = folder_clips(source)
+        if labels is not None and labels.names != found.names:
+            missing = sorted(set(found.names) - set(labels.names))
+            if missing:
+                raise DataError(f"{source}: classes {missing} are not among the training classes {labels.names}")
+            lookup = {name: i for i, name in enumerate(labels.names)}
+            clips = [Clip(c.path, [lookup[found.names[c.labels[0]]]]) for c in clips]
+            return clips, labels
+        return clips, found
+    if not os.path.isfile(source):
+        raise DataError(f"{source}: no such file or folder")
+    return manifest_clips(source, labels)
+
+
+@dataclass
+class DataSplits:
+    train: list[Clip]
+    validation: list[Clip]
+    test: list[Clip] | None
+    labels: LabelSpace
+    multi_label: bool
+
+
+def prepare_data(config: "TrainConfig") -> DataSplits:
+    """Read and check every split before any model is built: missing files and unknown labels fail here."""
+    labels = LabelSpace.from_csv(config.labels_csv) if config.labels_csv else None
+    train, labels = load_clips(config.train, labels)
+    if config.validation:
+        validation, _ = load_clips(config.validation, labels)
+    else:
+        train, validation = seeded_split(train, config.validation_fraction, config.seed)
+    test = load_clips(config.test, labels)[0] if config.test else None
+    for name, clips in (("train", train), ("validation", validation), ("test", test)):
+        if clips is not None:
+            check_files(clips, f"{name} data ({getattr(config, name) or config.train})")
+    multi_label = any(len(clip.labels) != 1 for clip in train)
+    return DataSplits(train, validation, test, labels, multi_label)
 
 
 def balanced_weights(clips: list[Clip], num_labels: int) -> np.ndarray:
