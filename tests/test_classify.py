@@ -318,3 +318,35 @@ def test_unavailable_device_is_a_clear_error(checkpoint, capsys, tmp_path):
     assert code == 1 and "CUDA is not available on this machine" in capsys.readouterr().err
     code = main(["classify", str(tmp_path / "d.wav"), "--model", checkpoint, "--device", "gpu0"])
     assert code == 1 and "is not a device name" in capsys.readouterr().err
+
+
+def test_thread_budget_sets_each_stage_once(checkpoint, monkeypatch):
+    """The model's thread and the feature thread each get their count once, not once per batch."""
+    import threading
+
+    from ast_audio.inference import threads
+
+    calls = []
+    real = torch.set_num_threads
+
+    def spy(count):
+        calls.append((threading.current_thread().name, count))
+        real(count)
+
+    monkeypatch.setattr(threads.torch, "set_num_threads", spy)
+    previous = torch.get_num_threads()
+    worker = threading.Thread(
+        target=lambda: calls.append(("result", AudioClassifier.from_pretrained(
+            checkpoint, batch_size=2, threads=1).classify(signal(8.0), sampling_rate=RATE))),
+        name="model-caller",
+    )
+    try:
+        worker.start()
+        worker.join()
+    finally:
+        real(previous)
+    result = calls.pop()[1]
+    assert len(result.windows) > 8  # more than four batches of two
+    assert sorted(calls) == [("ast-audio-features", 1), ("model-caller", 1)]
+    with pytest.raises(ValueError, match="thread counts must be at least 1"):
+        AudioClassifier.from_pretrained(checkpoint, threads=-2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 
@@ -73,6 +74,76 @@ def resolve_json(name_or_path: str | os.PathLike, filename: str, **hub_kwargs) -
     return path, read_json_object(path)
 
 
+_LOCAL_HINT = "pass a local checkpoint directory (config.json + model.safetensors) instead"
+
+
+@dataclasses.dataclass(frozen=True)
+class _HubFile:
+    """One file of a Hub repository, and what to say when it cannot be had."""
+
+    repo_id: str
+    filename: str
+    revision: str | None
+    cache_dir: str | os.PathLike | None
+    token: str | bool | None
+    required: bool
+
+    def from_cache(self) -> str | None:
+        """The cached copy's path, touching no network; None when it is not cached."""
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+        try:
+            return hf_hub_download(self.repo_id, self.filename, revision=self.revision, cache_dir=self.cache_dir,
+                                   local_files_only=True)
+        except (LocalEntryNotFoundError, EntryNotFoundError):
+            return None
+
+    def missing(self, why: str) -> None:
+        """An optional file missing from a cached repo is just absent; anything else cannot be had."""
+        if not self.required and _cached_repo_exists(self.repo_id, self.revision, self.cache_dir):
+            return None
+        raise CheckpointNotFoundError(
+            f"could not fetch {self.filename} of '{self.repo_id}' from the Hugging Face Hub: {why} and not in the "
+            f"local cache; {_LOCAL_HINT}"
+        )
+
+    def fetch(self) -> str | None:
+        """Download it, turning each of the Hub's failures into one line that says what to do."""
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        repo = self.repo_id
+        try:
+            with _quiet_hub_logging():
+                return hf_hub_download(repo, self.filename, revision=self.revision, cache_dir=self.cache_dir,
+                                       token=self.token)
+        except LocalEntryNotFoundError:
+            return self.missing("offline")
+        except RepositoryNotFoundError:
+            raise CheckpointNotFoundError(
+                f"'{repo}' is neither a local directory nor a model on the Hugging Face Hub (unknown id, private "
+                f"without a token, or misspelt); {_LOCAL_HINT}"
+            ) from None
+        except RevisionNotFoundError:
+            raise CheckpointNotFoundError(f"'{repo}' has no revision {self.revision!r} on the Hugging Face Hub") from None
+        except EntryNotFoundError:
+            if not self.required:
+                return None
+            raise CheckpointNotFoundError(f"'{repo}' on the Hugging Face Hub has no file {self.filename}") from None
+        except (HfHubHTTPError, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointNotFoundError(
+                f"could not fetch {self.filename} of '{repo}' from the Hugging Face Hub ({reason}); {_LOCAL_HINT}"
+            ) from None
+
+
 def _download(
     repo_id: str,
     filename: str,
@@ -82,61 +153,17 @@ def _download(
     token: str | bool | None,
     required: bool,
 ) -> str | None:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    hint = "pass a local checkpoint directory (config.json + model.safetensors) instead"
-
-    def not_in_cache(why: str) -> None:
-        """An optional file missing from a cached repo is just absent; anything else cannot be had."""
-        if not required and _cached_repo_exists(repo_id, revision, cache_dir):
-            return None
-        raise CheckpointNotFoundError(
-            f"could not fetch {filename} of '{repo_id}' from the Hugging Face Hub: {why} and not in the local "
-            f"cache; {hint}"
-        )
-
-    try:
-        # The cache first: no network at all when the file is there.
-        return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=True)
-    except LocalEntryNotFoundError:
-        if local_files_only:
-            return not_in_cache("offline (local files only)")
-    except EntryNotFoundError:
-        pass
+    """The cache first (no network at all when the file is there), then the Hub unless offline."""
+    hub_file = _HubFile(repo_id, filename, revision, cache_dir, token, required)
+    cached = hub_file.from_cache()
+    if cached is not None:
+        return cached
+    if local_files_only:
+        return hub_file.missing("offline (local files only)")
     if not _hub_reachable():
         # Fail in a second instead of after huggingface_hub's retries (about 25 s).
-        return not_in_cache("offline (cannot resolve its host)")
-    try:
-        with _quiet_hub_logging():
-            return hf_hub_download(
-                repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
-                token=token,
-            )
-    except LocalEntryNotFoundError:
-        return not_in_cache("offline")
-    except RepositoryNotFoundError:
-        raise CheckpointNotFoundError(
-            f"'{repo_id}' is neither a local directory nor a model on the Hugging Face Hub (unknown id, private "
-            f"without a token, or misspelt); {hint}"
-        ) from None
-    except RevisionNotFoundError:
-        raise CheckpointNotFoundError(f"'{repo_id}' has no revision {revision!r} on the Hugging Face Hub") from None
-    except EntryNotFoundError:
-        if not required:
-            return None
-        raise CheckpointNotFoundError(f"'{repo_id}' on the Hugging Face Hub has no file {filename}") from None
-    except (HfHubHTTPError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointNotFoundError(
-            f"could not fetch {filename} of '{repo_id}' from the Hugging Face Hub ({reason}); {hint}"
-        ) from None
+        return hub_file.missing("offline (cannot resolve its host)")
+    return hub_file.fetch()
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -10,7 +10,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="audio files, directories (searched recursively) or glob patterns")
     parser.add_argument("--model", "-m", default="MIT/ast-finetuned-audioset-10-10-0.4593",
                         help="checkpoint directory or Hugging Face Hub id (default: %(default)s)")
-    parser.add_argument("--window", type=float, help="window length in seconds (default: the model's, 10.24 s)")
+    parser.add_argument("--window", type=float, help="window length in seconds: from one patch of frames up to the "
+                        "model's input (default: the whole input, 10.255 s for 1024 frames)")
     parser.add_argument("--hop", type=float, help="seconds between window starts (default: half a window)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per model call (default 8)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -21,6 +22,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "last encoder layers kept float32 (CPU; with --backend onnxruntime: run model.int8.onnx "
                         "from export --int8)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batches)")
+    parser.add_argument("--threads", type=int, help="intra-op threads of the model and of decoding/features, each "
+                        "in its own thread (default: every core; on a machine shared with other jobs, fewer)")
     parser.add_argument("--offline", action="store_true", help="never contact the Hub; use its local cache only")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -31,7 +34,7 @@ def load_classifier(args: argparse.Namespace, pooling: str = "mean"):
     return AudioClassifier.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size, window=args.window,
         hop=args.hop, pooling=pooling, local_files_only=args.offline, backend=args.backend,
-        quantize="int8" if args.int8 else None, compile=args.compile,
+        quantize="int8" if args.int8 else None, compile=args.compile, threads=args.threads,
     )
 
 

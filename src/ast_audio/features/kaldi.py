@@ -347,6 +347,32 @@ def _refine_in_float64(mel: torch.Tensor, source: torch.Tensor, options: FbankOp
         mel[batch_index, frame_index] = refined.squeeze(1).to(mel.dtype)
 
 
+def _as_batch(waveforms: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(batch, samples) float32/float64 waveforms, and whether the input was a single (samples,) waveform."""
+    if not isinstance(waveforms, torch.Tensor) or not waveforms.is_floating_point():
+        raise AudioError(f"fbank expects a floating point torch.Tensor, got {getattr(waveforms, 'dtype', type(waveforms))}")
+    squeeze = waveforms.ndim == 1
+    if squeeze:
+        waveforms = waveforms.unsqueeze(0)
+    if waveforms.ndim != 2:
+        raise AudioError(f"fbank expects (samples,) or (batch, samples), got shape {tuple(waveforms.shape)}")
+    if waveforms.dtype not in (torch.float32, torch.float64):
+        waveforms = waveforms.float()
+    return waveforms, squeeze
+
+
+def _checked_out(out: torch.Tensor | None, shape: tuple[int, ...], waveforms: torch.Tensor) -> torch.Tensor:
+    """`out`, checked to fit the result, or a new tensor for it."""
+    if out is None:
+        return waveforms.new_empty(shape)
+    if tuple(out.shape) != shape or out.dtype != waveforms.dtype or out.device != waveforms.device:
+        raise ConfigError(
+            f"fbank out= must be a {waveforms.dtype} tensor of shape {shape} on {waveforms.device}, got "
+            f"{out.dtype} {tuple(out.shape)} on {out.device}"
+        )
+    return out
+
+
 def fbank(
     waveforms: torch.Tensor, options: FbankOptions | None = None, generator: torch.Generator | None = None,
     refine: bool = True, out: torch.Tensor | None = None, **overrides,
@@ -365,15 +391,7 @@ def fbank(
         options = FbankOptions(**overrides)
     elif overrides:
         options = dataclasses.replace(options, **overrides)
-    if not isinstance(waveforms, torch.Tensor) or not waveforms.is_floating_point():
-        raise AudioError(f"fbank expects a floating point torch.Tensor, got {getattr(waveforms, 'dtype', type(waveforms))}")
-    squeeze = waveforms.ndim == 1
-    if squeeze:
-        waveforms = waveforms.unsqueeze(0)
-    if waveforms.ndim != 2:
-        raise AudioError(f"fbank expects (samples,) or (batch, samples), got shape {tuple(waveforms.shape)}")
-    if waveforms.dtype not in (torch.float32, torch.float64):
-        waveforms = waveforms.float()
+    waveforms, squeeze = _as_batch(waveforms)
     batch, num_samples = waveforms.shape
     num_frames = options.num_frames(num_samples)
     if num_frames < 1:
@@ -382,14 +400,7 @@ def fbank(
             f"({options.window_size} samples at {options.sample_frequency:g} Hz)"
         )
     num_bins = options.num_mel_bins + int(options.use_energy)
-    shape = (num_frames, num_bins) if squeeze else (batch, num_frames, num_bins)
-    if out is None:
-        out = waveforms.new_empty(shape)
-    elif tuple(out.shape) != shape or out.dtype != waveforms.dtype or out.device != waveforms.device:
-        raise ConfigError(
-            f"fbank out= must be a {waveforms.dtype} tensor of shape {shape} on {waveforms.device}, got "
-            f"{out.dtype} {tuple(out.shape)} on {out.device}"
-        )
+    out = _checked_out(out, (num_frames, num_bins) if squeeze else (batch, num_frames, num_bins), waveforms)
 
     source = _frame_source(waveforms, options)
     if options.dither > 0.0:

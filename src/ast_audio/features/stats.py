@@ -13,7 +13,7 @@ import torch
 
 from ast_audio.audio.decode import load_audio
 from ast_audio.errors import ASTAudioError, AudioError
-from ast_audio.features.kaldi import FbankOptions, fbank
+from ast_audio.features.extractor import ASTFeatureExtractor
 
 
 @dataclass
@@ -66,7 +66,7 @@ def dataset_statistics(
     paths = list(files)
     if not paths:
         raise AudioError("no audio files to compute statistics over")
-    options = FbankOptions(sample_frequency=float(sampling_rate), num_mel_bins=num_mel_bins)
+    extractor = ASTFeatureExtractor(sampling_rate=sampling_rate, num_mel_bins=num_mel_bins)
     total = total_squares = 0.0
     count = frames = used = 0
     failed: list[dict[str, str]] = []
@@ -79,10 +79,11 @@ def dataset_statistics(
             if isinstance(result, Exception):
                 failed.append({"path": path, "error": str(result)})
                 continue
-            if result.shape[0] < options.window_size:
-                failed.append({"path": path, "error": f"{path}: shorter than one 25 ms frame"})
+            try:
+                features = extractor.raw_fbank(torch.from_numpy(result))
+            except AudioError as exc:
+                failed.append({"path": path, "error": f"{path}: {exc}"})
                 continue
-            features = fbank(torch.from_numpy(result), options)
             if max_length:
                 features = features[:max_length]
             values = features.double()

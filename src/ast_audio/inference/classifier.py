@@ -54,7 +54,7 @@ class AudioClassifier:
         threads: int | None = None,
     ) -> None:
         """`score_function` "auto" follows the checkpoint (`ast_audio.model.scoring`); `threads` sets the
-        model's intra-op threads (default: `ThreadBudget.for_machine()`)."""
+        intra-op threads of the model and of decoding/features (default: every core, `ThreadBudget`)."""
         if quantize not in (None, "int8"):
             raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
         if score_function not in ("auto", *SCORE_FUNCTIONS):

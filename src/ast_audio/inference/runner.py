@@ -1,7 +1,7 @@
 """The inference core every front end shares: inputs -> windows -> features -> model -> scores -> results.
 
-`InferenceRunner.run` decodes and featurises windows in a background thread (single-threaded, see
-`ThreadBudget`) while the model works on the previous batch; windows of several inputs share a batch, and
+`InferenceRunner.run` decodes and featurises windows in a background thread (threads per stage: `ThreadBudget`)
+while the model works on the previous batch; windows of several inputs share a batch, and
 each input's `ClipResult` comes out, in input order, as soon as its last window is scored. The pieces are
 public so that other engines (a server's batcher, Ray workers) can run them apart: `produce_batches`,
 `InferenceRunner.infer` and `ResultAssembler`.
@@ -195,8 +195,8 @@ class InferenceRunner:
 
     def infer(self, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Scores (batch, labels) and pooled embeddings (batch, hidden) of a feature batch."""
-        with self.threads.model_stage():
-            logits, pooled = self.backend(features)
+        self.threads.enter_model_stage()
+        logits, pooled = self.backend(features)
         return logits_to_scores(logits, self.score_function).numpy(), pooled.numpy()
 
     def run(
@@ -241,13 +241,13 @@ def in_background(events: Iterator[Event], threads: ThreadBudget, depth: int = 4
 
     def produce() -> None:
         try:
-            with threads.feature_stage():
-                try:
-                    for event in events:
-                        if not put(event):
-                            return
-                finally:
-                    events.close()  # closes the source being read when the consumer stops early
+            threads.enter_feature_stage()
+            try:
+                for event in events:
+                    if not put(event):
+                        return
+            finally:
+                events.close()  # closes the source being read when the consumer stops early
             put(done)
         except BaseException as exc:  # surface it in the consumer, not as a silent thread death
             put(exc)

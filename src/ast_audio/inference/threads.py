@@ -1,18 +1,20 @@
-"""The thread budget: decoding, features and the model share the machine's cores without oversubscribing them.
+"""The thread budget: how many intra-op threads the model stage and the input stage (decoding, fbank) use.
 
-Torch's intra-op thread count is per calling thread here (OpenMP), and its default (every core) is a poor
-choice for small, frequent work beside a busy model: on a 2-core machine with another process busy, one clip's
-features took about 400 ms with the default threads and about 10 ms with one. So the stages that prepare
-input (decoding, resampling, fbank) run single-threaded in their own thread, and the model gets the cores:
-all of them on machines of up to 2 cores (the input stages are about 0.1% of the work), one less above that.
+One owner for thread counts: each stage sets its own thread's count once and leaves it so (the model's
+stage is the thread that calls the runner; the input stage is the runner's background thread), and
+`--threads N` reaches both. Measured on the 2-core machine (benchmarks/bench_threads.py): a single-threaded
+input stage computed features 1.9x faster beside the model on a quiet machine, but with another process busy
+on one core the whole pipeline ran at 0.8x; every stage on the machine's cores was the fastest overall in both
+cases, so that is the default. Setting the count per batch instead (and "restoring" the value
+torch.get_num_threads() reports, which is the last count any thread set, while OpenMP keeps one per thread)
+rebuilt thread pools every batch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator
+import threading
 
 import torch
 
@@ -32,40 +34,33 @@ class ThreadBudget:
     """Intra-op threads per stage: `model` for the model's forward pass, `features` for decoding and fbank."""
 
     model: int
-    features: int = 1
+    features: int
 
     def __post_init__(self) -> None:
         if self.model < 1 or self.features < 1:
             raise ConfigError(f"thread counts must be at least 1, got model={self.model}, features={self.features}")
 
     @classmethod
-    def for_machine(cls, model_threads: int | None = None, cores: int | None = None) -> "ThreadBudget":
-        """The default split of this machine's cores (see the module docstring); `model_threads` overrides it."""
-        cores = cores or available_cores()
-        if model_threads is None:
-            model_threads = cores if cores <= 2 else cores - 1
-        return cls(model=model_threads)
+    def for_machine(cls, threads: int | None = None, feature_threads: int | None = None) -> "ThreadBudget":
+        """Every core this process may use for each stage (see the module docstring), or `threads` for the model
+        and `feature_threads` (default: the model's count) for the input stage."""
+        model = threads or available_cores()
+        return cls(model=model, features=feature_threads or model)
 
-    @contextlib.contextmanager
-    def model_stage(self) -> Iterator[None]:
-        """Run the enclosed model calls with `model` threads (restored afterwards)."""
-        with _threads(self.model):
-            yield
+    def enter_model_stage(self) -> None:
+        """Give the calling thread `model` intra-op threads (once per thread: a no-op when it has them)."""
+        _set_thread_count(self.model)
 
-    @contextlib.contextmanager
-    def feature_stage(self) -> Iterator[None]:
-        """Run the enclosed decoding and feature work with `features` threads (restored afterwards)."""
-        with _threads(self.features):
-            yield
+    def enter_feature_stage(self) -> None:
+        """Give the calling thread `features` intra-op threads (once per thread: a no-op when it has them)."""
+        _set_thread_count(self.features)
 
 
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    if previous != count:
+# What this module last set in each thread (torch.get_num_threads() reports the last count any thread set).
+_applied = threading.local()
+
+
+def _set_thread_count(count: int) -> None:
+    if getattr(_applied, "count", None) != count:
         torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
+        _applied.count = count
