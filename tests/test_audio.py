@@ -122,12 +122,12 @@ def test_bad_files_give_clear_errors(tmp_path):
     with pytest.raises(AudioError, match=r"empty.wav: empty file \(0 bytes\)"):
         load_audio(tmp_path / "empty.wav")
     (tmp_path / "notes.wav").write_text("these are my notes, not audio")
-    with pytest.raises(AudioError, match="notes.wav: not a readable audio file"):
+    with pytest.raises(AudioError, match=r"notes.wav: not an audio file \(format not recognised\)$"):
         load_audio(tmp_path / "notes.wav")
     with pytest.raises(AudioError, match="is a directory"):
         load_audio(tmp_path)
     sf.write(tmp_path / "zero.wav", np.zeros((0, 1), np.float32), RATE)
-    with pytest.raises(AudioError, match="zero.wav: contains no audio samples"):
+    with pytest.raises(AudioError, match="zero.wav: no audio could be decoded"):
         load_audio(tmp_path / "zero.wav")
     nan = tone(440, 0.5, RATE)
     nan[4000] = np.nan
@@ -139,12 +139,23 @@ def test_bad_files_give_clear_errors(tmp_path):
 
 
 @pytest.mark.parametrize("ext,fmt", [("wav", "WAV"), ("flac", "FLAC"), ("mp3", "MP3")])
-def test_truncated_files_are_reported(tmp_path, ext, fmt):
+def test_cut_off_files_give_what_decodes_with_a_warning(tmp_path, ext, fmt):
+    """A file cut short (a partial download) opens with the samples that decode and a warning saying how much;
+    only a file from which nothing decodes is an error."""
     path = tmp_path / f"cut.{ext}"
-    sf.write(path, np.random.default_rng(0).standard_normal(RATE).astype(np.float32) * 0.1, RATE, format=fmt)
+    samples = np.random.default_rng(0).standard_normal(4 * RATE).astype(np.float32) * 0.1
+    sf.write(path, samples, RATE, format=fmt)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(AudioError, match=rf"cut.{ext}: (corrupt or )?truncated"):
+    with AudioFile(path) as audio:
+        assert audio.warning is not None and audio.warning.endswith("s of 4.0 s declared"), audio.warning
+        assert 1.5 < audio.duration < 2.5
+        decoded = audio.read()
+    assert len(decoded) == audio.frames
+    if fmt != "MP3":  # lossless: the samples that decode are the original ones
+        np.testing.assert_allclose(decoded, samples[: len(decoded)], atol=1e-4)
+    path.write_bytes(data[:40])  # headers only
+    with pytest.raises(AudioError, match=rf"cut.{ext}: (no audio could be decoded|not an audio file)"):
         load_audio(path)
 
 

@@ -126,7 +126,7 @@ def test_bad_inputs_are_reported_and_others_go_on(tmp_path, classifier):
     (tmp_path / "bad.wav").write_text("not audio")
     results = list(classifier.iter_classify([good, str(tmp_path / "bad.wav"), signal(0.01), good]))
     assert [r.ok for r in results] == [True, False, False, True]
-    assert "bad.wav: not a readable audio file" in results[1].error
+    assert "bad.wav: not an audio file (format not recognised)" in results[1].error
     assert "shorter than one 25 ms frame" in results[2].error
     np.testing.assert_allclose(results[0].scores, results[3].scores)
     with pytest.raises(AudioError, match="bad.wav"):

@@ -14,6 +14,7 @@ from typing import IO, Any, Union
 
 import numpy as np
 
+from ast_audio.audio.chatter import quiet_decoder_chatter
 from ast_audio.errors import AudioError
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, IO[bytes]]
@@ -68,8 +69,56 @@ def _wav_declared_frames(source: str | bytes) -> int | None:
         return None
 
 
+# A declared length this much longer than what decodes is reported (MP3 encoder delay and padding are a few
+# hundredths of a second; a partial download is far more).
+SHORTFALL_SECONDS = 0.1
+TAIL_SECONDS = 2.0
+BLOCK_FRAMES = 4096
+
+
+def _openable(source: AudioSource, name: str) -> Any:
+    """What soundfile and PyAV open: the path (checked to exist, be a readable file and not be empty), or a stream."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.lexists(path):
+            raise AudioError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise AudioError(f"{path}: is a directory, not an audio file")
+        try:
+            with open(path, "rb") as handle:
+                empty = not handle.read(1)
+        except PermissionError:
+            raise AudioError(f"{path}: permission denied") from None
+        except FileNotFoundError:
+            raise AudioError(f"{path}: no such file (a broken link?)") from None
+        except OSError as exc:
+            raise AudioError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        if empty:
+            raise AudioError(f"{path}: empty file (0 bytes)")
+        return path
+    if isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise AudioError("empty audio data (0 bytes)")
+        return io.BytesIO(source)
+    return source
+
+
+def _pyav_hint() -> str:
+    """Where PyAV is missing, what it would add."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return ("; soundfile reads WAV, FLAC, OGG/Opus, MP3 and AIFF: for M4A/AAC and other formats, install "
+                "PyAV (pip install 'ast-audio[av]')")
+    return ""
+
+
 class AudioFile:
     """An open audio file (path, bytes or binary stream) that reads mono float32 windows at a target rate.
+
+    Its length is what really decodes, not what the header declares: a file cut short (a partial download)
+    opens with what decodes and a `warning` saying how much; only a file from which nothing decodes is an
+    error.
 
     >>> with AudioFile("long.flac") as audio:
     ...     clip = audio.read(offset=60.0, duration=10.0, sampling_rate=16000)
@@ -77,50 +126,33 @@ class AudioFile:
 
     def __init__(self, source: AudioSource) -> None:
         self.name = _describe(source)
+        self.warning: str | None = None
         self._sound_file = None
         self._decoded: np.ndarray | None = None  # whole-file samples when decoded by PyAV
-        if isinstance(source, (str, os.PathLike)):
-            path = os.fspath(source)
-            if not os.path.exists(path):
-                raise AudioError(f"{path}: no such file")
-            if os.path.isdir(path):
-                raise AudioError(f"{path}: is a directory, not an audio file")
-            if os.path.getsize(path) == 0:
-                raise AudioError(f"{path}: empty file (0 bytes)")
-            opened: Any = path
-        elif isinstance(source, (bytes, bytearray)):
-            if len(source) == 0:
-                raise AudioError("empty audio data (0 bytes)")
-            opened = io.BytesIO(source)
-        else:
-            opened = source
+        opened = self._opened = _openable(source, self.name)
         self._open(opened)
+        declared = self.frames
+        if isinstance(opened, str) or isinstance(source, (bytes, bytearray)):
+            declared = max(declared, _wav_declared_frames(opened if isinstance(opened, str) else bytes(source)) or 0)
+        self.frames = self._decodable_frames()
         if self.frames == 0:
             self.close()
-            raise AudioError(f"{self.name}: contains no audio samples (empty or truncated)")
-        header_source = opened if isinstance(opened, str) else bytes(source) if isinstance(source, (bytes, bytearray)) else None
-        declared = _wav_declared_frames(header_source) if header_source is not None else None
-        if declared is not None and declared > self.frames:
-            self.close()
-            raise AudioError(
-                f"{self.name}: truncated: the header declares {declared} samples but the file holds {self.frames}"
-            )
+            raise AudioError(f"{self.name}: no audio could be decoded (empty, or cut off before its first samples)")
+        if declared - self.frames > SHORTFALL_SECONDS * self.sample_rate:
+            self.warning = f"decoded {self.frames / self.sample_rate:.1f} s of {declared / self.sample_rate:.1f} s declared"
 
     def _open(self, opened: Any) -> None:
         import soundfile
 
         try:
-            self._sound_file = soundfile.SoundFile(opened)
-        except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
-            reason = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
+            with quiet_decoder_chatter():
+                self._sound_file = soundfile.SoundFile(opened)
+        except (soundfile.LibsndfileError, RuntimeError, TypeError):
             if hasattr(opened, "seek"):
                 opened.seek(0)
             decoded = _decode_with_av(opened)
             if decoded is None:
-                raise AudioError(
-                    f"{self.name}: not a readable audio file ({reason.strip()}); soundfile reads WAV, FLAC, OGG, MP3, "
-                    "AIFF; install PyAV (pip install 'ast-audio[av]') for M4A/AAC and other formats"
-                ) from None
+                raise AudioError(f"{self.name}: not an audio file (format not recognised){_pyav_hint()}") from None
             self._decoded, self.sample_rate = decoded
             self.channels = self._decoded.shape[1]
             self.frames = self._decoded.shape[0]
@@ -128,6 +160,42 @@ class AudioFile:
         self.sample_rate = self._sound_file.samplerate
         self.channels = self._sound_file.channels
         self.frames = self._sound_file.frames
+
+    def _decodable_frames(self) -> int:
+        """The samples that really decode. Compressed formats' headers only estimate the length (MP3 encoder
+        delay and padding; a partial download keeps the full length in its header), so the last stretch is
+        decoded to check it, and the whole stream is counted when that fails."""
+        if self._sound_file is None:
+            return self.frames
+        tail_start = max(0, self.frames - int(TAIL_SECONDS * self.sample_rate))
+        with quiet_decoder_chatter():
+            if tail_start > 0:
+                got = self._count_from(tail_start)
+                if got > 0:
+                    return tail_start + got
+            return self._count_from(0)
+
+    def _count_from(self, start: int) -> int:
+        """Decode from `start` to the end, or to the first error (the file is then reopened: libsndfile refuses
+        to seek after one); the samples that decoded."""
+        import soundfile
+
+        count = 0
+        try:  # small blocks: a read that reaches a cut-off end fails whole, losing at most one block
+            self._sound_file.seek(start)
+            while block := len(self._sound_file.read(BLOCK_FRAMES, dtype="float32", always_2d=True)):
+                count += block
+        except (soundfile.LibsndfileError, RuntimeError):
+            self._reopen()
+        return count
+
+    def _reopen(self) -> None:
+        import soundfile
+
+        self._sound_file.close()
+        if hasattr(self._opened, "seek"):
+            self._opened.seek(0)
+        self._sound_file = soundfile.SoundFile(self._opened)
 
     @property
     def duration(self) -> float:
@@ -155,18 +223,26 @@ class AudioFile:
             return self._decoded[start:stop]
         import soundfile
 
-        wanted = stop - start
-        try:
-            self._sound_file.seek(start)
-            samples = self._sound_file.read(wanted, dtype="float32", always_2d=True)
-        except (soundfile.LibsndfileError, RuntimeError) as exc:
-            raise AudioError(f"{self.name}: corrupt or truncated audio ({str(exc).strip()})") from None
-        if samples.shape[0] < wanted:
-            raise AudioError(
-                f"{self.name}: truncated: {self.frames} samples declared but only {start + samples.shape[0]} "
-                "could be decoded"
-            )
-        return samples
+        with quiet_decoder_chatter():
+            try:
+                self._sound_file.seek(start)
+                return self._sound_file.read(stop - start, dtype="float32", always_2d=True)
+            except (soundfile.LibsndfileError, RuntimeError):
+                self._reopen()
+            # One read across damage fails whole: take what decodes, a block at a time.
+            blocks: list[np.ndarray] = []
+            try:
+                self._sound_file.seek(start)
+                while (wanted := stop - start - sum(map(len, blocks))) > 0:
+                    block = self._sound_file.read(min(wanted, BLOCK_FRAMES), dtype="float32", always_2d=True)
+                    if not len(block):
+                        break
+                    blocks.append(block)
+            except (soundfile.LibsndfileError, RuntimeError) as exc:
+                self._reopen()
+                if not blocks:
+                    raise AudioError(f"{self.name}: corrupt audio at {start / self.sample_rate:.2f} s ({exc})") from None
+        return np.concatenate(blocks) if blocks else np.zeros((0, self.channels), np.float32)
 
     def close(self) -> None:
         if self._sound_file is not None:

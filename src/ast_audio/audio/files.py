@@ -21,30 +21,62 @@ def is_audio_file(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in AUDIO_EXTENSIONS
 
 
-def find_audio_files(inputs: list[str] | str, recursive: bool = True) -> list[str]:
-    """Expand files, directories (searched recursively for audio extensions) and glob patterns, in order.
+@dataclass
+class InputListing:
+    """What a list of files, directories and globs expanded to: audio files, and the places that could not be
+    read (path, reason), which a job reports as failed items."""
 
-    A file named explicitly is kept whatever its extension; a path that does not exist and matches no glob
-    raises `AudioError` naming it.
-    """
+    files: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def scan_inputs(inputs: list[str] | str, recursive: bool = True) -> InputListing:
+    """Expand files, directories (searched recursively for audio extensions, following symlinked folders
+    once each) and glob patterns, in order. A file named explicitly is kept whatever its extension; a path
+    that does not exist and matches no glob raises `AudioError` naming it."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    found: list[str] = []
+    listing = InputListing()
     for item in map(os.fspath, inputs):
         if os.path.isfile(item):
-            found.append(item)
+            listing.files.append(item)
         elif os.path.isdir(item):
-            for root, dirs, files in os.walk(item):
-                dirs.sort()
-                found.extend(os.path.join(root, name) for name in sorted(files) if is_audio_file(name))
-                if not recursive:
-                    break
+            _walk(item, recursive, listing)
         elif _GLOB_CHARS & set(item):
             matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
-            found.extend(p for p in matches if is_audio_file(p))
+            listing.files.extend(p for p in matches if is_audio_file(p))
+        elif os.path.lexists(item):
+            listing.problems.append((item, "a broken link" if os.path.islink(item) else "not a file or directory"))
         else:
             raise AudioError(f"{item}: no such file or directory")
-    return list(dict.fromkeys(found))
+    listing.files = list(dict.fromkeys(listing.files))
+    return listing
+
+
+def _walk(top: str, recursive: bool, listing: InputListing) -> None:
+    """Audio files below `top`; symlinked folders are followed, each real folder visited once (no loops)."""
+    visited: set[str] = set()
+
+    def unreadable(error: OSError) -> None:
+        reason = "permission denied" if isinstance(error, PermissionError) else (error.strerror or str(error))
+        listing.problems.append((error.filename or top, f"folder cannot be read ({reason})"))
+
+    for root, dirs, files in os.walk(top, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:  # a link back up the tree, or a second link to the same folder
+            dirs.clear()
+            continue
+        visited.add(real)
+        dirs.sort()
+        listing.files.extend(os.path.join(root, name) for name in sorted(files) if is_audio_file(name))
+        if not recursive:
+            break
+
+
+def find_audio_files(inputs: list[str] | str, recursive: bool = True) -> list[str]:
+    """The audio files that `scan_inputs` finds (folders that cannot be read are skipped; use `scan_inputs`
+    to report them)."""
+    return scan_inputs(inputs, recursive).files
 
 
 @dataclass

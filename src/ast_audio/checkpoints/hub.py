@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+from typing import Any
 
 from ast_audio.errors import CheckpointNotFoundError, ConfigError
 
@@ -72,6 +73,16 @@ def resolve_json(name_or_path: str | os.PathLike, filename: str, **hub_kwargs) -
     else:
         path = resolve_file(name_or_path, filename, **hub_kwargs)
     return path, read_json_object(path)
+
+
+def build_from_json(build: Any, name_or_path: str | os.PathLike, filename: str, overrides: dict[str, Any],
+                    **hub_kwargs: Any) -> Any:
+    """`build(settings, **overrides)` on a checkpoint's JSON file; errors name the file."""
+    path, settings = resolve_json(name_or_path, filename, **hub_kwargs)
+    try:
+        return build(settings, **overrides)
+    except (ConfigError, TypeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 _LOCAL_HINT = "pass a local checkpoint directory (config.json + model.safetensors) instead"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
+import time
+from collections.abc import Callable
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +28,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="intra-op threads of the model and of decoding/features, each "
                         "in its own thread (default: every core; on a machine shared with other jobs, fewer)")
     parser.add_argument("--offline", action="store_true", help="never contact the Hub; use its local cache only")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no closing summary")
+    parser.add_argument("--strict", action="store_true",
+                        help="treat warnings (a file cut short: what decodes is used) as errors")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip inputs already finished in the output (by an interrupted or earlier run with the "
+                        "same options); redo the one cut off and any whose file changed")
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """The options that decide an output's numbers: a resumed run must have the same."""
+    return {"model": args.model, "window": args.window, "hop": args.hop, "dtype": args.dtype, "backend": args.backend,
+            "int8": args.int8, "strict": args.strict}
 
 
 def load_classifier(args: argparse.Namespace, pooling: str = "mean"):
@@ -38,22 +52,46 @@ def load_classifier(args: argparse.Namespace, pooling: str = "mean"):
     )
 
 
-def input_files(args: argparse.Namespace) -> list[str]:
+def input_listing(args: argparse.Namespace):
+    """The audio files the inputs name, and the places that could not be read (reported as failed items)."""
+    from ast_audio.audio.files import scan_inputs
     from ast_audio.errors import AudioError
-    from ast_audio.audio.files import find_audio_files
 
-    files = find_audio_files(args.inputs)
-    if not files:
+    listing = scan_inputs(args.inputs)
+    if not listing.files and not listing.problems:
         raise AudioError(f"no audio files found in {', '.join(args.inputs)}")
-    return files
+    return listing
 
 
-def progress(total: int, args: argparse.Namespace, description: str):
-    """A tqdm bar on stderr, shown only on a terminal and without --quiet."""
-    from tqdm import tqdm
+class Progress:
+    """Progress in seconds of audio on stderr: a bar on a terminal (unless --quiet) that moves with every
+    model batch, and a closing line with the hours of audio and the speed as a multiple of real time."""
 
-    return tqdm(total=total, desc=description, unit="file", file=sys.stderr,
-                disable=args.quiet or not sys.stderr.isatty())
+    def __init__(self, args: argparse.Namespace, command: str, files: int) -> None:
+        from tqdm import tqdm
+
+        self.command, self.files, self.done, self.failed, self.seconds = command, files, 0, 0, 0.0
+        self.quiet = args.quiet
+        self.started = time.perf_counter()
+        self.bar = tqdm(desc=command, unit="s audio", unit_scale=True, file=sys.stderr, total=None,
+                        disable=args.quiet or not sys.stderr.isatty(), postfix=f"0/{files} files")
+
+    def audio(self, seconds: float) -> None:
+        self.seconds += seconds
+        self.bar.update(seconds)
+
+    def file_done(self, ok: bool) -> None:
+        self.done += 1
+        self.failed += not ok
+        self.bar.set_postfix_str(f"{self.done}/{self.files} files", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+        elapsed = time.perf_counter() - self.started
+        if not self.quiet:
+            speed = f", {self.seconds / elapsed:.1f}x real time" if elapsed > 0 and self.seconds else ""
+            print(f"ast-audio {self.command}: {self.done - self.failed} of {self.files} files, "
+                  f"{self.seconds / 3600:.3f} h of audio in {elapsed:.1f} s{speed}", file=sys.stderr)
 
 
 def exit_code(total: int, failed: int) -> int:
@@ -61,3 +99,37 @@ def exit_code(total: int, failed: int) -> int:
     if failed == 0:
         return 0
     return 1 if failed == total else 3
+
+
+def run_job(args: argparse.Namespace, command: str, output, chunk: Callable, pooling: str = "mean",
+            after: Callable | None = None) -> int:
+    """List the inputs, take the output (its lock first, so a second run on it fails before loading a model),
+    skip what a resumed output already holds, and classify the rest, writing `chunk(result)` for each input
+    and calling `after(result, number, total)` once it is written. Failures are reported on stderr and in the output."""
+    from ast_audio.inference.results import ClipResult
+
+    listing = input_listing(args)
+    with output:
+        todo = output.todo(listing.files)
+        if len(todo) < len(listing.files):
+            print(f"ast-audio {command}: resuming: {len(listing.files) - len(todo)} of {len(listing.files)} files "
+                  f"already done, {len(todo)} to do", file=sys.stderr)
+        classifier = load_classifier(args, pooling)
+        progress = Progress(args, command, len(todo) + len(listing.problems))
+        try:
+            unreadable = [ClipResult(source=path, error=f"{path}: {reason}") for path, reason in listing.problems]
+            results = classifier.iter_classify(todo, strict=args.strict, progress=progress.audio)
+            for result in itertools.chain(unreadable, results):
+                output.write(result.source, chunk(result))
+                progress.file_done(result.ok)
+                if not result.ok:
+                    print(f"ast-audio {command}: {result.error}", file=sys.stderr)
+                elif result.warning:
+                    print(f"ast-audio {command}: {result.source}: warning: {result.warning}", file=sys.stderr)
+                if after is not None:
+                    after(result, progress.done - 1, progress.files)
+        finally:
+            progress.close()
+    if progress.failed:
+        print(f"ast-audio {command}: {progress.failed} of {progress.files} files failed", file=sys.stderr)
+    return exit_code(progress.files, progress.failed)

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ast_audio.commands._common import add_model_arguments, exit_code, input_files, load_classifier, progress
+from ast_audio.commands._common import add_model_arguments, model_options, run_job
 
 HELP = "label audio files of any length (clip summary and timeline)"
 DESCRIPTION = (
@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how window scores make the clip summary (default mean)")
     parser.add_argument("--format", "-f", choices=["table", "json", "jsonl", "csv"], default="table",
                         help="output format (default table)")
-    parser.add_argument("--output", "-o", help="write results to FILE (via FILE.partial, renamed when done)")
+    parser.add_argument("--output", "-o", help="write results to FILE (streamed to FILE.partial, renamed when done; "
+                        "locked against a second run; see --resume)")
     parser.add_argument("--no-timeline", dest="timeline", action="store_false", help="only the clip summaries")
     parser.add_argument("--plot", metavar="PNG",
                         help="draw the spectrogram and the top labels' scores over time (needs matplotlib); "
@@ -39,26 +40,24 @@ def plot_path(base: str, index: int, total: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ast_audio.inference.writers import WRITERS, open_output
+    from ast_audio.errors import ConfigError
+    from ast_audio.inference.output import ResumableOutput, StreamOutput
+    from ast_audio.inference.writers import renderer
 
     if args.top_k < 1:
-        raise SystemExit("ast-audio classify: error: --top-k must be at least 1")
-    files = input_files(args)
-    classifier = load_classifier(args, pooling=args.pooling)
-    failed = 0
-    with open_output(args.output) as stream, progress(len(files), args, "classify") as bar:
-        writer = WRITERS[args.format](stream, args.top_k, args.timeline)
-        for index, result in enumerate(classifier.iter_classify(files)):
-            writer.write(result)
-            bar.update(1)
-            if not result.ok:
-                failed += 1
-                print(f"ast-audio classify: {result.error}", file=sys.stderr)
-            elif args.plot:
-                from ast_audio.inference.plot import plot_result
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.resume and (args.output is None or args.format == "table"):
+        raise ConfigError("--resume needs --output FILE and a --format of jsonl, json or csv")
+    render = renderer(args.format, args.top_k, args.timeline)
+    options = {**model_options(args), "format": args.format, "top_k": args.top_k, "pooling": args.pooling,
+               "timeline": args.timeline}
+    output = StreamOutput(render) if args.output in (None, "-") else ResumableOutput(
+        args.output, render, options, resume=args.resume)
 
-                plot_result(result, plot_path(args.plot, index, len(files)), top=min(args.top_k, 5))
-        writer.close()
-    if failed:
-        print(f"ast-audio classify: {failed} of {len(files)} files failed", file=sys.stderr)
-    return exit_code(len(files), failed)
+    def plot(result, number: int, total: int) -> None:
+        if args.plot and result.ok:
+            from ast_audio.inference.plot import plot_result
+
+            plot_result(result, plot_path(args.plot, number, total), top=min(args.top_k, 5))
+
+    return run_job(args, "classify", output, render.chunk, pooling=args.pooling, after=plot)

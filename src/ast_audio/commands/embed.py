@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
 import sys
 
-from ast_audio.commands._common import add_model_arguments, exit_code, input_files, load_classifier, progress
+from ast_audio.commands._common import add_model_arguments, model_options, run_job
 
 HELP = "save pooled embeddings (per clip and per window) of audio files as .npy"
 DESCRIPTION = (
     "Compute the model's pooled embedding (the mean of the CLS and distillation tokens, hidden_size values) "
-    "for each window of each file and their mean per file. Writes NNNNNN_<name>.npy (the clip vector) and, "
-    "with --per-window, NNNNNN_<name>.windows.npy (windows x hidden) into --output-dir, plus index.jsonl "
-    "listing path, files, duration and window times. Exit codes as for classify."
+    "for each window of each file and their mean per file. Writes <name>_<path hash>.npy (the clip vector) "
+    "and, with --per-window, <name>_<path hash>.windows.npy (windows x hidden) into --output-dir, plus "
+    "index.jsonl listing path, files, duration and window times (locked and resumable as classify's output). "
+    "Exit codes as for classify."
 )
 
 
@@ -37,31 +39,37 @@ def _save_npy(path: str, array) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def run(args: argparse.Namespace) -> int:
-    from ast_audio.inference.writers import open_output
+def npy_stem(source: str) -> str:
+    """A file name for an input's embeddings: its name, and a hash of its path (stable across resumed runs,
+    distinct for equal names in different folders)."""
+    stem = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(source))[0])
+    return f"{stem}_{hashlib.sha1(source.encode()).hexdigest()[:10]}"
 
-    files = input_files(args)
-    classifier = load_classifier(args)
-    os.makedirs(args.output_dir, exist_ok=True)
-    failed = 0
-    index_path = os.path.join(args.output_dir, "index.jsonl")
-    with open_output(index_path) as index, progress(len(files), args, "embed") as bar:
-        for number, result in enumerate(classifier.iter_classify(files)):
-            bar.update(1)
-            if not result.ok:
-                failed += 1
-                print(f"ast-audio embed: {result.error}", file=sys.stderr)
-                index.write(json.dumps({"path": result.source, "error": result.error}) + "\n")
-                continue
-            stem = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(result.source))[0])
-            name = f"{number:06d}_{stem}"
-            entry = {"path": result.source, "embedding": f"{name}.npy", "duration": round(result.duration, 3),
-                     "windows": [[round(s, 3), round(e, 3)] for s, e in result.windows]}
-            _save_npy(os.path.join(args.output_dir, entry["embedding"]), result.embedding)
-            if args.per_window:
-                entry["window_embeddings"] = f"{name}.windows.npy"
-                _save_npy(os.path.join(args.output_dir, entry["window_embeddings"]), result.window_embeddings)
-            index.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            index.flush()
-    print(f"wrote {len(files) - failed} embeddings to {args.output_dir}", file=sys.stderr)
-    return exit_code(len(files), failed)
+
+def run(args: argparse.Namespace) -> int:
+    from ast_audio.inference.output import ResumableOutput
+    from ast_audio.inference.writers import JsonlRenderer
+
+    options = {**model_options(args), "per_window": args.per_window}
+    output = ResumableOutput(os.path.join(args.output_dir, "index.jsonl"), JsonlRenderer(0, False), options,
+                             resume=args.resume)
+
+    def entry(result) -> str:
+        """Save the input's embeddings (before its index line is written) and return that line."""
+        if not result.ok:
+            return json.dumps({"path": result.source, "error": result.error}, ensure_ascii=False) + "\n"
+        name = npy_stem(result.source)
+        line = {"path": result.source, "embedding": f"{name}.npy", "duration": round(result.duration, 3),
+                "windows": [[round(s, 3), round(e, 3)] for s, e in result.windows]}
+        if result.warning:
+            line["warning"] = result.warning
+        _save_npy(os.path.join(args.output_dir, line["embedding"]), result.embedding)
+        if args.per_window:
+            line["window_embeddings"] = f"{name}.windows.npy"
+            _save_npy(os.path.join(args.output_dir, line["window_embeddings"]), result.window_embeddings)
+        return json.dumps(line, ensure_ascii=False) + "\n"
+
+    code = run_job(args, "embed", output, entry)
+    if not args.quiet:
+        print(f"embeddings and index.jsonl in {args.output_dir}", file=sys.stderr)
+    return code

@@ -278,16 +278,12 @@ class ASTFeatureExtractor:
         **overrides: Any,
     ) -> "ASTFeatureExtractor":
         """Read preprocessor_config.json from a checkpoint directory, the file itself, or a Hub id."""
-        from ast_audio.checkpoints.hub import resolve_json
+        from ast_audio.checkpoints.hub import build_from_json
 
-        path, settings = resolve_json(
-            pretrained_model_name_or_path, PREPROCESSOR_CONFIG_NAME, revision=revision, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token,
+        return build_from_json(
+            cls.from_dict, pretrained_model_name_or_path, PREPROCESSOR_CONFIG_NAME, overrides, revision=revision,
+            cache_dir=cache_dir, local_files_only=local_files_only, token=token,
         )
-        try:
-            return cls.from_dict(settings, **overrides)
-        except (ConfigError, TypeError) as exc:
-            raise ConfigError(f"{path}: {exc}") from None
 
     @classmethod
     def for_checkpoint(cls, name: str | os.PathLike, model_config: Any, **hub_kwargs: Any) -> "ASTFeatureExtractor":

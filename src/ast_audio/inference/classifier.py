@@ -8,7 +8,7 @@ read one window at a time so memory is bounded by the batch, not the file.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -177,12 +177,15 @@ class AudioClassifier:
         window: float | None = None,
         hop: float | None = None,
         pooling: str | None = None,
+        strict: bool = False,
+        progress: Callable[[float], Any] | None = None,
     ) -> Iterator[ClipResult]:
         """Yield a `ClipResult` per input, in order, as soon as it is complete; a bad input yields a result
-        with `error` set and the others go on."""
+        with `error` set and the others go on. An input cut short (a partial download) gives what decodes and
+        a `warning`; with `strict` it is an error. `progress(seconds)` follows the audio scored, batch by batch."""
         if window is None:
             window, hop = self.window, self.hop if hop is None else hop
         elif hop is None:
             hop = window / 2
         return self.runner.run(inputs, window=window, hop=hop, pooling=pooling or self.pooling,
-                               sampling_rate=sampling_rate)
+                               sampling_rate=sampling_rate, strict=strict, progress=progress)

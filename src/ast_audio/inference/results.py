@@ -40,6 +40,7 @@ class ClipResult:
     labels: list[str] = field(default_factory=list)
     pooling: str = "mean"
     error: str | None = None
+    warning: str | None = None  # e.g. "decoded 42.1 s of 60.0 s declared" for a partial download
 
     @property
     def ok(self) -> bool:
@@ -72,6 +73,8 @@ class ClipResult:
             "path": self.source, "duration": round(self.duration, 3), "pooling": self.pooling,
             "labels": self.top(top_k),
         }
+        if self.warning:
+            out["warning"] = self.warning
         if timeline:
             out["windows"] = self.timeline(top_k)
         return out

@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ast_audio.errors import ASTAudioError, ConfigError
+from ast_audio.errors import ASTAudioError, AudioError, ConfigError
 from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.features.timing import Timing
 from ast_audio.inference.backends import Backend
@@ -40,6 +40,7 @@ class WindowPlan:
     source: str
     windows: list[tuple[float, float]]
     duration: float
+    warning: str | None = None
 
 
 @dataclass
@@ -64,11 +65,12 @@ Event = WindowPlan | InputFailure | FeatureBatch
 
 def produce_batches(
     inputs: Iterable[AudioInput], featurise: Any, timing: Timing, *, window: float, hop: float, batch_size: int,
-    sampling_rate: int | None = None,
+    sampling_rate: int | None = None, strict: bool = False,
 ) -> Iterator[Event]:
     """Open each input, plan its windows, read them and yield feature batches of `batch_size` windows.
 
-    `featurise(list of sample arrays) -> features`. A bad input yields an `InputFailure` and the rest go on.
+    `featurise(list of sample arrays) -> features`. A bad input yields an `InputFailure` and the rest go on;
+    with `strict`, so does an input with a warning (e.g. cut short).
     """
     pending = _PendingBatch(featurise)
     for index, item in enumerate(inputs):
@@ -79,8 +81,10 @@ def produce_batches(
             continue
         pending.names[index] = source.name
         try:
+            if strict and source.warning:
+                raise AudioError(f"{source.name}: {source.warning} (--strict)")
             windows = plan_windows(source.duration, window, hop)
-            yield WindowPlan(index, source.name, windows, source.duration)
+            yield WindowPlan(index, source.name, windows, source.duration, source.warning)
             for window_index, (start, end) in enumerate(windows):
                 pending.add((index, window_index), source.read(start, end))
                 if len(pending.clips) == batch_size:
@@ -133,7 +137,7 @@ class ResultAssembler:
     def plan(self, event: WindowPlan) -> None:
         self._pending[event.index] = ClipResult(
             source=event.source, duration=event.duration, windows=event.windows, labels=self.labels,
-            pooling=self.pooling,
+            pooling=self.pooling, warning=event.warning,
         )
         self._remaining[event.index] = len(event.windows)
 
@@ -144,12 +148,16 @@ class ResultAssembler:
         self._remaining.pop(event.index, None)
         self._finished[event.index] = ClipResult(source=event.source, labels=self.labels, error=event.error)
 
-    def add(self, keys: list[tuple[int, int]], scores: np.ndarray, embeddings: np.ndarray) -> None:
-        """Rows of scores and embeddings for the (input, window) `keys`."""
+    def add(self, keys: list[tuple[int, int]], scores: np.ndarray, embeddings: np.ndarray) -> float:
+        """Rows of scores and embeddings for the (input, window) `keys`; returns the seconds of audio they
+        complete (each window adds what it covers past the previous one, so an input adds its duration)."""
+        seconds = 0.0
         for row, (index, window_index) in enumerate(keys):
             result = self._pending.get(index)
             if result is None:  # its input failed after some windows were batched
                 continue
+            end = result.windows[window_index][1]
+            seconds += end - (result.windows[window_index - 1][1] if window_index else 0.0)
             if result.window_scores is None:
                 result.window_scores = np.empty((len(result.windows), scores.shape[1]), np.float32)
                 result.window_embeddings = np.empty((len(result.windows), embeddings.shape[1]), np.float32)
@@ -159,6 +167,7 @@ class ResultAssembler:
             if self._remaining[index] == 0:
                 self._finished[index] = self._pending.pop(index)
                 del self._remaining[index]
+        return seconds
 
     def ready(self) -> Iterator[ClipResult]:
         """The finished results that are next in input order."""
@@ -201,15 +210,16 @@ class InferenceRunner:
 
     def run(
         self, inputs: Iterable[AudioInput], *, window: float, hop: float, pooling: str = "mean",
-        sampling_rate: int | None = None,
+        sampling_rate: int | None = None, strict: bool = False, progress: Callable[[float], Any] | None = None,
     ) -> Iterator[ClipResult]:
         """A `ClipResult` per input, in order, as soon as it is complete; a bad input gives a result with
-        `error` set and the others go on."""
+        `error` set and the others go on. `strict`: an input with a warning (cut short) is an error too.
+        `progress(seconds)` is called after each model batch with the seconds of audio it completed."""
         self.timing.check_window(window, hop)
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         events = produce_batches(list(inputs), self.features, self.timing, window=window, hop=hop,
-                                 batch_size=self.batch_size, sampling_rate=sampling_rate)
+                                 batch_size=self.batch_size, sampling_rate=sampling_rate, strict=strict)
         assembler = ResultAssembler(self.labels, pooling)
         for event in in_background(events, self.threads):
             if isinstance(event, WindowPlan):
@@ -217,7 +227,9 @@ class InferenceRunner:
             elif isinstance(event, InputFailure):
                 assembler.fail(event)
             else:
-                assembler.add(event.keys, *self.infer(event.features))
+                seconds = assembler.add(event.keys, *self.infer(event.features))
+                if progress is not None:
+                    progress(seconds)
             yield from assembler.ready()
 
 

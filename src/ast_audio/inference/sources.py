@@ -29,6 +29,7 @@ class AudioSource:
 
     def __init__(self, item: AudioInput, index: int, timing: Timing, sampling_rate: int | None = None) -> None:
         self.timing = timing
+        self.warning: str | None = None
         self._file: AudioFile | None = None
         self._samples: np.ndarray | None = None
         if isinstance(item, dict):
@@ -49,7 +50,10 @@ class AudioSource:
                 f"input {index}: expected a path, bytes, a NumPy array or tensor of samples, or a dict with "
                 f"'array' and 'sampling_rate'; got {type(item).__name__}"
             )
-        self.duration = self._file.duration if self._file is not None else len(self._samples) / timing.sampling_rate
+        if self._file is not None:
+            self.duration, self.warning = self._file.duration, self._file.warning
+        else:
+            self.duration = len(self._samples) / timing.sampling_rate
         shortest = timing.samples_to_seconds(timing.frame_samples)
         if self.duration < shortest:
             raise AudioError(

@@ -223,16 +223,9 @@ class ASTConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "ASTConfig":
-        from ast_audio.checkpoints.hub import read_json_object
+        from ast_audio.checkpoints.hub import build_from_json
 
-        return cls._from_file_contents(path, read_json_object(path), overrides)
-
-    @classmethod
-    def _from_file_contents(cls, path: str | os.PathLike, data: dict, overrides: dict[str, Any]) -> "ASTConfig":
-        try:
-            return cls.from_dict(data, **overrides)
-        except (TypeError, ConfigError) as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+        return build_from_json(cls.from_dict, path, CONFIG_NAME, overrides)
 
     @classmethod
     def from_pretrained(
@@ -246,13 +239,12 @@ class ASTConfig:
         **overrides: Any,
     ) -> "ASTConfig":
         """Read config.json from a checkpoint directory, a config.json path, or a Hugging Face Hub id."""
-        from ast_audio.checkpoints.hub import resolve_json
+        from ast_audio.checkpoints.hub import build_from_json
 
-        path, data = resolve_json(
-            pretrained_model_name_or_path, CONFIG_NAME, revision=revision, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token,
+        return build_from_json(
+            cls.from_dict, pretrained_model_name_or_path, CONFIG_NAME, overrides, revision=revision,
+            cache_dir=cache_dir, local_files_only=local_files_only, token=token,
         )
-        return cls._from_file_contents(path, data, overrides)
 
     # ------------------------------------------------------------------------------------------- helpers
     def copy(self) -> "ASTConfig":
