@@ -356,3 +356,20 @@ def test_accumulation_all_reduces_once_per_optimizer_step(dataset, tmp_path):
     # 4 micro-batches a step; one gradient all-reduce per step (one bucket for this small model), plus one for
     # the epoch's mean loss. Without no_sync it would be 4 per step.
     assert steps >= 2 and reduces == steps + 1
+
+
+def test_train_logs_a_line_per_epoch_without_a_terminal(dataset, tmp_path):
+    """Off a terminal, without -v, train still says how each epoch went (loss, metric, time) on stderr."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ast_audio", "train", "--train", str(dataset), "-o", str(tmp_path / "run"), "--epochs",
+         "2", "--batch-size", "6", "--device", "cpu", "--set", "target_length=48", "--set", "freqm=0", "--set",
+         "timem=0", "--set", "model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    epochs = [line for line in done.stderr.splitlines() if "epoch " in line and "train loss" in line]
+    assert len(epochs) == 2 and "epoch 1/2: train loss" in epochs[0] and "validation accuracy" in epochs[0]
+    assert epochs[1].rstrip().endswith(" s")

@@ -103,6 +103,22 @@ def _openable(source: AudioSource, name: str) -> Any:
     return source
 
 
+def _undecodable_reason(opened: Any) -> str:
+    """Why nothing could decode a file: a recognisable container that is incomplete, or not audio at all."""
+    try:
+        if hasattr(opened, "seek"):
+            opened.seek(0)
+            head = opened.read(12)
+        else:
+            with open(opened, "rb") as handle:
+                head = handle.read(12)
+    except OSError:
+        head = b""
+    if head[4:8] == b"ftyp" and not _pyav_hint():
+        return "an MP4/M4A file without its index (moov atom), so nothing decodes: cut off before its end?"
+    return f"not an audio file (format not recognised){_pyav_hint()}"
+
+
 def _pyav_hint() -> str:
     """Where PyAV is missing, what it would add."""
     try:
@@ -152,10 +168,10 @@ class AudioFile:
                 opened.seek(0)
             decoded = _decode_with_av(opened)
             if decoded is None:
-                raise AudioError(f"{self.name}: not an audio file (format not recognised){_pyav_hint()}") from None
-            self._decoded, self.sample_rate = decoded
+                raise AudioError(f"{self.name}: {_undecodable_reason(opened)}") from None
+            self._decoded, self.sample_rate, declared = decoded
             self.channels = self._decoded.shape[1]
-            self.frames = self._decoded.shape[0]
+            self.frames = max(self._decoded.shape[0], declared or 0)  # the declared length, checked below
             return
         self.sample_rate = self._sound_file.samplerate
         self.channels = self._sound_file.channels
@@ -166,7 +182,7 @@ class AudioFile:
         delay and padding; a partial download keeps the full length in its header), so the last stretch is
         decoded to check it, and the whole stream is counted when that fails."""
         if self._sound_file is None:
-            return self.frames
+            return self._decoded.shape[0]
         tail_start = max(0, self.frames - int(TAIL_SECONDS * self.sample_rate))
         with quiet_decoder_chatter():
             if tail_start > 0:
@@ -259,31 +275,39 @@ class AudioFile:
         return f"AudioFile({self.name!r}, {self.sample_rate} Hz, {self.channels} ch, {self.duration:.2f} s)"
 
 
-def _decode_with_av(opened: Any) -> tuple[np.ndarray, int] | None:
-    """Decode a whole file with PyAV to (frames, channels) float32; None when PyAV is missing or fails."""
+def _decode_with_av(opened: Any) -> tuple[np.ndarray, int, int | None] | None:
+    """Decode a whole file with PyAV to (frames, channels) float32, its rate, and the frames its container
+    declares (None when it does not say); None when PyAV is missing or nothing of the file decodes."""
     try:
         import av
     except ImportError:
         return None
+    chunks: list[np.ndarray] = []
     try:
         with av.open(opened) as container:
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
                 return None
             rate = stream.codec_context.sample_rate
-            chunks = []
-            for frame in container.decode(stream):
-                array = frame.to_ndarray()
-                if frame.format.is_planar:
-                    array = array.T  # (channels, samples) -> (samples, channels)
-                else:
-                    array = array.reshape(-1, len(frame.layout.channels))
-                chunks.append(_pcm_to_float(array))
+            declared = None
+            if stream.duration is not None and stream.time_base is not None:
+                declared = int(round(float(stream.duration * stream.time_base) * rate))
+            try:
+                for frame in container.decode(stream):
+                    array = frame.to_ndarray()
+                    if frame.format.is_planar:
+                        array = array.T  # (channels, samples) -> (samples, channels)
+                    else:
+                        array = array.reshape(-1, len(frame.layout.channels))
+                    chunks.append(_pcm_to_float(array))
+            except (av.error.FFmpegError, ValueError, OSError):
+                if not chunks:  # a stream cut off: keep what decoded
+                    return None
     except (av.error.FFmpegError, ValueError, OSError, StopIteration):
         return None
     if not chunks:
-        return np.zeros((0, 1), dtype=np.float32), rate
-    return np.concatenate(chunks), rate
+        return np.zeros((0, 1), dtype=np.float32), rate, declared
+    return np.concatenate(chunks), rate, declared
 
 
 def _pcm_to_float(array: np.ndarray) -> np.ndarray:

@@ -35,7 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from ast_audio.training.config import load_train_config, parse_overrides
+
+    logging.getLogger("ast_audio.training").setLevel(logging.INFO)  # one line per epoch, on stderr, by default
     from ast_audio.training.trainer import Trainer
 
     overrides = parse_overrides(args.set)

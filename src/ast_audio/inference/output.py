@@ -138,18 +138,16 @@ class ResumableOutput:
                 entry = json.loads(line)
             except json.JSONDecodeError:  # the line being written when the run died
                 continue
-            kept[entry["input"]] = entry
+            if input_stamp(entry["input"]) in (None, entry["stamp"]):  # unchanged (or gone: its result stays)
+                kept[entry["input"]] = entry
+            else:
+                kept.pop(entry["input"], None)  # changed since: redone
         return kept
 
     def todo(self, inputs: list[Any]) -> list[Any]:
         """The inputs still to do: those not finished earlier, or whose file changed since (redone)."""
-        remaining = []
-        for item in inputs:
-            entry = self.kept.get(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else None
-            if entry is not None and entry.get("stamp") == input_stamp(item):
-                continue
-            remaining.append(item)
-        return remaining
+        return [item for item in inputs
+                if not (isinstance(item, (str, os.PathLike)) and os.fspath(item) in self.kept)]
 
     def write(self, item: Any, chunk: str) -> None:
         """Add one input's text to the output, then record the input as finished."""

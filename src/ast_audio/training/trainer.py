@@ -284,8 +284,8 @@ class Trainer:
         state["history"].append(row)
         if self.dist.main:
             self._write_log(state["history"])
-            logger.info("epoch %d: train loss %.4f, validation %s %.4f%s", epoch, train_loss, self.metric, value,
-                        " (best)" if improved else "")
+            logger.info("epoch %d/%d: train loss %.4f, validation %s %.4f%s, %.1f s", epoch, config.epochs, train_loss,
+                        self.metric, value, " (best)" if improved else "", row["seconds"])
 
     def _write_log(self, history: list[dict]) -> None:
         buffer = io.StringIO()
