@@ -12,7 +12,7 @@ from ast_audio.allocator import keep_freed_memory
 from ast_audio.errors import ASTAudioError
 
 # name -> module in ast_audio.commands; each has add_arguments(parser) and run(args) -> exit code, and HELP.
-COMMANDS = ("classify", "embed", "train", "evaluate", "stats", "convert", "export")
+COMMANDS = ("classify", "embed", "serve", "train", "evaluate", "stats", "convert", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,13 +15,15 @@ MAX_COLUMNS = 2000  # spectrogram columns drawn; longer files are averaged down 
 CHUNK_SECONDS = 60.0
 
 
-def display_spectrogram(path: str, rate: int = 16000) -> tuple[np.ndarray, float]:
-    """Log-mel fbank of a file, read a minute at a time and averaged down to at most MAX_COLUMNS frames."""
+def display_spectrogram(source: str | bytes, rate: int = 16000, max_columns: int = MAX_COLUMNS
+                        ) -> tuple[np.ndarray, float]:
+    """Log-mel fbank (columns, mel bins) of a file (a path or its bytes), read a minute at a time and averaged
+    down to at most `max_columns` frames; and the duration in seconds."""
     options = FbankOptions(sample_frequency=float(rate))
-    with AudioFile(path) as audio:
+    with AudioFile(source) as audio:
         duration = audio.duration
         total_frames = max(1, int(duration * 100))
-        step = max(1, int(np.ceil(total_frames / MAX_COLUMNS)))
+        step = max(1, int(np.ceil(total_frames / max_columns)))
         columns = []
         start = 0.0
         while start < duration:

@@ -27,7 +27,9 @@ def input_name(item: AudioInput, index: int) -> str:
 class AudioSource:
     """One input, readable a window at a time as mono float32 at the model's sampling rate."""
 
-    def __init__(self, item: AudioInput, index: int, timing: Timing, sampling_rate: int | None = None) -> None:
+    def __init__(self, item: AudioInput, index: int, timing: Timing, sampling_rate: int | None = None,
+                 name: str | None = None) -> None:
+        """`name`: what messages call the input (default: its path, or its position and kind)."""
         self.timing = timing
         self.warning: str | None = None
         self._file: AudioFile | None = None
@@ -38,10 +40,12 @@ class AudioSource:
             self.name = os.fspath(item)
             self._file = AudioFile(item)
         elif isinstance(item, (bytes, bytearray)):
-            self.name = f"<input {index}: {len(item)} bytes>"
+            self.name = name or f"<input {index}: {len(item)} bytes>"
             if len(item) == 0:
                 raise AudioError(f"{self.name}: empty audio data")
-            self._file = AudioFile(io.BytesIO(bytes(item)))
+            buffer = io.BytesIO(bytes(item))
+            buffer.name = self.name  # what the decoder's messages call it
+            self._file = AudioFile(buffer)
         elif isinstance(item, (np.ndarray, torch.Tensor)):
             self.name = f"<input {index}: array>"
             self._samples = self._array_samples(item, sampling_rate)

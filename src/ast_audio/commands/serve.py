@@ -1,0 +1,92 @@
+"""`ast-audio serve`: the HTTP API and web page (FastAPI + uvicorn), with dynamic batching."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import signal
+import sys
+
+HELP = "serve the model over HTTP: a JSON API with dynamic batching, and a web page"
+DESCRIPTION = (
+    "Serve a checkpoint over HTTP (needs pip install 'ast-audio[serve]'). POST /v1/classify and /v1/embed take an "
+    "upload (multipart field 'file', or the raw body with an audio content type); GET /v1/model, /healthz, /readyz, "
+    "/metrics (Prometheus), /docs (OpenAPI); / is a web page. Windows of concurrent requests share model calls. "
+    "Binds 127.0.0.1 by default; SIGTERM finishes the requests in flight, then exits."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", default="MIT/ast-finetuned-audioset-10-10-0.4593",
+                        help="checkpoint directory or Hugging Face Hub id (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
+    parser.add_argument("--int8", action="store_true", help="int8 model (as classify --int8)")
+    parser.add_argument("--threads", type=int, help="intra-op threads of the model and of decoding (default: every core)")
+    parser.add_argument("--max-batch", type=int, default=8, help="windows per model call (default 8)")
+    parser.add_argument("--max-wait-ms", type=float, default=10.0,
+                        help="how long a model call waits for more windows after the first (default 10)")
+    parser.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload (default 50 MB)")
+    parser.add_argument("--max-duration-s", type=float, default=600.0, help="longest audio (default 600 s)")
+    parser.add_argument("--max-queue", type=int, default=256,
+                        help="windows that may wait for the model; beyond, requests get 503 (default 256)")
+    parser.add_argument("--decode-workers", type=int, default=2, help="threads decoding uploads (default 2)")
+    parser.add_argument("--api-key-file", help="file holding the API key every /v1 request must send as a Bearer token")
+    parser.add_argument("--offline", action="store_true", help="never contact the Hub; use its local cache only")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from ast_audio.service.app import ServiceSettings, create_app
+    except ImportError as exc:
+        from ast_audio.errors import ConfigError
+
+        raise ConfigError(f"serve needs its extra ({exc.name} is missing): pip install 'ast-audio[serve]'") from None
+    from ast_audio.inference.classifier import AudioClassifier
+
+    settings = ServiceSettings(
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_upload_mb=args.max_upload_mb,
+        max_duration_s=args.max_duration_s, max_queue=args.max_queue, decode_workers=args.decode_workers,
+        api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
+    )
+    if settings.api_key is None and not is_loopback(args.host):
+        print(f"ast-audio serve: warning: binding {args.host} without --api-key-file: anyone who can reach this "
+              "address can use the model", file=sys.stderr)
+    classifier = AudioClassifier.from_pretrained(
+        args.model, device=args.device, dtype=args.dtype, batch_size=args.max_batch, backend=args.backend,
+        quantize="int8" if args.int8 else None, threads=args.threads, local_files_only=args.offline,
+    )
+    app = create_app(classifier, settings)
+    # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again under the handler that
+    # was there before it: this one, so that a graceful stop exits 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    print(f"ast-audio serve: http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=None)
+    return 0
+
+
+def read_api_key(path: str) -> str:
+    from ast_audio.errors import ConfigError
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            key = handle.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the API key file ({exc.strerror})") from None
+    if not key:
+        raise ConfigError(f"{path}: the API key file is empty")
+    return key
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,271 @@
+"""The HTTP service: a FastAPI app over the inference core, with dynamic batching, limits, auth and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from ast_audio.errors import ASTAudioError, AudioError, ConfigError
+from ast_audio.inference.classifier import AudioClassifier
+from ast_audio.inference.results import ClipResult
+from ast_audio.inference.sources import AudioSource
+from ast_audio.inference.windows import plan_windows
+from ast_audio.service.batcher import DynamicBatcher, QueueFullError
+from ast_audio.service.metrics import ServiceMetrics
+from ast_audio.service.uploads import UploadLimitMiddleware, read_upload
+
+logger = logging.getLogger(__name__)
+
+PAGE = os.path.join(os.path.dirname(__file__), "static", "index.html")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSettings:
+    """Limits and batching of a running service."""
+
+    max_batch: int = 8
+    max_wait_ms: float = 10.0
+    max_upload_mb: float = 50.0
+    max_duration_s: float = 600.0
+    max_queue: int = 256  # windows
+    decode_workers: int = 2
+    api_key: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_queue", "decode_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_wait_ms", "max_upload_mb", "max_duration_s"):
+            if getattr(self, name) < 0 or (name != "max_wait_ms" and getattr(self, name) == 0):
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+class Service:
+    """The loaded model, the batcher, the decoding pool and the metrics of one app."""
+
+    def __init__(self, classifier: AudioClassifier, settings: ServiceSettings) -> None:
+        self.classifier, self.settings = classifier, settings
+        self.runner = classifier.runner
+        self.metrics = ServiceMetrics()
+        self.batcher = DynamicBatcher(self.runner.infer, max_batch=settings.max_batch,
+                                      max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
+                                      on_batch=self.metrics.batch_sizes.observe)
+        self.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="ast-audio-decode",
+                                       initializer=self.runner.threads.enter_feature_stage)
+        self.ready = False
+
+    def start(self) -> None:
+        self.batcher.start()
+        self.ready = True
+
+    def stop(self) -> None:
+        self.ready = False
+        self.batcher.stop()
+        self.pool.shutdown(wait=True)
+
+    def prepare(self, data: bytes, name: str, window: float, hop: float) -> tuple[AudioSource, list, torch.Tensor]:
+        """Decode an upload and featurise its windows (runs in the decoding pool)."""
+        self.runner.timing.check_window(window, hop)
+        source = AudioSource(data, 0, self.runner.timing, name=name)
+        try:
+            if source.duration > self.settings.max_duration_s:
+                raise _Rejected(422, f"{name}: {source.duration:.1f} s of audio is longer than this server's limit "
+                                     f"of {self.settings.max_duration_s:g} s")
+            windows = plan_windows(source.duration, window, hop)
+            features = self.runner.features([source.read(start, end) for start, end in windows])
+        finally:
+            source.close()
+        return source, windows, features
+
+    async def score(self, request: Request, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and embeddings of a request's windows through the batcher; drops them if the client leaves."""
+        ticket = self.batcher.submit(features)
+        self.metrics.queue_depth.set(self.batcher.queued)
+        watcher = asyncio.ensure_future(_disconnected(request))
+        try:
+            done, _ = await asyncio.wait({ticket.future, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if ticket.future not in done:
+                self.batcher.cancel(ticket)
+                self.metrics.dropped.inc(len(features) - ticket.done)
+                raise _Rejected(499, "client disconnected")
+            ticket.future.result()
+        finally:
+            watcher.cancel()
+            self.metrics.queue_depth.set(self.batcher.queued)
+        return np.stack(ticket.scores), np.stack(ticket.embeddings)
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+async def _disconnected(request: Request) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.05)
+
+
+def create_app(classifier: AudioClassifier, settings: ServiceSettings | None = None) -> FastAPI:
+    """The FastAPI app serving `classifier` (model loaded; the batcher starts with the app)."""
+    service = Service(classifier, settings or ServiceSettings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start()
+        yield
+        service.stop()
+
+    app = FastAPI(title="ast-audio", version=_version(), lifespan=lifespan,
+                  description="Audio Spectrogram Transformer: tags, timelines and embeddings of audio uploads.")
+    app.state.service = service
+    app.add_middleware(UploadLimitMiddleware, max_bytes=int(service.settings.max_upload_mb * 2**20),
+                       paths=("/v1/classify", "/v1/embed"))
+    _add_errors(app, service)
+    _add_routes(app, service)
+    return app
+
+
+def _version() -> str:
+    from ast_audio import __version__
+
+    return __version__
+
+
+def _authorise(service: Service):
+    async def check(request: Request) -> None:
+        key = service.settings.api_key
+        if key is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+            raise _Rejected(401, "missing or wrong API key: send Authorization: Bearer <key>",
+                            {"WWW-Authenticate": "Bearer"})
+    return check
+
+
+def _add_errors(app: FastAPI, service: Service) -> None:
+    @app.exception_handler(_Rejected)
+    async def rejected(request: Request, exc: _Rejected) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or e['loc'][0]}: {e['msg']} (got {e.get('input')!r})"
+                             for e in exc.errors())
+        return JSONResponse({"error": problems, "detail": jsonable_encoder(exc.errors())}, status_code=422)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.url.path if request.url.path.startswith("/v1/") else "other"
+        service.metrics.requests.labels(route=route, status=str(response.status_code)).inc()
+        service.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+        return response
+
+
+def _add_routes(app: FastAPI, service: Service) -> None:
+    authorised = [Depends(_authorise(service))]
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(PAGE, media_type="text/html")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ready = service.ready
+        return JSONResponse({"status": "ready" if ready else "loading"}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    @app.get("/v1/model", dependencies=authorised)
+    async def model() -> dict[str, Any]:
+        timing, classifier = service.runner.timing, service.classifier
+        return {"labels": classifier.labels, "input_frames": timing.input_frames,
+                "input_seconds": timing.input_seconds, "sampling_rate": timing.sampling_rate,
+                "backend": classifier.backend, "score_function": classifier.score_function,
+                "window": classifier.window, "hop": classifier.hop,
+                "limits": dataclasses.asdict(dataclasses.replace(service.settings, api_key=None))}
+
+    @app.post("/v1/classify", dependencies=authorised)
+    async def classify(
+        request: Request, top_k: int = Query(5, ge=1), window: float | None = Query(None, gt=0),
+        hop: float | None = Query(None, gt=0), pooling: Literal["mean", "max"] = "mean", timeline: bool = True,
+        spectrogram: bool = False,
+    ) -> dict[str, Any]:
+        result, data = await _run(request, service, window, hop, pooling)
+        out = result.to_dict(top_k, timeline)
+        if spectrogram:
+            out["spectrogram"] = await asyncio.get_running_loop().run_in_executor(service.pool, _spectrogram, data)
+        return out
+
+    @app.post("/v1/embed", dependencies=authorised)
+    async def embed(request: Request, window: float | None = Query(None, gt=0), hop: float | None = Query(None, gt=0),
+                    per_window: bool = False) -> dict[str, Any]:
+        result, _ = await _run(request, service, window, hop, "mean")
+        out: dict[str, Any] = {"path": result.source, "duration": round(result.duration, 3),
+                               "embedding": result.embedding.tolist(),
+                               "windows": [[round(s, 3), round(e, 3)] for s, e in result.windows]}
+        if result.warning:
+            out["warning"] = result.warning
+        if per_window:
+            out["window_embeddings"] = result.window_embeddings.tolist()
+        return out
+
+
+def _spectrogram(data: bytes) -> dict[str, Any]:
+    """A small log-mel picture for the page: up to 600 columns of 128 bins, scaled to 0-255."""
+    from ast_audio.inference.plot import display_spectrogram
+
+    values, duration = display_spectrogram(data, max_columns=600)
+    low, high = float(np.percentile(values, 1)), float(values.max())
+    scaled = np.clip((values - low) / max(high - low, 1e-6) * 255, 0, 255).astype(np.uint8)
+    return {"duration": round(duration, 3), "columns": scaled.shape[0], "bins": scaled.shape[1],
+            "values": scaled.tolist()}
+
+
+async def _run(request: Request, service: Service, window: float | None, hop: float | None,
+               pooling: str) -> tuple[ClipResult, bytes]:
+    """Read, decode and score one upload: a ClipResult, or a 4xx/503 `_Rejected` that names the problem."""
+    data, name = await read_upload(request)
+    window = service.classifier.window if window is None else window
+    hop = (service.classifier.hop if window == service.classifier.window else window / 2) if hop is None else hop
+    loop = asyncio.get_running_loop()
+    try:
+        source, windows, features = await loop.run_in_executor(service.pool, service.prepare, data, name, window, hop)
+    except ConfigError as exc:
+        raise _Rejected(422, str(exc)) from None
+    except AudioError as exc:
+        status = 415 if "not an audio file" in str(exc) or "without its index" in str(exc) else 422
+        raise _Rejected(status, str(exc)) from None
+    try:
+        scores, embeddings = await service.score(request, features)
+    except QueueFullError as exc:
+        raise _Rejected(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"}) from None
+    except ASTAudioError as exc:
+        raise _Rejected(500, str(exc)) from None
+    result = ClipResult(source=name, duration=source.duration, windows=windows, window_scores=scores,
+                        window_embeddings=embeddings, labels=service.classifier.labels, pooling=pooling,
+                        warning=source.warning)
+    return result, data

@@ -1,0 +1,337 @@
+"""The HTTP service against real servers on 127.0.0.1 (started once per test run, stopped by pid), and its page
+in a real headless Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from ast_audio import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AudioClassifier
+from ast_audio.cli import main
+from conftest import SMALL, randomize_
+from encoders import encode
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+ARTIFACTS = os.environ.get("AST_AUDIO_TEST_ARTIFACTS", os.path.join(os.path.dirname(__file__), "..", "test-artifacts"))
+
+
+class Server:
+    """`ast-audio serve` in a subprocess on a free loopback port."""
+
+    def __init__(self, checkpoint: str, *flags: str) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ast_audio", "serve", "--model", checkpoint, "--port", str(self.port), *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.process.communicate()[1]}")
+            try:
+                if self.request("GET", "/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("server did not become ready in 90 s")
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+                timeout: float = 60) -> tuple[int, dict, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def post(self, path: str, data: bytes, content_type: str = "audio/mpeg", **headers) -> tuple[int, dict]:
+        status, _, body = self.request("POST", path, data, {"Content-Type": content_type, **headers})
+        return status, json.loads(body)
+
+    def metric(self, name: str, labels: str = "") -> float:
+        text = self.request("GET", "/metrics")[2].decode()
+        prefix = f"{name}{{{labels}}}" if labels else name
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix + " "))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def served_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("served")
+    config = ASTConfig(**SMALL, max_length=128, id2label={i: f"sound {i}" for i in range(6)})
+    randomize_(ASTForAudioClassification(config), seed=3).save_pretrained(path)
+    ASTFeatureExtractor(max_length=128).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def server(served_checkpoint):
+    running = Server(served_checkpoint, "--max-upload-mb", "2", "--max-duration-s", "40", "--max-wait-ms", "100",
+                     "--max-batch", "16", "--threads", "1")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def keyed_server(served_checkpoint, tmp_path_factory):
+    key_file = tmp_path_factory.mktemp("key") / "key.txt"
+    key_file.write_text("s3cret-key\n")
+    running = Server(served_checkpoint, "--api-key-file", str(key_file), "--threads", "1")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(0)
+    paths = {"song.mp3": encode(folder / "song.mp3", seconds=4.0, bitrate=128000)}
+    sf.write(folder / "long.wav", (0.1 * rng.standard_normal(16000 * 9)).astype(np.float32), 16000)
+    sf.write(folder / "short.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+    paths.update(long_wav=str(folder / "long.wav"), short_wav=str(folder / "short.wav"))
+    return paths
+
+
+def read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def assert_same_result(served: dict, local: dict) -> None:
+    assert served["duration"] == local["duration"] and served["pooling"] == local["pooling"]
+    for a, b in [(served["labels"], local["labels"])] + list(zip(
+            [w["labels"] for w in served["windows"]], [w["labels"] for w in local["windows"]])):
+        assert [x["label"] for x in a] == [x["label"] for x in b]
+        np.testing.assert_allclose([x["score"] for x in a], [x["score"] for x in b], atol=1e-5)
+    assert [(w["start"], w["end"]) for w in served["windows"]] == [(w["start"], w["end"]) for w in local["windows"]]
+
+
+def test_classify_equals_the_command_line(server, served_checkpoint, clips, capsys):
+    for name in ("song.mp3", "long_wav"):
+        main(["classify", clips[name], "--model", served_checkpoint, "-f", "json", "-q"])
+        local = json.loads(capsys.readouterr().out)[0]
+        status, served = server.post(f"/v1/classify?filename={os.path.basename(clips[name])}", read(clips[name]))
+        assert status == 200, served
+        assert served["path"] == os.path.basename(clips[name])
+        assert_same_result(served, local)
+    body, content_type = multipart("file", "long.wav", read(clips["long_wav"]))
+    status, served = server.post("/v1/classify?top_k=2&hop=0.5&pooling=max", body, content_type)
+    main(["classify", clips["long_wav"], "--model", served_checkpoint, "-f", "json", "-q", "-k", "2", "--hop", "0.5",
+          "--pooling", "max"])
+    assert status == 200 and served["path"] == "long.wav"
+    assert_same_result(served, json.loads(capsys.readouterr().out)[0])
+
+
+def test_embed_and_model_endpoints(server, served_checkpoint, clips):
+    status, served = server.post("/v1/embed?per_window=true", read(clips["long_wav"]))
+    assert status == 200, served
+    local = AudioClassifier.from_pretrained(served_checkpoint).classify(clips["long_wav"])
+    np.testing.assert_allclose(served["embedding"], local.embedding, atol=1e-5)
+    np.testing.assert_allclose(served["window_embeddings"], local.window_embeddings, atol=1e-5)
+    status, _, body = server.request("GET", "/v1/model")
+    model = json.loads(body)
+    assert status == 200 and model["labels"] == [f"sound {i}" for i in range(6)]
+    assert model["input_frames"] == 128 and model["sampling_rate"] == 16000 and model["backend"] == "torch"
+    assert server.request("GET", "/docs")[0] == 200 and server.request("GET", "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize("body,content_type,query,status,message", [
+    (b"plain words, no audio", "audio/mpeg", "", 415, "not an audio file"),
+    (b"{}", "application/json", "", 415, "is not audio"),
+    (b"", "audio/wav", "", 400, "empty upload"),
+    (None, "audio/wav", "?pooling=median", 422, "pooling"),
+    (None, "audio/wav", "?top_k=many", 422, "top_k"),
+    (None, "audio/wav", "?window=50", 422, "window 50 s is outside"),
+])
+def test_bad_input_gets_4xx_and_the_server_stays_up(server, clips, body, content_type, query, status, message):
+    got, answer = server.post(f"/v1/classify{query}", read(clips["short_wav"]) if body is None else body, content_type)
+    assert got == status and message in answer["error"], answer
+    assert server.request("GET", "/healthz")[0] == 200
+
+
+def test_limits_on_size_and_duration(server, tmp_path):
+    too_long = tmp_path / "long.flac"
+    sf.write(too_long, np.zeros(16000 * 45, np.float32) + 0.01, 16000)  # 45 s > 40 s, small as FLAC
+    status, answer = server.post("/v1/classify", read(str(too_long)), "audio/flac")
+    assert status == 422 and "longer than this server's limit of 40 s" in answer["error"]
+    # Content-Length says it: refused before the body is read.
+    assert _send_until_refused(server, {"Content-Length": str(3 * 2**20)}, [b"\0" * 65536]) == 413
+    # No length: counted while it streams in, refused once past 2 MB (of the 4 MB the client would send).
+    chunks = [f"{65536:x}\r\n".encode() + b"\1" * 65536 + b"\r\n"] * 64 + [b"0\r\n\r\n"]
+    assert _send_until_refused(server, {"Transfer-Encoding": "chunked"}, chunks) == 413
+    assert server.request("GET", "/healthz")[0] == 200
+
+
+def _send_until_refused(server: Server, headers: dict[str, str], pieces: list[bytes]) -> int:
+    """POST an audio body piece by piece, stopping when the server closes the connection; its status."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.putrequest("POST", "/v1/classify")
+        connection.putheader("Content-Type", "audio/wav")
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        try:
+            for piece in pieces:
+                connection.send(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before the client finished sending
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_metrics_count_requests(server, clips):
+    before = server.metric("ast_audio_requests_total", 'route="/v1/classify",status="200"')
+    assert server.post("/v1/classify", read(clips["short_wav"]), "audio/wav")[0] == 200
+    assert server.metric("ast_audio_requests_total", 'route="/v1/classify",status="200"') == before + 1
+    text = server.request("GET", "/metrics")[2].decode()
+    assert "ast_audio_request_seconds_bucket" in text and "ast_audio_queue_windows" in text
+
+
+def test_concurrent_requests_share_model_calls(server, clips):
+    """Single-window clips from 8 clients at once: the model sees batches of several requests' windows, and
+    each answer equals that clip's answer alone."""
+    data = read(clips["short_wav"])
+    alone = server.post("/v1/classify", data, "audio/wav")[1]
+    batches_before = server.metric("ast_audio_batch_size_count")
+    singles_before = server.metric("ast_audio_batch_size_bucket", 'le="1.0"')
+    answers: list = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def client(index: int) -> None:
+        barrier.wait()
+        answers[index] = server.post("/v1/classify", data, "audio/wav")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(status == 200 for status, _ in answers)
+    for _, answer in answers:
+        assert_same_result(answer, alone)
+    batches = server.metric("ast_audio_batch_size_count") - batches_before
+    singles = server.metric("ast_audio_batch_size_bucket", 'le="1.0"') - singles_before
+    assert batches < 8 and singles < batches, (batches, singles)
+
+
+def test_batcher_drops_the_windows_of_a_client_that_left():
+    from ast_audio.service.batcher import DynamicBatcher
+
+    seen: list[int] = []
+
+    def infer(features: torch.Tensor):
+        seen.append(len(features))
+        time.sleep(0.05)
+        return np.zeros((len(features), 3), np.float32), np.zeros((len(features), 4), np.float32)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(infer, max_batch=2, max_wait_ms=0)
+        batcher.start()
+        try:
+            leaving = batcher.submit(torch.zeros(10, 4, 4))
+            await asyncio.sleep(0.07)  # one or two batches of its windows run
+            batcher.cancel(leaving)
+            staying = batcher.submit(torch.zeros(3, 4, 4))
+            result = await asyncio.wait_for(staying.future, 5)
+            assert len(result.scores) == 3 and not leaving.future.done()
+        finally:
+            batcher.stop()
+
+    asyncio.run(scenario())
+    assert sum(seen) < 10 + 3  # the leaving request's later windows were never scored
+
+
+def test_api_key_guards_every_v1_route(keyed_server, clips):
+    data = read(clips["short_wav"])
+    status, answer = keyed_server.post("/v1/classify", data, "audio/wav")
+    assert status == 401 and "API key" in answer["error"]
+    assert keyed_server.post("/v1/classify", data, "audio/wav", Authorization="Bearer wrong")[0] == 401
+    assert keyed_server.request("GET", "/v1/model")[0] == 401
+    assert keyed_server.post("/v1/classify", data, "audio/wav", Authorization="Bearer s3cret-key")[0] == 200
+    assert keyed_server.request("GET", "/healthz")[0] == 200
+
+
+def test_page_in_a_real_browser(server, clips):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,1000"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    try:
+        browser.set_page_load_timeout(30)
+        browser.get(f"http://127.0.0.1:{server.port}/")
+        assert browser.title == "ast-audio"
+        browser.find_element(By.ID, "file").send_keys(os.path.abspath(clips["long_wav"]))
+        WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#labels .label"))
+        shown = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#labels .label")]
+        expected = server.post("/v1/classify", read(clips["long_wav"]), "audio/wav")[1]["labels"]
+        assert shown == [item["label"] for item in expected]
+        assert browser.find_element(By.ID, "timeline-card").is_displayed()
+        assert browser.find_element(By.ID, "spectrogram-card").is_displayed()
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page.png"))
+    finally:
+        browser.quit()
+
+
+def test_sigterm_finishes_the_request_in_flight(keyed_server, tmp_path):
+    """Last test of this module: it stops the keyed server."""
+    path = tmp_path / "long.flac"
+    sf.write(path, (0.1 * np.random.default_rng(1).standard_normal(16000 * 400)).astype(np.float32), 16000)
+    answer: list = []
+    worker = threading.Thread(target=lambda: answer.append(keyed_server.post(
+        "/v1/classify?timeline=false", read(str(path)), "audio/flac", Authorization="Bearer s3cret-key")))
+    worker.start()
+    time.sleep(0.5)  # the upload is in and being decoded or scored
+    keyed_server.process.send_signal(signal.SIGTERM)
+    worker.join(timeout=120)
+    assert keyed_server.process.wait(timeout=60) == 0
+    status, result = answer[0]
+    assert status == 200 and result["duration"] == pytest.approx(400.0)
