@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -55,51 +58,65 @@ class Geometry:
     time_stride: int
     max_length: int
 
+    def flags(self) -> str:
+        return f"--fstride {self.frequency_stride} --tstride {self.time_stride} --frames {self.max_length}"
 
-def _frames_preference(frames: int) -> tuple[int, int]:
-    """Rank frame counts a release model plausibly used: powers of two first (1024, 512, 128), then round ones."""
-    if frames & (frames - 1) == 0:
-        return (0, frames)
-    if frames % 100 == 0:
-        return (1, frames)
-    if frames % 10 == 0:
-        return (2, frames)
-    return (3, frames)
+
+# What a release model plausibly used: the strides of the released checkpoints (10, 12, 14, 16; the frequency
+# and time strides need not be equal) and input lengths that are powers of two (AudioSet 1024, ESC-50 512,
+# Speech Commands 128). Any other model converts with flags; a geometry is never guessed among several.
+PLAUSIBLE_STRIDES = (10, 12, 14, 16)
+PLAUSIBLE_FRAMES = tuple(2**k for k in range(4, 13))
+
+
+def geometry_candidates(
+    num_patches: int, patch_size: int = 16, num_mel_bins: int = 128, frequency_stride: int | None = None,
+    time_stride: int | None = None, max_length: int | None = None,
+) -> list[Geometry]:
+    """Every (frequency stride, time stride, frames) that gives `num_patches` patches among PLAUSIBLE_STRIDES
+    (equal or not; up to the patch size) and PLAUSIBLE_FRAMES, each narrowed to the value given when one is."""
+    strides = strides_tried(patch_size)
+    found = []
+    for f_stride in [frequency_stride] if frequency_stride else strides:
+        f_patches = (num_mel_bins - patch_size) // f_stride + 1
+        if num_patches % f_patches:
+            continue
+        for t_stride in [time_stride] if time_stride else strides:
+            for frames in [max_length] if max_length else PLAUSIBLE_FRAMES:
+                if frames >= patch_size and f_patches * ((frames - patch_size) // t_stride + 1) == num_patches:
+                    found.append(Geometry(f_stride, t_stride, frames))
+    return found
+
+
+def strides_tried(patch_size: int) -> list[int]:
+    return [s for s in PLAUSIBLE_STRIDES if s <= patch_size] or [patch_size]
 
 
 def infer_geometry(
     num_patches: int, patch_size: int = 16, num_mel_bins: int = 128, frequency_stride: int | None = None,
     time_stride: int | None = None, max_length: int | None = None,
 ) -> Geometry:
-    """Strides and frame count consistent with `num_patches` patch tokens; given values are kept and checked.
-
-    Several frame counts give the same number of time patches; the most plausible one (a power of two, else a
-    round number) is chosen. Without given strides, equal frequency and time strides are assumed, as in
-    every released model.
-    """
-    candidates: list[tuple[tuple, Geometry]] = []
-    strides = [frequency_stride] if frequency_stride else range(1, patch_size + 1)
-    for f_stride in strides:
-        t_stride = time_stride or f_stride
-        f_patches = (num_mel_bins - patch_size) // f_stride + 1
-        if num_patches % f_patches:
-            continue
-        t_patches = num_patches // f_patches
-        lowest = (t_patches - 1) * t_stride + patch_size
-        frames_range = [max_length] if max_length else range(lowest, lowest + t_stride)
-        for frames in frames_range:
-            if (frames - patch_size) // t_stride + 1 != t_patches:
-                continue
-            rank = (*_frames_preference(frames), abs(f_stride - 10))
-            candidates.append((rank, Geometry(f_stride, t_stride, frames)))
+    """The one geometry that fits `num_patches` patch tokens (given values always win); refuses, listing the
+    candidates and the flags that pick one, when none or several fit. Never a silent guess."""
+    candidates = geometry_candidates(num_patches, patch_size, num_mel_bins, frequency_stride, time_stride, max_length)
+    if len(candidates) == 1:
+        return candidates[0]
+    given = ", ".join(f"{k} {v}" for k, v in dict(frequency_stride=frequency_stride, time_stride=time_stride,
+                                                   frames=max_length).items() if v)
+    setting = f"{num_patches} patches of {patch_size}x{patch_size} over {num_mel_bins} mel bins" + (
+        f" with {given}" if given else "")
     if not candidates:
-        given = {k: v for k, v in dict(frequency_stride=frequency_stride, time_stride=time_stride,
-                                       max_length=max_length).items() if v}
         raise CheckpointError(
-            f"no patch geometry gives {num_patches} patches for {num_mel_bins} mel bins and {patch_size}x"
-            f"{patch_size} patches{' with ' + str(given) if given else ''}; pass the strides and frame count"
+            f"no geometry among strides {'/'.join(map(str, strides_tried(patch_size)))} and frames "
+            f"{'/'.join(map(str, PLAUSIBLE_FRAMES))} gives "
+            f"{setting}; pass the model's --fstride, --tstride and --frames"
         )
-    return min(candidates, key=lambda item: item[0])[1]
+    listed = "; ".join(f"strides {g.frequency_stride}/{g.time_stride}, {g.max_length} frames" for g in candidates[:8])
+    more = f" and {len(candidates) - 8} more" if len(candidates) > 8 else ""
+    raise CheckpointError(
+        f"{len(candidates)} geometries give {setting}: {listed}{more}; choose with flags, e.g. "
+        f"{candidates[0].flags()}"
+    )
 
 
 def _unwrap(state: dict) -> dict[str, torch.Tensor]:
@@ -134,12 +151,65 @@ def rename_original_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torc
     return converted
 
 
+@dataclass(frozen=True)
+class DatasetPreset:
+    """What a release recipe trained with: normalisation, loss (as a problem type) and input frames."""
+
+    mean: float
+    std: float
+    problem_type: str
+    frames: int
+
+
+# The release's recipes (AST_FACTS): AudioSet and Speech Commands trained with BCE (multi-label scores),
+# ESC-50 with cross-entropy.
+DATASET_PRESETS = {
+    "audioset": DatasetPreset(AUDIOSET_MEAN, AUDIOSET_STD, "multi_label_classification", 1024),
+    "esc50": DatasetPreset(-6.6268077, 5.358466, "single_label_classification", 512),
+    "speechcommands": DatasetPreset(-6.845978, 5.5654526, "multi_label_classification", 128),
+}
+# The release's LayerNorm epsilons: timm's ViT blocks and final norm 1e-6, the head PyTorch's default 1e-5.
+RELEASE_ENCODER_EPS, RELEASE_HEAD_EPS = 1e-6, 1e-5
+CONVERTED_EPS = 1e-12  # what the public converted checkpoints use everywhere
+
+
+def check_supported_layout(state: dict[str, torch.Tensor]) -> None:
+    """Refuse, naming what was found, the layouts AST's public architecture cannot hold."""
+    pretraining = sorted(k for k in state if k.split(".")[0] in ("cpredlayer", "gpredlayer", "mask_embed", "unfold"))
+    if pretraining:
+        raise CheckpointError(
+            f"an SSAST pretraining checkpoint (found {', '.join(pretraining[:3])}): its masked-patch heads are "
+            "not a classifier; fine-tune it (with SSAST's code) before converting"
+        )
+    kernel = state.get("v.patch_embed.proj.weight")
+    if kernel is not None and kernel.shape[-1] != kernel.shape[-2]:
+        raise CheckpointError(
+            f"patches of {kernel.shape[-2]}x{kernel.shape[-1]} (an SSAST frame-based model): only square patches "
+            "(AST's 16x16) are supported"
+        )
+    if "v.cls_token" in state and "v.dist_token" not in state:
+        raise CheckpointError(
+            "one CLS token and no distillation token (a 'nokd' or ViT-initialised model): AST pools the CLS and "
+            "distillation tokens, so this model's outputs cannot be reproduced"
+        )
+    if "v.cls_token" not in state and "v.dist_token" not in state and "v.pos_embed" in state:
+        raise CheckpointError(
+            "no CLS or distillation token (a mean-pooled SSAST model): AST's head reads the two tokens, so this "
+            "model's outputs cannot be reproduced"
+        )
+
+
 def config_from_original(
     state: dict[str, torch.Tensor], *, num_mel_bins: int = 128, frequency_stride: int | None = None,
     time_stride: int | None = None, max_length: int | None = None, num_attention_heads: int | None = None,
-    id2label: dict[int, str] | None = None, layer_norm_eps: float = 1e-12, problem_type: str | None = None,
+    id2label: dict[int, str] | None = None, match_release: bool = False, problem_type: str | None = None,
 ) -> ASTConfig:
-    """An `ASTConfig` for a release state dict (names without ``module.``), inferred from tensor shapes."""
+    """An `ASTConfig` for a release state dict (names without ``module.``), inferred from tensor shapes.
+
+    `match_release` keeps the release's LayerNorm epsilons (1e-6 in the encoder, 1e-5 in the head), so the
+    converted model gives the original code's logits; without it, 1e-12 everywhere, as the public converted
+    checkpoints (their logits differ from the release's by about 1e-4)."""
+    check_supported_layout(state)
     for required in ("v.pos_embed", "v.patch_embed.proj.weight", "mlp_head.1.weight", "v.blocks.0.attn.qkv.weight"):
         if required not in state:
             raise CheckpointError(f"not an AST research-release state dict: no tensor 'module.{required}'")
@@ -158,7 +228,8 @@ def config_from_original(
         # DeiT models use 64-dimensional heads (tiny 3, small 6, base 12); shapes do not record the head count.
         num_attention_heads=num_attention_heads or max(1, hidden_size // 64),
         intermediate_size=state["v.blocks.0.mlp.fc1.weight"].shape[0],
-        layer_norm_eps=layer_norm_eps,
+        layer_norm_eps=RELEASE_ENCODER_EPS if match_release else CONVERTED_EPS,
+        classifier_layer_norm_eps=RELEASE_HEAD_EPS if match_release else None,
         patch_size=patch_size,
         qkv_bias="v.blocks.0.attn.qkv.bias" in state,
         frequency_stride=geometry.frequency_stride,
@@ -178,42 +249,82 @@ def convert_original(
     output_dir: str | os.PathLike,
     *,
     labels_csv: str | os.PathLike | None = None,
+    dataset: str | None = None,
     frequency_stride: int | None = None,
     time_stride: int | None = None,
     max_length: int | None = None,
     num_mel_bins: int = 128,
     num_attention_heads: int | None = None,
-    layer_norm_eps: float = 1e-12,
+    match_release: bool = False,
     problem_type: str | None = None,
-    mean: float = AUDIOSET_MEAN,
-    std: float = AUDIOSET_STD,
+    mean: float | None = None,
+    std: float | None = None,
 ) -> ASTConfig:
     """Convert a release .pth into a checkpoint directory that `from_pretrained` loads.
 
     Writes config.json, model.safetensors and preprocessor_config.json into `output_dir` and returns the
-    config. Strides, frame count and label count are inferred from tensor shapes unless given; label names
-    come from `labels_csv` (the release's class_labels_indices.csv) when given.
+    config. Strides and frames are inferred from tensor shapes only when one geometry fits (else refused with
+    the candidates); `dataset` ("audioset", "esc50", "speechcommands") sets the recipe's mean/std, problem
+    type and frames; explicit arguments win. The directory is checked to load before it replaces `output_dir`.
     """
-    state = load_weights_file(checkpoint_path)
-    state = _unwrap(state)
+    preset = _preset(dataset)
+    state = _unwrap(load_weights_file(checkpoint_path))
     id2label = {c.index: c.display_name for c in read_class_labels(labels_csv)} if labels_csv else None
     try:
         config = config_from_original(
             state, num_mel_bins=num_mel_bins, frequency_stride=frequency_stride, time_stride=time_stride,
-            max_length=max_length, num_attention_heads=num_attention_heads, id2label=id2label,
-            layer_norm_eps=layer_norm_eps, problem_type=problem_type,
+            max_length=max_length or (preset.frames if preset else None), num_attention_heads=num_attention_heads,
+            id2label=id2label, match_release=match_release,
+            problem_type=problem_type or (preset.problem_type if preset else None),
         )
         converted = rename_original_state_dict(state)
     except CheckpointError as exc:
         raise CheckpointError(f"{checkpoint_path}: {exc}") from None
-    logger.info(
-        "%s: %d layers, hidden %d, strides %d/%d, %d frames, %d labels", checkpoint_path, config.num_hidden_layers,
-        config.hidden_size, config.frequency_stride, config.time_stride, config.max_length, config.num_labels,
-    )
-    os.makedirs(output_dir, exist_ok=True)
-    save_safetensors({k: v.float() for k, v in converted.items()}, os.path.join(output_dir, SAFE_WEIGHTS_NAME))
-    config.save_pretrained(output_dir)
-    write_preprocessor_config(
-        output_dir, default_preprocessor_config(config.num_mel_bins, config.max_length, mean=mean, std=std)
-    )
+    mean, std = _normalisation(checkpoint_path, preset, mean, std)
+    if id2label is None:
+        logger.warning("%s: labels are unnamed (LABEL_0 ... LABEL_%d); pass --labels-csv to name them",
+                       checkpoint_path, config.num_labels - 1)
+    _write_checked(output_dir, converted, config, mean, std)
     return config
+
+
+def _preset(dataset: str | None) -> DatasetPreset | None:
+    if dataset is None:
+        return None
+    if dataset not in DATASET_PRESETS:
+        raise CheckpointError(f"unknown dataset preset {dataset!r}; choose one of {', '.join(DATASET_PRESETS)}")
+    return DATASET_PRESETS[dataset]
+
+
+def _normalisation(path: Any, preset: DatasetPreset | None, mean: float | None, std: float | None) -> tuple[float, float]:
+    if mean is not None and std is not None:
+        return mean, std
+    if preset is not None:
+        return (preset.mean if mean is None else mean), (preset.std if std is None else std)
+    logger.warning("%s: no --dataset or --mean/--std given: assuming AudioSet's normalisation (mean %g, std %g)",
+                   path, AUDIOSET_MEAN, AUDIOSET_STD)
+    return (AUDIOSET_MEAN if mean is None else mean), (AUDIOSET_STD if std is None else std)
+
+
+def _write_checked(output_dir: str | os.PathLike, state: dict[str, torch.Tensor], config: ASTConfig, mean: float,
+                   std: float) -> None:
+    """Write the checkpoint beside `output_dir`, load it back, then move it into place (never a directory that
+    fails to load)."""
+    from ast_audio.model.modeling import ASTForAudioClassification
+
+    output_dir = os.fspath(output_dir)
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.", dir=parent)
+    try:
+        save_safetensors({k: v.float() for k, v in state.items()}, os.path.join(staging, SAFE_WEIGHTS_NAME))
+        config.save_pretrained(staging)
+        write_preprocessor_config(
+            staging, default_preprocessor_config(config.num_mel_bins, config.max_length, mean=mean, std=std)
+        )
+        ASTForAudioClassification.from_pretrained(staging)  # raises CheckpointError on any mismatch
+        os.makedirs(output_dir, exist_ok=True)
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -52,6 +52,7 @@ class ASTConfig:
         attention_probs_dropout_prob: float = 0.0,
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-12,
+        classifier_layer_norm_eps: float | None = None,
         patch_size: int = 16,
         qkv_bias: bool = True,
         frequency_stride: int = 10,
@@ -75,6 +76,9 @@ class ASTConfig:
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
+        # The head's LayerNorm epsilon when it differs from the encoder's: the research release used 1e-6 in the
+        # encoder (timm) and 1e-5 in the head (PyTorch's default). None: layer_norm_eps. The reference ignores it.
+        self.classifier_layer_norm_eps = classifier_layer_norm_eps
         self.patch_size = patch_size
         self.qkv_bias = qkv_bias
         self.frequency_stride = frequency_stride
@@ -154,8 +158,10 @@ class ASTConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
-        if not isinstance(self.layer_norm_eps, (int, float)) or self.layer_norm_eps <= 0:
-            raise ConfigError(f"layer_norm_eps must be a positive number, got {self.layer_norm_eps!r}")
+        for name in ("layer_norm_eps", "classifier_layer_norm_eps"):
+            value = getattr(self, name)
+            if (value is not None or name == "layer_norm_eps") and (not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
         if not isinstance(self.initializer_range, (int, float)) or self.initializer_range < 0:
             raise ConfigError(f"initializer_range must be a non-negative number, got {self.initializer_range!r}")
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
@@ -190,6 +196,8 @@ class ASTConfig:
         }
         if self.dtype is not None:
             out["dtype"] = str(self.dtype).replace("torch.", "")
+        if self.classifier_layer_norm_eps is not None:
+            out["classifier_layer_norm_eps"] = self.classifier_layer_norm_eps
         for key in ("architectures", "problem_type"):
             if out[key] is None:
                 del out[key]

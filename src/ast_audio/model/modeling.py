@@ -226,7 +226,8 @@ class ASTMLPHead(nn.Module):
 
     def __init__(self, config: ASTConfig) -> None:
         super().__init__()
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        eps = config.classifier_layer_norm_eps or config.layer_norm_eps
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=eps)
         self.dense = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
 
     def forward(self, pooled: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
