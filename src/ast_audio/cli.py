@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"ast_audio.commands.{name}")
         sub = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
         module.add_arguments(sub)
-        sub.set_defaults(run=module.run)
+        sub.set_defaults(run=module.run, keep_freed_memory=getattr(module, "KEEP_FREED_MEMORY", True))
     return parser
 
 
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
-    keep_freed_memory()  # batch after batch of same-sized buffers: reuse them instead of faulting pages in
+    if args.keep_freed_memory:
+        keep_freed_memory()  # batch after batch of same-sized buffers: reuse them instead of faulting pages in
     try:
         return args.run(args)
     except (ASTAudioError, FileNotFoundError) as exc:

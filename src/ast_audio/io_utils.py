@@ -40,15 +40,20 @@ def atomic_path(path: str | os.PathLike, *, partial: str | os.PathLike | None = 
         tmp_path = os.fspath(partial)
     try:
         yield tmp_path
-        with open(tmp_path, "rb") as written:
-            os.fsync(written.fileno())
-        os.chmod(tmp_path, 0o666 & ~current_umask())
-        os.replace(tmp_path, path)
+        publish(tmp_path, path)
     except BaseException:
         if partial is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_path)
         raise
+
+
+def publish(written: str, path: str | os.PathLike) -> None:
+    """Sync a finished temporary file, give it the umask's permissions and rename it over `path`."""
+    with open(written, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(written, 0o666 & ~current_umask())
+    os.replace(written, path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -7,6 +7,7 @@ import os
 import sys
 
 from ast_audio.commands._common import add_model_arguments, model_options, run_job
+from ast_audio.commands._ray import add_engine_arguments
 
 HELP = "label audio files of any length (clip summary and timeline)"
 DESCRIPTION = (
@@ -19,11 +20,12 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_engine_arguments(parser)
     parser.add_argument("--top-k", "-k", type=int, default=5, help="labels per clip and per window (default 5)")
     parser.add_argument("--pooling", choices=["mean", "max"], default="mean",
                         help="how window scores make the clip summary (default mean)")
-    parser.add_argument("--format", "-f", choices=["table", "json", "jsonl", "csv"], default="table",
-                        help="output format (default table)")
+    parser.add_argument("--format", "-f", choices=["table", "json", "jsonl", "csv", "parquet"], default=None,
+                        help="output format (default table; with --engine ray, parquet)")
     parser.add_argument("--output", "-o", help="write results to FILE (streamed to FILE.partial, renamed when done; "
                         "locked against a second run; see --resume)")
     parser.add_argument("--no-timeline", dest="timeline", action="store_false", help="only the clip summaries")
@@ -41,13 +43,24 @@ def plot_path(base: str, index: int, total: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ast_audio.errors import ConfigError
+
+    if args.engine == "ray":
+        from ast_audio.commands._ray import run_on_ray
+
+        args.format = args.format or "parquet"
+        if args.plot:
+            raise ConfigError("--plot is for the local engine")
+        return run_on_ray(args, "classify", args.output, embeddings=False)
+    args.format = args.format or "table"
+    if args.format == "parquet" and args.output in (None, "-"):
+        raise ConfigError("--format parquet needs --output FILE")
     from ast_audio.inference.output import ResumableOutput, StreamOutput
     from ast_audio.inference.writers import renderer
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     if args.resume and (args.output is None or args.format == "table"):
-        raise ConfigError("--resume needs --output FILE and a --format of jsonl, json or csv")
+        raise ConfigError("--resume needs --output FILE and a --format of jsonl, json, csv or parquet")
     render = renderer(args.format, args.top_k, args.timeline)
     options = {**model_options(args), "format": args.format, "top_k": args.top_k, "pooling": args.pooling,
                "timeline": args.timeline}

@@ -10,6 +10,7 @@ import re
 import sys
 
 from ast_audio.commands._common import add_model_arguments, model_options, run_job
+from ast_audio.commands._ray import add_engine_arguments
 
 HELP = "save pooled embeddings (per clip and per window) of audio files as .npy"
 DESCRIPTION = (
@@ -23,6 +24,7 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_engine_arguments(parser)
     parser.add_argument("--output-dir", "-o", default="embeddings", help="folder for the .npy files (default ./embeddings)")
     parser.add_argument("--per-window", action="store_true", help="also save each window's embedding")
 
@@ -49,6 +51,11 @@ def npy_stem(source: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from ast_audio.inference.output import ResumableOutput
     from ast_audio.inference.writers import JsonlRenderer
+
+    if args.engine == "ray":
+        from ast_audio.commands._ray import run_on_ray
+
+        return run_on_ray(args, "embed", args.output_dir, embeddings=True)
 
     options = {**model_options(args), "per_window": args.per_window}
     output = ResumableOutput(os.path.join(args.output_dir, "index.jsonl"), JsonlRenderer(0, False), options,

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from ast_audio.errors import ASTAudioError, ConfigError
 from ast_audio.inference.writers import Renderer
-from ast_audio.io_utils import atomic_path, atomic_write_text
+from ast_audio.io_utils import atomic_write_text
 
 STATE_VERSION = 1
 
@@ -107,7 +107,6 @@ class ResumableOutput:
             [header + "\n"] + [json.dumps(entry, ensure_ascii=False) + "\n" for entry in self.kept.values()]
         ))
         self._state = self._stack.enter_context(open(self.state_path, "a", encoding="utf-8"))
-        self._finish = self._stack.enter_context(atomic_path(self.path, partial=self.partial))
         self._stream = self._stack.enter_context(open(self.partial, "w", encoding="utf-8", newline=""))
         self._stream.write(self.renderer.header())
         for entry in self.kept.values():
@@ -165,10 +164,14 @@ class ResumableOutput:
         self._written += 1
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self._stream.write(self.renderer.footer())
         # On error the partial file stays, holding every finished input; the state file says which.
-        self._stack.__exit__(exc_type, exc, tb)
+        try:
+            if exc_type is None:
+                self._stream.write(self.renderer.footer())
+                self._stream.close()
+                self.renderer.finish(self.partial, self.path)
+        finally:
+            self._stack.__exit__(exc_type, exc, tb)
 
 
 def _differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 
 from ast_audio.inference.results import ClipResult
+from ast_audio.io_utils import publish
 
-FORMATS = ("table", "json", "jsonl", "csv")
+FORMATS = ("table", "json", "jsonl", "csv", "parquet")
 CSV_COLUMNS = ("path", "level", "start", "end", "rank", "label", "score", "error", "warning")
 
 
@@ -32,6 +34,10 @@ class Renderer:
 
     def footer(self) -> str:
         return ""
+
+    def finish(self, partial: str, path: str) -> None:
+        """Turn the finished partial file into the output at `path` (by default: rename it there)."""
+        publish(partial, path)
 
 
 class JsonlRenderer(Renderer):
@@ -106,8 +112,32 @@ class TableRenderer(Renderer):
         return "\n".join(lines) + "\n\n"
 
 
+class ParquetRenderer(Renderer):
+    """One row per input with the schema of `ast_audio.inference.tabular` (the Ray engine's too). The partial
+    file holds the rows as JSON lines; the Parquet file is written from them at the end."""
+
+    def __init__(self, top_k: int, timeline: bool, embeddings: bool = False) -> None:
+        super().__init__(top_k, timeline)
+        self.embeddings = embeddings
+
+    def chunk(self, result: ClipResult) -> str:
+        from ast_audio.inference.tabular import clip_record
+
+        record = clip_record(result, self.top_k, self.timeline, self.embeddings)
+        return json.dumps(record, ensure_ascii=False) + "\n"
+
+    def finish(self, partial: str, path: str) -> None:
+        from ast_audio.inference.tabular import write_parquet
+
+        with open(partial, encoding="utf-8") as handle:
+            records = [json.loads(line) for line in handle if line.strip()]
+        write_parquet(records, path, self.embeddings)
+        os.unlink(partial)
+
+
 RENDERERS: dict[str, type[Renderer]] = {
     "table": TableRenderer, "json": JsonRenderer, "jsonl": JsonlRenderer, "csv": CsvRenderer,
+    "parquet": ParquetRenderer,
 }
 
 
