@@ -16,16 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 import warnings
 
 import sys
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+from checkpoints import random_checkpoint  # noqa: E402
 from table import print_table  # noqa: E402
 
 
@@ -40,14 +39,10 @@ def main() -> None:
 
     import soundfile as sf
 
-    from ast_audio import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AudioClassifier
+    from ast_audio import AudioClassifier
     from ast_audio.inference.sources import AudioSource
 
-    tmp = tempfile.mkdtemp()
-    torch.manual_seed(0)
-    size = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128) if args.small else {}
-    ASTForAudioClassification(ASTConfig(num_labels=527, **size)).save_pretrained(tmp)
-    ASTFeatureExtractor().save_pretrained(tmp)
+    tmp = random_checkpoint(args.small)
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
     from encoders import encode, reference_signal
 

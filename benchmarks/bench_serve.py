@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -26,6 +25,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
+from checkpoints import random_checkpoint  # noqa: E402
 from table import print_table  # noqa: E402
 
 
@@ -114,15 +114,10 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import soundfile as sf
-    import torch
 
-    from ast_audio import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AudioClassifier
+    from ast_audio import AudioClassifier
 
-    tmp = tempfile.mkdtemp()
-    torch.manual_seed(0)
-    size = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128) if args.small else {}
-    ASTForAudioClassification(ASTConfig(num_labels=527, **size)).save_pretrained(tmp)
-    ASTFeatureExtractor().save_pretrained(tmp)
+    tmp = random_checkpoint(args.small)
     rng = np.random.default_rng(0)
     paths = []
     for i in range(8):

@@ -3,7 +3,6 @@ processes on 127.0.0.1 (once per test run, stopped by their pids), jobs submitte
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from ast_audio.commands._common import add_model_arguments, model_options, run_job
 from ast_audio.commands._ray import add_engine_arguments

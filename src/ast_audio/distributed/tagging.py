@@ -177,8 +177,9 @@ def tag(inputs: Any, model: str | RayOptions, **options: Any):
 
     model_config = ASTConfig.from_pretrained(config.model, local_files_only=config.local_files_only)
     labels = [model_config.id2label[i] for i in range(model_config.num_labels)]
-    files = inputs if isinstance(inputs, ray.data.Dataset) else ray.data.from_items(
-        [{"path": os.fspath(p)} for p in inputs])
+    if not isinstance(inputs, ray.data.Dataset):
+        inputs = [os.fspath(p) for p in inputs]
+    files = inputs if isinstance(inputs, ray.data.Dataset) else ray.data.from_items([{"path": p} for p in inputs])
     # Decoding and features are light beside the model: a quarter CPU each, so they fit beside the actors.
     windows = files.flat_map(_window_rows, fn_kwargs={"spec": _WindowSpec.for_options(config)}, num_cpus=0.25)
     scored = windows.map_batches(
@@ -186,5 +187,7 @@ def tag(inputs: Any, model: str | RayOptions, **options: Any):
         compute=ray.data.ActorPoolStrategy(size=config.num_workers), num_cpus=config.cpus_per_worker,
         num_gpus=config.gpus_per_worker,
     )
-    return scored.groupby("path").map_groups(_assemble, fn_kwargs={"labels": labels, "options": config},
-                                             batch_format="numpy")
+    # A few shuffle partitions per replica: Ray's default (200) costs more than the assembly on small jobs.
+    partitions = max(1, min(len(inputs) if isinstance(inputs, list) else 64, 4 * config.num_workers))
+    return scored.groupby("path", num_partitions=partitions).map_groups(
+        _assemble, fn_kwargs={"labels": labels, "options": config}, batch_format="numpy")
