@@ -65,9 +65,16 @@ def weights(run_dir):
 def test_small_model_learns_the_classes(dataset, tmp_path):
     trainer = Trainer(config(dataset, tmp_path / "run", epochs=8))
     results = trainer.train()
-    history = [line.split(",") for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]]
-    losses = [float(row[2]) for row in history]
+    import csv
+
+    with open(tmp_path / "run" / "metrics.csv", encoding="utf-8") as handle:
+        history = list(csv.DictReader(handle))
+    assert list(history[0]) == ["epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                                "val_mAP", "val_mAUC", "val_d_prime", "seconds"]
+    losses = [float(row["train_loss"]) for row in history]
     assert losses[-1] < losses[0] * 0.7
+    assert float(history[-1]["train_accuracy"]) > float(history[0]["train_accuracy"])
+    assert float(history[-1]["val_loss"]) < float(history[0]["val_loss"])
     assert results["validation"]["accuracy"] >= 0.9
     for name in ("best", "final"):
         saved = tmp_path / "run" / name
@@ -282,8 +289,14 @@ def test_config_files_recipes_and_overrides(tmp_path):
     (tmp_path / "c.yaml").write_text("train: data\nmodel: {hidden_size: 64, num_hidden_layers: 2}\nlr: 0.1\n")
     merged = load_train_config(str(tmp_path / "c.yaml"), parse_overrides(["model.hidden_size=32", "lr=1e-3"]))
     assert merged.model == {"hidden_size": 32, "num_hidden_layers": 2} and merged.lr == 1e-3
-    with pytest.raises(ValueError, match="unknown training settings: learning_rate"):
+    with pytest.raises(ValueError, match="unknown setting 'learning_rate'"):
         load_train_config(None, {"train": "x", "learning_rate": 1})
+    with pytest.raises(ValueError, match=r"unknown setting 'lrr' \(did you mean 'lr'\?\)"):
+        load_train_config(None, {"train": "x", "lrr": 1})
+    with pytest.raises(ValueError, match=r"unknown setting 'model.hiden_size' \(did you mean 'model.hidden_size'\?\)"):
+        load_train_config(None, {"train": "x", "model": {"hiden_size": 192}})
+    with pytest.raises(ValueError, match="'model.max_length' is set by the run: use target_length"):
+        load_train_config(None, {"train": "x", "model": {"max_length": 100}})
     with pytest.raises(ValueError, match="no such config file or recipe"):
         load_train_config("nope", {})
 
@@ -353,9 +366,9 @@ def test_accumulation_all_reduces_once_per_optimizer_step(dataset, tmp_path):
         dist.destroy_process_group()
     steps = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"]
     reduces = sum(event.name == "c10d::allreduce_" for event in prof.events())
-    # 4 micro-batches a step; one gradient all-reduce per step (one bucket for this small model), plus one for
-    # the epoch's mean loss. Without no_sync it would be 4 per step.
-    assert steps >= 2 and reduces == steps + 1
+    # 4 micro-batches a step; one gradient all-reduce per step (one bucket for this small model), plus two for
+    # the epoch's mean loss and training accuracy. Without no_sync it would be 4 per step.
+    assert steps >= 2 and reduces == steps + 2
 
 
 def test_train_logs_a_line_per_epoch_without_a_terminal(dataset, tmp_path):
@@ -371,5 +384,65 @@ def test_train_logs_a_line_per_epoch_without_a_terminal(dataset, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     epochs = [line for line in done.stderr.splitlines() if "epoch " in line and "train loss" in line]
-    assert len(epochs) == 2 and "epoch 1/2: train loss" in epochs[0] and "validation accuracy" in epochs[0]
-    assert epochs[1].rstrip().endswith(" s")
+    assert len(epochs) == 2 and "epoch 1/2: train loss" in epochs[0]
+    assert "validation loss" in epochs[0] and ", accuracy " in epochs[0] and "; lr " in epochs[0]
+    assert epochs[1].rstrip().endswith("ETA 0 s")
+
+
+def test_resume_refuses_changed_settings_and_allows_more_epochs(dataset, tmp_path):
+    Trainer(config(dataset, tmp_path / "run", epochs=2)).train()
+    with pytest.raises(DataError, match=r"other settings \(lr: 0.003 -> 0.01\).*--no-resume"):
+        Trainer(config(dataset, tmp_path / "run", epochs=2, lr=0.01)).train()
+    results = Trainer(config(dataset, tmp_path / "run", epochs=3)).train()  # more epochs: goes on
+    assert json.loads((tmp_path / "run" / "final" / "trainer_state.json").read_text())["epoch"] == 3
+    assert results["best_epoch"] in (1, 2, 3)
+
+
+def test_final_is_the_last_epoch_and_best_says_which(dataset, tmp_path):
+    """With a learning rate that ruins the model late, best/ keeps the selected epoch and final/ the last."""
+    trainer = Trainer(config(dataset, tmp_path / "run", epochs=4))
+    trainer.train()
+    best = json.loads((tmp_path / "run" / "best" / "trainer_state.json").read_text())
+    final = json.loads((tmp_path / "run" / "final" / "trainer_state.json").read_text())
+    assert final["epoch"] == 4 and best["checkpoint"] == "best" and "accuracy" in best
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    saved = ASTForAudioClassification.from_pretrained(tmp_path / "run" / "final").state_dict()
+    assert all(torch.equal(saved[k], last[k]) for k in saved)  # final/ = the last epoch's weights
+    if best["epoch"] != 4:
+        best_weights = ASTForAudioClassification.from_pretrained(tmp_path / "run" / "best").state_dict()
+        assert any(not torch.equal(best_weights[k], saved[k]) for k in saved)
+
+
+def test_missing_init_explains_the_choices(dataset, tmp_path):
+    with pytest.raises(DataError, match=r"init timm:deit.pth: no such file; --init takes an AST checkpoint "
+                                        r"directory or Hub id .* timm:PATH .* or scratch"):
+        Trainer(config(dataset, tmp_path / "run", init="timm:deit.pth"))
+
+
+def test_sigint_saves_a_resumable_step(dataset, tmp_path):
+    """SIGINT mid-epoch stops at the step's end with last.pt saved; rerunning ends with the uninterrupted weights."""
+    import subprocess
+    import signal as signals
+    import sys
+    import time
+
+    Trainer(config(dataset, tmp_path / "whole", epochs=3, batch_size=2)).train()
+    arguments = [sys.executable, "-m", "ast_audio", "train", "--train", str(dataset), "-o", str(tmp_path / "cut"),
+                 "--epochs", "3", "--batch-size", "2", "--device", "cpu", "--set", "target_length=48", "--set",
+                 "freqm=0", "--set", "timem=0", "--set", "validation_fraction=0.25", "--set", "lr=0.003", "--set",
+                 "lr_schedule=constant", "--set", "save_every_steps=1", "--set",
+                 "model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}"]
+    process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "cut" / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signals.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "rerun the same command to go on" in err, err
+    step = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["step"]
+    finished = subprocess.run(arguments, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert step < torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["step"]
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "cut")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)

@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ASTAudioError, FileNotFoundError) as exc:
         print(f"ast-audio {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"ast-audio {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"ast-audio {args.command}: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
 
 

@@ -108,13 +108,48 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown training settings: {', '.join(unknown)}")
+            raise ConfigError("; ".join(_unknown_key(key, known) for key in unknown))
         data = dict(data)
+        if isinstance(data.get("model"), dict):
+            check_model_keys(data["model"])
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
         config = cls(**data)
         config.validate()
         return config
+
+
+# Model settings that belong to the run, under their top-level names (one name for the input length:
+# target_length, as --frames in convert and --max-length in stats).
+RUN_LEVEL_MODEL_KEYS = {"max_length": "target_length", "frequency_stride": "frequency_stride",
+                        "time_stride": "time_stride", "num_mel_bins": "num_mel_bins", "id2label": "the data's labels",
+                        "label2id": "the data's labels", "num_labels": "the data's labels",
+                        "problem_type": "loss (bce: multi-label, ce: single-label)"}
+
+
+def _unknown_key(key: str, known: set[str], prefix: str = "") -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+    return f"unknown setting '{prefix}{key}'{hint}"
+
+
+def check_model_keys(model: dict[str, Any]) -> None:
+    """`model:` holds encoder settings (ASTConfig fields); unknown keys, and keys the run owns, are errors."""
+    import inspect
+
+    from ast_audio.model.configuration import ASTConfig
+
+    fields = set(inspect.signature(ASTConfig.__init__).parameters) - {"self", "unknown"}
+    problems = []
+    for key in sorted(model):
+        if key in RUN_LEVEL_MODEL_KEYS:
+            problems.append(f"'model.{key}' is set by the run: use {RUN_LEVEL_MODEL_KEYS[key]}")
+        elif key not in fields:
+            problems.append(_unknown_key(key, fields - set(RUN_LEVEL_MODEL_KEYS), "model."))
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def _parse_value(text: str) -> Any:

@@ -73,6 +73,14 @@ class Distributed:
         order = np.argsort(np.concatenate([np.asarray(g[0], dtype=int) for g in gathered]))
         return tuple(np.concatenate([g[1][k] for g in gathered])[order] for k in range(len(arrays)))
 
+    def any(self, flag: bool) -> bool:
+        """Whether any process has `flag` set."""
+        if not self.active or self.world_size == 1:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(value)
+        return bool(value.item() > 0)
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()

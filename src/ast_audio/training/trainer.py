@@ -3,12 +3,15 @@ averaging) with resumable checkpoints, early stopping, and DistributedDataParall
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from ast_audio.checkpoints.adaptation import init_from_ast, init_from_timm
+from ast_audio.errors import ASTAudioError
 from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.inference.backends import resolve_device
 from ast_audio.io_utils import atomic_path, atomic_write_text
@@ -42,6 +46,9 @@ from ast_audio.training.optimization import Precision, build_optimizer, lr_at
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.pt"
+# Settings a resumed run may change: how long it runs and how it reports, not what it learns from.
+HARMLESS_ON_RESUME = {"epochs", "early_stopping_patience", "save_every_steps", "max_steps", "eval_batch_size",
+                      "num_workers", "device", "test", "output_dir"}
 ENCODER_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
                   "layer_norm_eps", "patch_size", "qkv_bias")
 
@@ -89,8 +96,31 @@ class Trainer:
             os.makedirs(self.output_dir, exist_ok=True)
 
     # ------------------------------------------------------------------------------------ model
+    def _check_init(self) -> None:
+        """Say what --init takes when it names nothing that exists; warn when a recipe assumes a pretrained start."""
+        init = self.config.init
+        choices = ("--init takes an AST checkpoint directory or Hub id (e.g. MIT/ast-finetuned-audioset-10-10-0.4593), "
+                   "timm:PATH to a timm DeiT/ViT weights file (deit_base_distilled_patch16_384), or scratch (see the "
+                   "scratch_small recipe)")
+        if init in ("scratch", ""):
+            if self.config.mixup > 0 or self.config.noise:
+                logger.warning("training from scratch with mixup %g%s: the release's recipes assume a pretrained "
+                               "start, and from scratch on small data they can keep the model at chance; the "
+                               "scratch_small recipe turns them off", self.config.mixup,
+                               " and noise" if self.config.noise else "")
+            return
+        if init.startswith("timm:"):
+            if not os.path.isfile(init[len("timm:"):]):
+                raise DataError(f"init {init}: no such file; {choices}")
+            return
+        try:
+            ASTConfig.from_pretrained(init)
+        except ASTAudioError as exc:
+            raise DataError(f"init {init}: {exc}; {choices}") from None
+
     def _build_model(self) -> ASTForAudioClassification:
         config = self.config
+        self._check_init()
         fields = dict(config.model)
         fields.update(
             max_length=config.target_length, frequency_stride=config.frequency_stride, time_stride=config.time_stride,
@@ -115,10 +145,13 @@ class Trainer:
         return model.to(self.device)
 
     # ------------------------------------------------------------------------------- checkpoints
-    def _save_model_dir(self, model: ASTForAudioClassification, name: str) -> str:
+    def _save_model_dir(self, model: ASTForAudioClassification, name: str, trainer_state: dict[str, Any]) -> str:
+        """A checkpoint directory classify and evaluate load, with trainer_state.json saying what it is."""
         directory = os.path.join(self.output_dir, name)
         model.save_pretrained(directory)
         self.extractor.save_pretrained(directory)
+        atomic_write_text(os.path.join(directory, "trainer_state.json"),
+                          json.dumps({"checkpoint": name, "metric": self.metric, **trainer_state}, indent=2) + "\n")
         return directory
 
     def _save_state(self, run: _Run) -> None:
@@ -149,29 +182,39 @@ class Trainer:
         return self.dist.gather_rows(mine, scores, targets)
 
     def evaluate(self, model: torch.nn.Module, clips: list[Clip]) -> dict[str, Any]:
+        """Metrics of `clips` (accuracy, mAP, mAUC, d-prime, per-class AP) and the loss the run trains with."""
         scores, targets = self.predict(model, clips)
-        return evaluate_predictions(scores, targets, self.data.labels.names)
+        metrics = evaluate_predictions(scores, targets, self.data.labels.names)
+        metrics["loss"] = loss_of_scores(scores, targets, self.loss_kind)
+        return metrics
 
     # ------------------------------------------------------------------------------------- training
     def train(self, resume: bool = True) -> dict[str, Any]:
         """Train to the end (or to max_steps); returns the final metrics. Resumes from last.pt when present."""
         run = self._start(resume)
         state, config = run.state, self.config
-        while state["epoch"] < config.epochs:
-            started = time.time()
-            losses = self._train_epoch(run)
-            if config.max_steps and state["step"] >= config.max_steps:
+        with _stop_requests() as stop:
+            while state["epoch"] < config.epochs:
+                started = time.time()
+                losses, correct = self._train_epoch(run, stop)
+                if stop.requested or (config.max_steps and state["step"] >= config.max_steps):
+                    self._save_state(run)
+                    if stop.requested:
+                        raise TrainingInterrupted(
+                            f"stopped at step {state['step']} (epoch {state['epoch'] + 1}, batch {state['batch']}); "
+                            f"{os.path.join(self.output_dir, LAST_CHECKPOINT)} holds it: rerun the same command to go on"
+                        )
+                    return {"stopped_at_step": state["step"]}
+                metrics = self.evaluate(run.wrapped, self.data.validation)
+                state["epoch"], state["batch"] = state["epoch"] + 1, 0
+                self._after_epoch(state, metrics, (self.dist.mean(losses), self.dist.mean(correct)), run.optimizer,
+                                  started)
                 self._save_state(run)
-                return {"stopped_at_step": state["step"]}
-            metrics = self.evaluate(run.wrapped, self.data.validation)
-            state["epoch"], state["batch"] = state["epoch"] + 1, 0
-            self._after_epoch(state, metrics, self.dist.mean(losses), run.optimizer, started)
-            self._save_state(run)
-            if config.early_stopping_patience and state["stale"] >= config.early_stopping_patience:
-                if self.dist.main:
-                    logger.warning("early stopping after epoch %d: no %s improvement in %d epochs",
-                                   state["epoch"], self.metric, state["stale"])
-                break
+                if config.early_stopping_patience and state["stale"] >= config.early_stopping_patience:
+                    if self.dist.main:
+                        logger.warning("early stopping after epoch %d: no %s improvement in %d epochs",
+                                       state["epoch"], self.metric, state["stale"])
+                    break
         return self._finish(state)
 
     def _start(self, resume: bool) -> _Run:
@@ -198,6 +241,7 @@ class Trainer:
         )
         saved = self._load_state() if resume else None
         if saved is not None:
+            self._check_resumable(saved.get("config", {}))
             self.model.load_state_dict(saved["model"])
             run.optimizer.load_state_dict(saved["optimizer"])
             run.precision.load_state_dict(saved.get("scaler"))
@@ -210,8 +254,25 @@ class Trainer:
             atomic_write_text(os.path.join(self.output_dir, "train_config.json"), json.dumps(config.to_dict(), indent=2))
         return run
 
-    def _train_epoch(self, run: _Run) -> list[float]:
-        """The rest of the current epoch (or up to max_steps); returns the micro-batch losses."""
+    def _check_resumable(self, before: dict[str, Any]) -> None:
+        """Refuse to resume a run whose model or data settings changed; log the harmless changes."""
+        now = self.config.to_dict()
+        changed = {key for key in set(before) | set(now) if before.get(key) != now.get(key)}
+        harmless = changed & HARMLESS_ON_RESUME
+        if harmless and self.dist.main:
+            logger.info("resuming with changed %s", ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+                                                             for k in sorted(harmless)))
+        blocking = sorted(changed - HARMLESS_ON_RESUME)
+        if blocking:
+            listed = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in blocking)
+            raise DataError(
+                f"{os.path.join(self.output_dir, LAST_CHECKPOINT)} was written by a run with other settings ({listed}); "
+                "resuming would mix them: pass --no-resume to start over, or another --output-dir"
+            )
+
+    def _train_epoch(self, run: _Run, stop: "_StopRequests") -> tuple[list[float], list[float]]:
+        """The rest of the current epoch (or up to max_steps, or a stop request at a step's end); returns the
+        micro-batch losses and each training sample's correctness (argmax of logits = argmax of target)."""
         from tqdm import tqdm
 
         config, state = self.config, run.state
@@ -219,6 +280,7 @@ class Trainer:
         loader = torch.utils.data.DataLoader(run.dataset, batch_sampler=run.sampler, collate_fn=collate,
                                              num_workers=config.num_workers)
         losses: list[float] = []
+        correct: list[float] = []
         run.wrapped.train()
         with tqdm(total=run.batches_per_epoch, initial=state["batch"], unit="batch", file=sys.stderr,
                   desc=f"epoch {state['epoch'] + 1}/{config.epochs}",
@@ -228,22 +290,28 @@ class Trainer:
                     break
                 last_of_step = (state["batch"] + 1) % config.grad_accumulation == 0
                 with self.dist.sync_gradients(run.wrapped, last_of_step):
-                    losses.append(self._backward(run, features, targets))
+                    loss, hits = self._backward(run, features, targets)
+                losses.append(loss)
+                correct.extend(hits)
                 state["batch"] += 1
                 bar.update(1)
                 if last_of_step:
                     self._optimizer_step(run)
-                    if config.max_steps and state["step"] >= config.max_steps:
+                    stop.requested = self.dist.any(stop.requested)  # every process stops at the same step
+                    if stop.requested or (config.max_steps and state["step"] >= config.max_steps):
                         break
-        return losses
+        return losses, correct
 
-    def _backward(self, run: _Run, features: torch.Tensor, targets: torch.Tensor) -> float:
-        """Forward and backward of one micro-batch (its loss scaled for accumulation); returns its loss."""
+    def _backward(self, run: _Run, features: torch.Tensor, targets: torch.Tensor) -> tuple[float, list[float]]:
+        """Forward and backward of one micro-batch (its loss scaled for accumulation); returns its loss and each
+        sample's correctness."""
         with run.precision.autocast():
             logits = run.wrapped(features.to(self.device)).logits
-        loss = self._loss(logits, targets.to(self.device))
+        targets = targets.to(self.device)
+        loss = self._loss(logits, targets)
         run.precision.backward(loss / self.config.grad_accumulation)
-        return loss.item()
+        hits = (logits.detach().argmax(-1) == targets.argmax(-1)).float().tolist()
+        return loss.item(), hits
 
     def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
@@ -260,14 +328,14 @@ class Trainer:
         if config.save_every_steps and state["step"] % config.save_every_steps == 0:
             self._save_state(run)
 
-    def _after_epoch(self, state: dict, metrics: dict, train_loss: float, optimizer, started: float) -> None:
+    def _after_epoch(self, state: dict, metrics: dict, train: tuple[float, float], optimizer, started: float) -> None:
         config, epoch = self.config, state["epoch"]
         value = metrics[self.metric]
         improved = state["best"] is None or value > state["best"]
         if improved:
             state["best"], state["best_epoch"], state["stale"] = value, epoch, 0
             if self.dist.main:
-                self._save_model_dir(self.model, "best")
+                self._save_model_dir(self.model, "best", {"epoch": epoch, "step": state["step"], self.metric: value})
         else:
             state["stale"] += 1
         if config.average_epochs and config.average_epochs[0] <= epoch <= config.average_epochs[1]:
@@ -278,14 +346,19 @@ class Trainer:
                 for k, v in weights.items():
                     state["average"][k] += v
             state["averaged"] += 1
-        row = {"epoch": epoch, "step": state["step"], "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-               "accuracy": metrics["accuracy"], "mAP": metrics["mAP"], "mAUC": metrics["mAUC"],
-               "d_prime": metrics["d_prime"], "seconds": round(time.time() - started, 2)}
+        row = {"epoch": epoch, "step": state["step"], "lr": optimizer.param_groups[0]["lr"], "train_loss": train[0],
+               "train_accuracy": train[1], "val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"],
+               "val_mAP": metrics["mAP"], "val_mAUC": metrics["mAUC"], "val_d_prime": metrics["d_prime"],
+               "seconds": round(time.time() - started, 2)}
         state["history"].append(row)
         if self.dist.main:
             self._write_log(state["history"])
-            logger.info("epoch %d/%d: train loss %.4f, validation %s %.4f%s, %.1f s", epoch, config.epochs, train_loss,
-                        self.metric, value, " (best)" if improved else "", row["seconds"])
+            remaining = (config.epochs - epoch) * sum(r["seconds"] for r in state["history"]) / len(state["history"])
+            logger.info(
+                "epoch %d/%d: train loss %.4f, accuracy %.3f; validation loss %.4f, %s %.4f%s; lr %.3g; %.1f s, ETA %s",
+                epoch, config.epochs, train[0], train[1], metrics["loss"], self.metric, value,
+                " (best)" if improved else "", row["lr"], row["seconds"], _duration(remaining),
+            )
 
     def _write_log(self, history: list[dict]) -> None:
         buffer = io.StringIO()
@@ -295,20 +368,64 @@ class Trainer:
         atomic_write_text(os.path.join(self.output_dir, "metrics.csv"), buffer.getvalue())
 
     def _finish(self, state: dict) -> dict[str, Any]:
+        """final/ (the last epoch's weights), averaged/ (with weight averaging), results.json with the metrics of
+        the selected model (averaged, else best/)."""
         results: dict[str, Any] = {"best_epoch": state["best_epoch"], f"best_validation_{self.metric}": state["best"]}
-        final_model = ASTForAudioClassification.from_pretrained(os.path.join(self.output_dir, "best")).to(self.device)
+        if self.dist.main:
+            self._save_model_dir(self.model, "final", {"epoch": state["epoch"], "step": state["step"]})
+        selected = ASTForAudioClassification.from_pretrained(os.path.join(self.output_dir, "best")).to(self.device)
         if state["average"] is not None and state["averaged"]:
             averaged = {k: v / state["averaged"] for k, v in state["average"].items()}
             self.model.load_state_dict(averaged)
-            final_model = self.model
+            selected = self.model
             if self.dist.main:
-                self._save_model_dir(self.model, "averaged")
+                self._save_model_dir(self.model, "averaged", {"averaged_epochs": state["averaged"]})
             results["averaged_epochs"] = state["averaged"]
         self.dist.barrier()
-        results["validation"] = self.evaluate(final_model, self.data.validation)
+        results["validation"] = self.evaluate(selected, self.data.validation)
         if self.data.test:
-            results["test"] = self.evaluate(final_model, self.data.test)
+            results["test"] = self.evaluate(selected, self.data.test)
         if self.dist.main:
-            self._save_model_dir(final_model, "final")
             atomic_write_text(os.path.join(self.output_dir, "results.json"), json.dumps(results, indent=2) + "\n")
         return results
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training at a step's end, after saving a resumable checkpoint."""
+
+
+class _StopRequests:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    """SIGINT and SIGTERM ask the loop to stop at the end of the current optimizer step (in the main thread)."""
+    stop = _StopRequests()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def request(signum, frame) -> None:
+        stop.requested = True
+
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def loss_of_scores(scores: np.ndarray, targets: np.ndarray, loss_kind: str) -> float:
+    """The training loss computed from scores (sigmoid for BCE, softmax for cross-entropy) and targets."""
+    p = np.clip(scores.astype(np.float64), 1e-12, 1 - 1e-12)
+    if loss_kind == "bce":
+        return float(-np.mean(targets * np.log(p) + (1 - targets) * np.log(1 - p)))
+    return float(-np.mean(np.sum(targets * np.log(p), axis=1)))
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
