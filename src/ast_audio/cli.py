@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"ast_audio.commands.{name}")
         sub = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log progress details to stderr (also before the command)")
         module.add_arguments(sub)
         sub.set_defaults(run=module.run, keep_freed_memory=getattr(module, "KEEP_FREED_MEMORY", True))
     return parser
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = ["ast-audio", *(sys.argv[1:] if argv is None else argv)]
     if args.command is None:
         parser.print_help()
         return 2

@@ -32,24 +32,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override any setting, e.g. --set mixup=0.5 --set model.hidden_size=192")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="start over even if the output directory holds last.pt")
+    parser.add_argument("--stats", metavar="JSON", help="mean and std from the JSON that `ast-audio stats` writes")
+    parser.add_argument("--threads", type=int, help="intra-op threads of the training process (default: the "
+                        "machine's cores less one per DataLoader worker)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no epoch lines (errors and the summary only)")
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from ast_audio.training.config import load_train_config, parse_overrides
+    import torch
 
-    logging.getLogger("ast_audio.training").setLevel(logging.INFO)  # one line per epoch, on stderr, by default
-    from ast_audio.training.trainer import Trainer
+    from ast_audio.inference.threads import available_cores
+    from ast_audio.training.config import load_train_config, parse_overrides, read_stats
 
+    # One line per epoch on stderr by default (-v adds the details, -q keeps only warnings).
+    logging.getLogger("ast_audio.training").setLevel(logging.WARNING if args.quiet else logging.INFO)
     overrides = parse_overrides(args.set)
     for flag in ("train", "validation", "test", "labels_csv", "init", "output_dir", "epochs", "lr", "batch_size",
                  "device"):
         value = getattr(args, flag)
         if value is not None:
             overrides[flag] = value
+    if args.stats:
+        overrides.update(read_stats(args.stats))
     config = load_train_config(args.config, overrides)
-    trainer = Trainer(config)
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        return 0
+    # DataLoader workers run one thread each: the training process takes the remaining cores.
+    torch.set_num_threads(args.threads or max(1, available_cores() - config.num_workers))
+    from ast_audio.training.trainer import Trainer
+
+    trainer = Trainer(config, provenance={"command_line": args.command_line, "recipe": args.config})
     results = trainer.train(resume=args.resume)
     if trainer.dist.main:
         summary = {k: v for k, v in results.items() if k not in ("validation", "test")}

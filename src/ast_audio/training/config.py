@@ -201,10 +201,23 @@ def load_train_config(path: str | None, overrides: dict[str, Any] | None = None)
             data[key] = {**data[key], **value}  # --set model.hidden_size=64 keeps the file's other model fields
         else:
             data[key] = value
+    for key in ("train", "validation", "test", "labels_csv", "output_dir"):
+        if isinstance(data.get(key), str) and data[key]:
+            data[key] = os.path.abspath(data[key])  # train_config.json says exactly which files
     try:
         return TrainConfig.from_dict(data)
     except TypeError as exc:
         raise ConfigError(f"{path or 'training config'}: {exc}") from None
+
+
+def read_stats(path: str) -> dict[str, float]:
+    """{"mean", "std"} from the JSON `ast-audio stats` writes."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        return {"mean": float(data["mean"]), "std": float(data["std"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not the JSON of ast-audio stats (needs mean and std): {exc}") from None
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

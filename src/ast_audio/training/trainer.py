@@ -71,9 +71,11 @@ class _Run:
 class Trainer:
     """Runs `TrainConfig` to a checkpoint directory: best/, averaged/ (if asked), final/, metrics."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, provenance: dict[str, Any] | None = None) -> None:
+        """`provenance`: what train_config.json records beside the settings (the command line, the recipe)."""
         config.validate()
         self.config = config
+        self.provenance = provenance or {}
         self.device = resolve_device(config.device)
         self.dist = Distributed.setup(self.device)
         if self.dist.world_size > 1 and self.device.type == "cuda":
@@ -251,7 +253,9 @@ class Trainer:
                 logger.info("resuming from epoch %d, batch %d (step %d)", run.state["epoch"] + 1, run.state["batch"],
                             run.state["step"])
         if self.dist.main:
-            atomic_write_text(os.path.join(self.output_dir, "train_config.json"), json.dumps(config.to_dict(), indent=2))
+            record = {**config.to_dict(), **self.provenance, "labels": self.data.labels.names,
+                      "validation_clips": [clip.path for clip in self.data.validation]}
+            atomic_write_text(os.path.join(self.output_dir, "train_config.json"), json.dumps(record, indent=2))
         return run
 
     def _check_resumable(self, before: dict[str, Any]) -> None:
