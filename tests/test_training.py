@@ -399,7 +399,7 @@ def test_resume_refuses_changed_settings_and_allows_more_epochs(dataset, tmp_pat
 
 
 def test_final_is_the_last_epoch_and_best_says_which(dataset, tmp_path):
-    """With a learning rate that ruins the model late, best/ keeps the selected epoch and final/ the last."""
+    """best/ keeps the selected epoch (with which in trainer_state.json) and final/ the last."""
     trainer = Trainer(config(dataset, tmp_path / "run", epochs=4))
     trainer.train()
     best = json.loads((tmp_path / "run" / "best" / "trainer_state.json").read_text())
@@ -408,9 +408,10 @@ def test_final_is_the_last_epoch_and_best_says_which(dataset, tmp_path):
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     saved = ASTForAudioClassification.from_pretrained(tmp_path / "run" / "final").state_dict()
     assert all(torch.equal(saved[k], last[k]) for k in saved)  # final/ = the last epoch's weights
-    if best["epoch"] != 4:
-        best_weights = ASTForAudioClassification.from_pretrained(tmp_path / "run" / "best").state_dict()
-        assert any(not torch.equal(best_weights[k], saved[k]) for k in saved)
+    # The validation accuracy peaks before the last epoch here (ties keep the earlier epoch).
+    assert best["epoch"] < 4
+    best_weights = ASTForAudioClassification.from_pretrained(tmp_path / "run" / "best").state_dict()
+    assert any(not torch.equal(best_weights[k], saved[k]) for k in saved)
 
 
 def test_missing_init_explains_the_choices(dataset, tmp_path):
