@@ -52,7 +52,7 @@ def dataset(tmp_path_factory):
 
 
 def config(dataset, output, **overrides):
-    settings = dict(train=str(dataset), validation_fraction=0.25, model=TINY, target_length=48, lr=3e-3, epochs=6,
+    settings = dict(train=str(dataset), validation_fraction=0.25, model=TINY, frames=48, lr=3e-3, epochs=6,
                     batch_size=6, freqm=0, timem=0, lr_schedule="constant", output_dir=str(output), device="cpu")
     settings.update(overrides)
     return TrainConfig.from_dict(settings)
@@ -103,7 +103,7 @@ def test_resume_after_a_kill_gives_identical_weights(dataset, tmp_path):
 def test_torchrun_two_processes_match_one(dataset, tmp_path):
     settings = ["--set", "optimizer=sgd", "--set", "lr=0.01", "--set", "epochs=2", "--device", "cpu",
                 "--set", "model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}",
-                "--set", "target_length=48", "--set", "freqm=0", "--set", "timem=0", "--set", "mixup=0.5",
+                "--set", "frames=48", "--set", "freqm=0", "--set", "timem=0", "--set", "mixup=0.5",
                 "--set", "validation_fraction=0.25", "--batch-size", "6", "--train", str(dataset)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two = subprocess.run(
@@ -283,7 +283,7 @@ def test_config_files_recipes_and_overrides(tmp_path):
         loaded = load_train_config(recipe, {"train": "data"})
         assert loaded.train == os.path.abspath("data")  # recorded as the absolute path it resolves to
     esc = load_train_config("esc50", {"train": "x"})
-    assert (esc.lr, esc.batch_size, esc.target_length, esc.freqm, esc.timem) == (1e-5, 48, 512, 24, 96)
+    assert (esc.lr, esc.batch_size, esc.frames, esc.freqm, esc.timem) == (1e-5, 48, 512, 24, 96)
     audioset = load_train_config("audioset", {"train": "x"})
     assert audioset.average_epochs == [1, 5] and audioset.balanced_sampling and audioset.warmup_steps == 1000
     (tmp_path / "c.yaml").write_text("train: data\nmodel: {hidden_size: 64, num_hidden_layers: 2}\nlr: 0.1\n")
@@ -295,15 +295,19 @@ def test_config_files_recipes_and_overrides(tmp_path):
         load_train_config(None, {"train": "x", "lrr": 1})
     with pytest.raises(ValueError, match=r"unknown setting 'model.hiden_size' \(did you mean 'model.hidden_size'\?\)"):
         load_train_config(None, {"train": "x", "model": {"hiden_size": 192}})
-    with pytest.raises(ValueError, match="'model.max_length' is set by the run: use target_length"):
+    with pytest.raises(ValueError, match="'model.max_length' is set by the run: use frames"):
         load_train_config(None, {"train": "x", "model": {"max_length": 100}})
+    # One name for the input length (frames, as convert --frames and stats --frames); the old one still reads.
+    assert load_train_config(None, {"train": "x", "target_length": 256}).frames == 256
+    with pytest.raises(ValueError, match="set the input length once"):
+        load_train_config(None, {"train": "x", "target_length": 256, "frames": 128})
     with pytest.raises(ValueError, match="no such config file or recipe"):
         load_train_config("nope", {})
 
 
 def test_train_and_evaluate_commands(dataset, tmp_path, capsys):
     code = main(["train", "--train", str(dataset), "-o", str(tmp_path / "run"), "--epochs", "2", "--batch-size", "6",
-                 "--device", "cpu", "--set", "target_length=48", "--set", "freqm=0", "--set", "timem=0",
+                 "--device", "cpu", "--set", "frames=48", "--set", "freqm=0", "--set", "timem=0",
                  "--set", "model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
@@ -378,7 +382,7 @@ def test_train_logs_a_line_per_epoch_without_a_terminal(dataset, tmp_path):
 
     done = subprocess.run(
         [sys.executable, "-m", "ast_audio", "train", "--train", str(dataset), "-o", str(tmp_path / "run"), "--epochs",
-         "2", "--batch-size", "6", "--device", "cpu", "--set", "target_length=48", "--set", "freqm=0", "--set",
+         "2", "--batch-size", "6", "--device", "cpu", "--set", "frames=48", "--set", "freqm=0", "--set",
          "timem=0", "--set", "model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}"],
         capture_output=True, text=True, timeout=300,
     )
@@ -429,7 +433,7 @@ def test_sigint_saves_a_resumable_step(dataset, tmp_path):
 
     Trainer(config(dataset, tmp_path / "whole", epochs=3, batch_size=2)).train()
     arguments = [sys.executable, "-m", "ast_audio", "train", "--train", str(dataset), "-o", str(tmp_path / "cut"),
-                 "--epochs", "3", "--batch-size", "2", "--device", "cpu", "--set", "target_length=48", "--set",
+                 "--epochs", "3", "--batch-size", "2", "--device", "cpu", "--set", "frames=48", "--set",
                  "freqm=0", "--set", "timem=0", "--set", "validation_fraction=0.25", "--set", "lr=0.003", "--set",
                  "lr_schedule=constant", "--set", "save_every_steps=1", "--set",
                  "model={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}"]

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a clip list: release JSON, CSV (path,labels...) or text (one path per line)")
     parser.add_argument("--sampling-rate", type=int, default=16000, help="rate to resample to (default 16000)")
     parser.add_argument("--mel-bins", type=int, default=128, help="mel bins (default 128)")
-    parser.add_argument("--max-length", type=int, help="use only each clip's first N frames (as the model sees)")
+    parser.add_argument("--frames", "--max-length", dest="max_length", type=int,
+                        help="use only each clip's first N frames, as a model of N input frames sees them")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
     parser.add_argument("--output", "-o", help="also write the JSON to this file (atomically)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -26,7 +26,7 @@ class TrainConfig:
     # model
     init: str = "scratch"  # "scratch", an AST checkpoint dir / Hub id, or "timm:PATH" (ImageNet ViT/DeiT file)
     model: dict[str, Any] = field(default_factory=dict)  # ASTConfig fields for scratch (hidden_size, ...)
-    target_length: int = 1024
+    frames: int = 1024  # input length in fbank frames (the model's max_length; --frames in convert and stats)
     frequency_stride: int = 10
     time_stride: int = 10
     num_mel_bins: int = 128
@@ -83,7 +83,7 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "grad_accumulation", "target_length", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "grad_accumulation", "frames", "eval_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         for name in ("lr", "weight_decay", "mean", "std", "mixup", "max_grad_norm", "gain_db", "validation_fraction"):
@@ -106,10 +106,14 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known - {"target_length"})
         if unknown:
             raise ConfigError("; ".join(_unknown_key(key, known) for key in unknown))
         data = dict(data)
+        if "target_length" in data:  # the release's (and this project's earlier) name for frames
+            if "frames" in data:
+                raise ConfigError("set the input length once: frames (target_length is its old name)")
+            data["frames"] = data.pop("target_length")
         if isinstance(data.get("model"), dict):
             check_model_keys(data["model"])
         if "betas" in data:
@@ -120,8 +124,8 @@ class TrainConfig:
 
 
 # Model settings that belong to the run, under their top-level names (one name for the input length:
-# target_length, as --frames in convert and --max-length in stats).
-RUN_LEVEL_MODEL_KEYS = {"max_length": "target_length", "frequency_stride": "frequency_stride",
+# frames, as --frames in convert and stats).
+RUN_LEVEL_MODEL_KEYS = {"max_length": "frames", "frequency_stride": "frequency_stride",
                         "time_stride": "time_stride", "num_mel_bins": "num_mel_bins", "id2label": "the data's labels",
                         "label2id": "the data's labels", "num_labels": "the data's labels",
                         "problem_type": "loss (bce: multi-label, ce: single-label)"}

@@ -90,7 +90,7 @@ class Trainer:
         self.metric = config.metric if config.metric != "auto" else ("mAP" if self.data.multi_label else "accuracy")
         # The one feature pipeline: training, validation, evaluate and classify all featurise through it.
         self.extractor = ASTFeatureExtractor(
-            num_mel_bins=config.num_mel_bins, max_length=config.target_length, mean=config.mean, std=config.std
+            num_mel_bins=config.num_mel_bins, max_length=config.frames, mean=config.mean, std=config.std
         )
         self.model = self._build_model()
         self.output_dir = config.output_dir
@@ -125,7 +125,7 @@ class Trainer:
         self._check_init()
         fields = dict(config.model)
         fields.update(
-            max_length=config.target_length, frequency_stride=config.frequency_stride, time_stride=config.time_stride,
+            max_length=config.frames, frequency_stride=config.frequency_stride, time_stride=config.time_stride,
             num_mel_bins=config.num_mel_bins, id2label=self.data.labels.id2label,
             problem_type=problem_type_for_loss(self.loss_kind),  # so classify scores as the model was trained
         )
