@@ -502,3 +502,23 @@ def test_print_config_and_verbose_after_the_command(dataset, capsys):
     assert main(["train", "scratch_small", "--train", str(dataset), "--print-config", "-v"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["init"] == "scratch" and printed["model"]["hidden_size"] == 192 and printed["mixup"] == 0.0
+
+
+def test_saved_problem_type_makes_classify_score_as_trained(dataset, tmp_path):
+    """BCE training saves a multi-label checkpoint, so classify gives sigmoid scores (cross-entropy: softmax)."""
+    from ast_audio import AudioClassifier
+
+    clip = str(dataset / "low" / "0.wav")
+    for loss, problem_type, to_scores in (("bce", "multi_label_classification", torch.sigmoid),
+                                         ("ce", "single_label_classification", lambda x: torch.softmax(x, -1))):
+        Trainer(config(dataset, tmp_path / loss, epochs=1, loss=loss)).train()
+        model = ASTForAudioClassification.from_pretrained(tmp_path / loss / "final")
+        assert model.config.problem_type == problem_type
+        classifier = AudioClassifier.from_pretrained(tmp_path / loss / "final")
+        result = classifier.classify(clip)
+        features = classifier.feature_extractor(load_audio(clip), sampling_rate=RATE, return_tensors="pt")
+        with torch.no_grad():
+            expected = to_scores(model(features.input_values).logits)[0].numpy()
+        # The clip (0.5 s) is a little longer than the model's input (48 frames: 0.495 s): its first window is what
+        # the extractor makes of the whole clip.
+        np.testing.assert_allclose(result.window_scores[0], expected, atol=1e-5)
