@@ -31,13 +31,16 @@ def resolve_file(
     local_files_only: bool = False,
     token: str | bool | None = None,
     required: bool = True,
+    subfolder: str = "",
 ) -> str | None:
-    """Return the local path of `filename` in a checkpoint directory or Hub repo.
+    """Return the local path of `filename` in a checkpoint directory or Hub repo (in its `subfolder`).
 
     Returns None when `required` is False and the checkpoint exists but lacks the file. Raises
     `CheckpointNotFoundError` with a one-line explanation when the directory or Hub repo cannot be reached.
     """
     name = os.fspath(name_or_path)
+    if subfolder:
+        filename = f"{subfolder.strip('/')}/{filename}"  # the Hub's path in the repo; a relative path on disk
     if os.path.isdir(name):
         path = os.path.join(name, filename)
         if os.path.isfile(path):

@@ -150,6 +150,7 @@ def load_pretrained(
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool = False,
     token: str | bool | None = None,
+    subfolder: str = "",
     output_loading_info: bool = False,
     **config_overrides: Any,
 ):
@@ -157,7 +158,8 @@ def load_pretrained(
     if unknown:
         raise TypeError(f"{cls.__name__}.from_pretrained() got unexpected keyword arguments: {', '.join(unknown)}")
     name = os.fspath(pretrained_model_name_or_path)
-    hub_kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+    hub_kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+                      subfolder=subfolder)
     if config is None:
         config = ASTConfig.from_pretrained(name, **hub_kwargs, **config_overrides)
     elif config_overrides:

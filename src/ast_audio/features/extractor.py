@@ -257,10 +257,51 @@ class ASTFeatureExtractor:
         )
         return settings
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> str:
-        """Write preprocessor_config.json into `save_directory`; returns its path."""
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        from ast_audio.io_utils import atomic_write_text
+
+        atomic_write_text(json_file_path, self.to_json_string())
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
+        """Write preprocessor_config.json into `save_directory`; returns the files written (as the reference)."""
         os.makedirs(save_directory, exist_ok=True)
-        return write_preprocessor_config(save_directory, self.to_dict())
+        return [write_preprocessor_config(save_directory, self.to_dict())]
+
+    def pad(
+        self, processed_features: dict[str, Any], padding: bool | str = True, max_length: int | None = None,
+        return_attention_mask: bool | None = None, return_tensors: str | None = None, **kwargs: Any,
+    ) -> BatchFeature:
+        """Pad sequences (raw waveforms, or feature rows) of several lengths with `padding_value`, as the public
+        extractor's `pad`: to the longest (True or "longest") or to `max_length` ("max_length"); never cuts."""
+        values = [np.asarray(v, dtype=np.float32) for v in processed_features["input_values"]]
+        if padding in (True, "longest"):
+            target = max(len(v) for v in values)
+        elif padding == "max_length":
+            if max_length is None:
+                raise ConfigError("padding='max_length' needs max_length")
+            target = max(max_length, max(len(v) for v in values))
+        elif padding in (False, "do_not_pad"):
+            target = None
+        else:
+            raise ConfigError(f"padding must be True, 'longest', 'max_length' or False, got {padding!r}")
+        out: dict[str, Any] = dict(processed_features)
+        if target is not None:
+            out["input_values"] = [
+                np.pad(v, [(0, target - len(v))] + [(0, 0)] * (v.ndim - 1), constant_values=self.padding_value)
+                for v in values
+            ]
+        if return_attention_mask if return_attention_mask is not None else self.return_attention_mask:
+            out["attention_mask"] = [(np.arange(len(padded)) < len(v)).astype(np.int32)
+                                     for padded, v in zip(out["input_values"], values)]
+        if return_tensors in ("np", "pt"):
+            out = {key: np.stack(value) if isinstance(value, list) else value for key, value in out.items()}
+            if return_tensors == "pt":
+                out = {key: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+                       for key, value in out.items()}
+        return BatchFeature(out)
 
     @classmethod
     def from_dict(cls, settings: dict[str, Any], **overrides: Any) -> "ASTFeatureExtractor":
@@ -275,14 +316,16 @@ class ASTFeatureExtractor:
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
         token: str | bool | None = None,
+        subfolder: str = "",
         **overrides: Any,
     ) -> "ASTFeatureExtractor":
-        """Read preprocessor_config.json from a checkpoint directory, the file itself, or a Hub id."""
+        """Read preprocessor_config.json from a checkpoint directory (or its `subfolder`), the file itself, or a
+        Hub id."""
         from ast_audio.checkpoints.hub import build_from_json
 
         return build_from_json(
             cls.from_dict, pretrained_model_name_or_path, PREPROCESSOR_CONFIG_NAME, overrides, revision=revision,
-            cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+            cache_dir=cache_dir, local_files_only=local_files_only, token=token, subfolder=subfolder,
         )
 
     @classmethod

@@ -33,6 +33,11 @@ class ASTSelfAttention(nn.Module):
 
     def __init__(self, config: ASTConfig, attn_implementation: str = "sdpa") -> None:
         super().__init__()
+        if config.hidden_size % config.num_attention_heads:  # checked here, as the reference does, not in the config
+            raise ConfigError(
+                f"The hidden size ({config.hidden_size}) is not a multiple of the number of attention heads "
+                f"({config.num_attention_heads})"
+            )
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
         self.scale = self.head_dim**-0.5

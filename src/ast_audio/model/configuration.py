@@ -90,6 +90,10 @@ class ASTConfig:
         # The dtype the weights were saved in ("float32", ...); older files call it torch_dtype.
         self.dtype = dtype if dtype is not None else unknown.pop("torch_dtype", None)
         self.id2label, self.label2id = _resolve_labels(num_labels, id2label, label2id)
+        # What forward returns when its call does not say, as in the reference (stored and honoured).
+        self.output_attentions = bool(unknown.pop("output_attentions", False))
+        self.output_hidden_states = bool(unknown.pop("output_hidden_states", False))
+        self.return_dict = bool(unknown.pop("return_dict", True))
 
         ignored = sorted(k for k in unknown if k not in _GENERIC_CONFIG_KEYS)
         if ignored:
@@ -139,11 +143,6 @@ class ASTConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                f"({self.num_attention_heads})"
-            )
         for name in ("frequency_stride", "time_stride"):
             if getattr(self, name) > self.patch_size:
                 raise ConfigError(
@@ -198,6 +197,9 @@ class ASTConfig:
             out["dtype"] = str(self.dtype).replace("torch.", "")
         if self.classifier_layer_norm_eps is not None:
             out["classifier_layer_norm_eps"] = self.classifier_layer_norm_eps
+        for key, default in (("output_attentions", False), ("output_hidden_states", False), ("return_dict", True)):
+            if getattr(self, key) != default:
+                out[key] = getattr(self, key)
         for key in ("architectures", "problem_type"):
             if out[key] is None:
                 del out[key]
@@ -216,6 +218,12 @@ class ASTConfig:
             data.pop("label2id", None)
         data.update(overrides)
         return cls(**data)
+
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        """Write the config as JSON to `json_file_path` (atomically)."""
+        from ast_audio.io_utils import atomic_write_text
+
+        atomic_write_text(json_file_path, self.to_json_string())
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -244,6 +252,7 @@ class ASTConfig:
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
         token: str | bool | None = None,
+        subfolder: str = "",
         **overrides: Any,
     ) -> "ASTConfig":
         """Read config.json from a checkpoint directory, a config.json path, or a Hugging Face Hub id."""
@@ -251,7 +260,7 @@ class ASTConfig:
 
         return build_from_json(
             cls.from_dict, pretrained_model_name_or_path, CONFIG_NAME, overrides, revision=revision,
-            cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+            cache_dir=cache_dir, local_files_only=local_files_only, token=token, subfolder=subfolder,
         )
 
     # ------------------------------------------------------------------------------------------- helpers

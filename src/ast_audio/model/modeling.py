@@ -132,6 +132,16 @@ class ASTPreTrainedModel(nn.Module):
     def num_parameters(self, only_trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
 
+    def _output_flags(self, output_attentions: bool | None, output_hidden_states: bool | None,
+                      return_dict: bool | None) -> tuple[bool, bool, bool]:
+        """A call's flags, each defaulting to the config's."""
+        config = self.config
+        return (
+            bool(config.output_attentions if output_attentions is None else output_attentions),
+            bool(config.output_hidden_states if output_hidden_states is None else output_hidden_states),
+            bool(config.return_dict if return_dict is None else return_dict),
+        )
+
     def _warn_sdpa_attentions(self, output_attentions: bool) -> None:
         if output_attentions and self.attn_implementation != "eager":
             logger.warning(
@@ -188,8 +198,9 @@ class ASTModel(ASTPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BaseModelOutputWithPooling | tuple:
-        """input_values: log-mel features (batch, max_length, num_mel_bins)."""
-        output_attentions = bool(output_attentions)
+        """input_values: log-mel features (batch, max_length, num_mel_bins). Flags left None follow the config."""
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict)
         self._warn_sdpa_attentions(output_attentions)
         input_values = self._prepare_inputs(input_values)
         hidden_states = self.embeddings(input_values)
@@ -198,7 +209,7 @@ class ASTModel(ASTPreTrainedModel):
         )
         sequence_output = self.layernorm(hidden_states)
         output = BaseModelOutputWithPooling(sequence_output, self.pool(sequence_output), all_hidden, all_attentions)
-        return output if return_dict is None or return_dict else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
     def forward_features(self, input_values: torch.Tensor) -> torch.Tensor:
         """Every token's final state (batch, tokens, hidden_size), after the final LayerNorm."""
@@ -263,11 +274,15 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
         """input_values: (batch, max_length, num_mel_bins). labels: class ids (batch,) for single-label,
-        multi-hot / soft targets (batch, num_labels) for multi-label, values for regression."""
+        multi-hot / soft targets (batch, num_labels) for multi-label, values for regression. Flags left None
+        follow the config."""
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict)
         encoder = self.audio_spectrogram_transformer
         if output_attentions or output_hidden_states:
             encoded = encoder(
-                input_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+                input_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                return_dict=True,
             )
             pooled, hidden_states, attentions = encoded.pooler_output, encoded.hidden_states, encoded.attentions
         else:  # only the pooled tokens are needed
@@ -277,4 +292,8 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         if labels is not None:
             loss = classification_loss(logits, labels, self.config.num_labels, self.config.problem_type)
         output = SequenceClassifierOutput(loss, logits, hidden_states, attentions)
-        return output if return_dict is None or return_dict else output.to_tuple()
+        return output if return_dict else output.to_tuple()
+
+    def get_output_embeddings(self) -> None:
+        """None: AST has no output embeddings to tie (as in the reference)."""
+        return None
