@@ -265,6 +265,10 @@ class ASTFeatureExtractor:
 
         atomic_write_text(json_file_path, self.to_json_string())
 
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike) -> "ASTFeatureExtractor":
+        return cls.from_pretrained(json_file)
+
     def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
         """Write preprocessor_config.json into `save_directory`; returns the files written (as the reference)."""
         os.makedirs(save_directory, exist_ok=True)
@@ -276,6 +280,8 @@ class ASTFeatureExtractor:
     ) -> BatchFeature:
         """Pad sequences (raw waveforms, or feature rows) of several lengths with `padding_value`, as the public
         extractor's `pad`: to the longest (True or "longest") or to `max_length` ("max_length"); never cuts."""
+        if isinstance(processed_features, (list, tuple)):  # a list of {"input_values": ...}, as the reference takes
+            processed_features = {key: [item[key] for item in processed_features] for key in processed_features[0]}
         values = [np.asarray(v, dtype=np.float32) for v in processed_features["input_values"]]
         if padding in (True, "longest"):
             target = max(len(v) for v in values)

@@ -132,6 +132,14 @@ class ASTPreTrainedModel(nn.Module):
     def num_parameters(self, only_trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding (a strided Conv2d), as the reference returns."""
+        raise NotImplementedError
+
+    def get_output_embeddings(self) -> None:
+        """None: AST has no output embeddings to tie (as in the reference)."""
+        return None
+
     def _output_flags(self, output_attentions: bool | None, output_hidden_states: bool | None,
                       return_dict: bool | None) -> tuple[bool, bool, bool]:
         """A call's flags, each defaulting to the config's."""
@@ -257,6 +265,9 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         for module in self.classifier.modules():  # the encoder initialised itself
             self._init_module(module)
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.audio_spectrogram_transformer.get_input_embeddings()
+
     def forward_features(self, input_values: torch.Tensor) -> torch.Tensor:
         """The pooled embedding (batch, hidden_size): the mean of the CLS and distillation tokens."""
         return self.audio_spectrogram_transformer.forward_pooled(input_values)
@@ -294,6 +305,3 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         output = SequenceClassifierOutput(loss, logits, hidden_states, attentions)
         return output if return_dict else output.to_tuple()
 
-    def get_output_embeddings(self) -> None:
-        """None: AST has no output embeddings to tie (as in the reference)."""
-        return None
