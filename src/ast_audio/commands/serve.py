@@ -15,8 +15,8 @@ DESCRIPTION = (
     "Binds 127.0.0.1 by default; SIGTERM finishes the requests in flight, then exits."
 )
 
-# A server's buffers come and go in many threads and sizes: with glibc's thresholds raised (as the batch
-# commands do), its resident size crept up by about 50 MB per 1000 requests; with the defaults it stays flat.
+# A server's buffers come and go in many threads and sizes: it returns large freed blocks to the system at a
+# fixed threshold (allocator.return_freed_memory) instead of keeping them as the batch commands do.
 KEEP_FREED_MEMORY = False
 
 
@@ -65,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
         args.model, device=args.device, dtype=args.dtype, batch_size=args.max_batch, backend=args.backend,
         quantize="int8" if args.int8 else None, threads=args.threads, local_files_only=args.offline,
     )
+    from ast_audio.allocator import return_freed_memory
+
+    return_freed_memory()
     app = create_app(classifier, settings)
     # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again under the handler that
     # was there before it: this one, so that a graceful stop exits 0.
