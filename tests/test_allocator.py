@@ -27,3 +27,25 @@ def test_repeated_batches_stop_faulting_pages_in():
         extractor(clips, sampling_rate=16000, return_tensors="pt")
     # Without it: about 2000 faults a call (the 4 MB output and each block's 4 MB spectrum, faulted in anew).
     assert (page_faults() - before) / 5 < 200
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_return_freed_memory_gives_large_blocks_back():
+    """After keep_freed_memory (the batch commands), freed 4 MB blocks stay resident; with return_freed_memory
+    (the server) they go back to the system. Run in a child so this process's allocator is left alone."""
+    import subprocess
+
+    code = """
+import sys, numpy as np
+from ast_audio.allocator import keep_freed_memory, return_freed_memory
+def rss():
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:')) / 1024
+(keep_freed_memory if sys.argv[1] == 'keep' else return_freed_memory)()
+before = rss()
+blocks = [np.ones(2**19) for _ in range(8)]  # 8 blocks of 4 MB, touched (below the 64 MB trim threshold)
+del blocks
+print(rss() - before)
+"""
+    kept = float(subprocess.run([sys.executable, "-c", code, "keep"], capture_output=True, text=True).stdout)
+    returned = float(subprocess.run([sys.executable, "-c", code, "return"], capture_output=True, text=True).stdout)
+    assert kept > 16 and returned < 8, (kept, returned)
