@@ -22,11 +22,14 @@ def test_repeated_batches_stop_faulting_pages_in():
     assert keep_freed_memory()
     for _ in range(3):
         extractor(clips, sampling_rate=16000, return_tensors="pt")
-    before = page_faults()
-    for _ in range(5):
-        extractor(clips, sampling_rate=16000, return_tensors="pt")
+    per_call = []
+    for _ in range(3):  # the quietest of three windows: other threads' faults (torch's pools) land in some
+        before = page_faults()
+        for _ in range(5):
+            extractor(clips, sampling_rate=16000, return_tensors="pt")
+        per_call.append((page_faults() - before) / 5)
     # Without it: about 2000 faults a call (the 4 MB output and each block's 4 MB spectrum, faulted in anew).
-    assert (page_faults() - before) / 5 < 200
+    assert min(per_call) < 200, per_call
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
