@@ -32,10 +32,13 @@ clips = list(np.random.default_rng(0).standard_normal((8, 160000), dtype=np.floa
 extractor = ASTFeatureExtractor()
 for _ in range(3):
     extractor(clips, sampling_rate=16000, return_tensors="pt")
-before = faults()
-for _ in range(5):
-    extractor(clips, sampling_rate=16000, return_tensors="pt")
-print((faults() - before) / 5)
+windows = []
+for _ in range(4):  # one-time work (a pool or cache set up late) can land in one window: take the quietest
+    before = faults()
+    for _ in range(5):
+        extractor(clips, sampling_rate=16000, return_tensors="pt")
+    windows.append((faults() - before) / 5)
+print(min(windows))
 """
 
     def faults_per_call(mode: str) -> float:
