@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from typing import Any
 
 import torch
 
-from ast_audio.model.configuration import ASTConfig
+from ast_audio.model.configuration import CONFIG_FIELDS, ASTConfig
 from ast_audio.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from ast_audio.checkpoints.hub import resolve_file
 from ast_audio.checkpoints.files import (
@@ -24,9 +23,6 @@ from ast_audio.checkpoints.files import (
 )
 
 logger = logging.getLogger(__name__)
-
-_CONFIG_FIELDS = frozenset(inspect.signature(ASTConfig.__init__).parameters) - {"self", "unknown"}
-
 
 def resolve_dtype(dtype: str | torch.dtype | None, config: ASTConfig, state_dict: dict[str, torch.Tensor]) -> torch.dtype:
     """float32 by default; "auto" takes the checkpoint's dtype; names like "bfloat16" or torch dtypes as given."""
@@ -154,7 +150,7 @@ def load_pretrained(
     output_loading_info: bool = False,
     **config_overrides: Any,
 ):
-    unknown = sorted(set(config_overrides) - _CONFIG_FIELDS)
+    unknown = sorted(set(config_overrides) - CONFIG_FIELDS)
     if unknown:
         raise TypeError(f"{cls.__name__}.from_pretrained() got unexpected keyword arguments: {', '.join(unknown)}")
     name = os.fspath(pretrained_model_name_or_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
 import os
@@ -301,3 +302,7 @@ def _resolve_labels(
     else:
         label2id = {str(k): int(v) for k, v in label2id.items()}
     return id2label, label2id
+
+
+# The names ASTConfig takes as arguments (what from_pretrained overrides and training's `model:` may set).
+CONFIG_FIELDS = frozenset(inspect.signature(ASTConfig.__init__).parameters) - {"self", "unknown"}

@@ -141,11 +141,8 @@ def _unknown_key(key: str, known: set[str], prefix: str = "") -> str:
 
 def check_model_keys(model: dict[str, Any]) -> None:
     """`model:` holds encoder settings (ASTConfig fields); unknown keys, and keys the run owns, are errors."""
-    import inspect
+    from ast_audio.model.configuration import CONFIG_FIELDS as fields
 
-    from ast_audio.model.configuration import ASTConfig
-
-    fields = set(inspect.signature(ASTConfig.__init__).parameters) - {"self", "unknown"}
     problems = []
     for key in sorted(model):
         if key in RUN_LEVEL_MODEL_KEYS:
