@@ -142,7 +142,7 @@ def test_two_node_job_matches_the_local_engine(cluster, ray_checkpoint, archive,
                 np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
     assert "not an audio file" in rows[str(archive / "broken.mp3")]["error"]
     assert "empty file" in rows[str(archive / "empty.wav")]["error"]
-    assert len(rows[str(archive / "long.wav")]["timeline"]) == 30  # its windows spread over batches and actors
+    assert len(rows[str(archive / "long.wav")]["timeline"]) == 30  # its windows span several model batches
     ray.init(address=cluster, logging_level="ERROR", log_to_driver=False)
     try:
         assert len({actor["Address"]["NodeID"] for actor in model_actors()}) == 2  # replicas on both nodes
@@ -166,14 +166,40 @@ def test_embeddings_on_ray_equal_the_local_ones(cluster, ray_checkpoint, archive
         np.testing.assert_allclose(rows[result.source]["embedding"], result.embedding, atol=1e-5)
 
 
+def test_tag_reads_long_files_in_the_replica_and_equals_the_local_engine(cluster, ray_checkpoint, archive):
+    """The Python entry point on a Ray Dataset input; long.wav (30 windows) is over max_windows_per_row, so
+    its replica reads it window by window instead of receiving its features."""
+    from ast_audio import AudioClassifier
+    from ast_audio.distributed import tag
+
+    paths = [str(archive / name) for name in ("long.wav", "clip00.flac", "song.mp3", "broken.mp3")]
+    ray.init(address=cluster, logging_level="ERROR", log_to_driver=False)
+    try:
+        rows = tag(ray.data.from_items([{"path": p} for p in paths]), ray_checkpoint, max_windows_per_row=8,
+                   batch_size=3, top_k=5).take_all()
+    finally:
+        ray.shutdown()
+    got = {row["path"]: row for row in rows}
+    assert sorted(got) == sorted(paths)
+    assert "not an audio file" in got[paths[3]]["error"]
+    for result in AudioClassifier.from_pretrained(ray_checkpoint, batch_size=3).classify(paths[:3]):
+        row = got[result.source]
+        assert row["error"] is None and row["labels"] == [item["label"] for item in result.top(5)]
+        np.testing.assert_allclose(row["scores"], [item["score"] for item in result.top(5)], atol=1e-5)
+        assert [(w["start"], w["end"]) for w in row["timeline"]] == [(w["start"], w["end"]) for w in result.timeline()]
+    assert len(got[paths[0]]["timeline"]) == 30
+
+
 def test_stopped_job_resumes_where_it_stopped(cluster, ray_checkpoint, archive, tmp_path):
     folder = tmp_path / "small"
     folder.mkdir()
-    for name in sorted(n for n in os.listdir(archive) if n.startswith("clip"))[:4]:
+    clips = sorted(n for n in os.listdir(archive) if n.startswith("clip"))
+    for name in clips:
         shutil.copy(archive / name, folder / name)
     output = tmp_path / "resumed"
+    # One file per model batch and two rows per output file: the first rows are on disk while the rest run.
     arguments = ["classify", str(folder), "--model", ray_checkpoint, "--engine", "ray", "--address", cluster,
-                 "-o", str(output), "--chunk-files", "2"]
+                 "-o", str(output), "--chunk-files", "2", "--batch-size", "1"]
     process = subprocess.Popen([sys.executable, "-m", "ast_audio", *arguments], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
@@ -184,14 +210,14 @@ def test_stopped_job_resumes_where_it_stopped(cluster, ray_checkpoint, archive, 
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=120)
     first = {r["path"] for r in pq.read_table(str(output)).to_pylist()}
-    assert 0 < len(first) < 4, len(first)
+    assert 0 < len(first) < len(clips), len(first)
     refused = subprocess.run([sys.executable, "-m", "ast_audio", *arguments], capture_output=True, text=True)
     assert refused.returncode == 1 and "pass --resume" in refused.stderr
     again = subprocess.run([sys.executable, "-m", "ast_audio", *arguments, "--resume"], capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0, again.stderr
-    assert f"{len(first)} of 4 files already done, {4 - len(first)} to do" in again.stderr
-    assert len(read_rows(output)) == 4
+    assert f"{len(first)} of {len(clips)} files already done, {len(clips) - len(first)} to do" in again.stderr
+    assert len(read_rows(output)) == len(clips)
 
 
 def test_killed_actor_is_replaced_and_every_input_written_once(cluster, ray_checkpoint, archive, tmp_path):
@@ -220,3 +246,20 @@ def test_killed_actor_is_replaced_and_every_input_written_once(cluster, ray_chec
     assert job.returncode == 3, err
     rows = read_rows(output)
     assert len(rows) == 7 and sum(r["error"] is not None for r in rows.values()) == 1
+
+
+def test_a_half_written_output_file_is_set_aside_and_its_inputs_done_again(tmp_path, capsys):
+    from ast_audio.commands._ray import written_inputs
+    from ast_audio.inference.results import ClipResult
+    from ast_audio.inference.tabular import clip_record, write_parquet
+
+    output = tmp_path / "tags"
+    output.mkdir()
+    write_parquet([clip_record(ClipResult(source=f"a{i}.wav", error="x")) for i in range(3)], output / "one.parquet")
+    write_parquet([clip_record(ClipResult(source=f"b{i}.wav", error="x")) for i in range(3)], output / "two.parquet")
+    whole = (output / "two.parquet").read_bytes()
+    (output / "two.parquet").write_bytes(whole[: len(whole) // 2])  # as a job killed while writing leaves it
+    assert written_inputs(str(output)) == {"a0.wav", "a1.wav", "a2.wav"}
+    assert sorted(os.listdir(output)) == [".two.parquet.incomplete", "one.parquet"]
+    assert "two.parquet: unreadable" in capsys.readouterr().err
+    assert pq.read_table(str(output)).num_rows == 3  # the directory reads again

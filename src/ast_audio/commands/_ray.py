@@ -18,9 +18,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-workers", type=int, default=1, help="model replicas (Ray actors; default 1)")
     group.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each model replica reserves")
     group.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each model replica reserves")
+    group.add_argument("--decode-tasks-per-worker", type=int,
+                       help="decoding+features tasks at once per model replica (default 1 on CPU, 4 with GPUs)")
     group.add_argument("--chunk-files", type=int, default=256,
-                       help="files per pipeline run; each run's rows are written when it ends, so a stopped job "
-                            "resumes from its last finished chunk (default 256)")
+                       help="rows per output file: rows are written as each file fills, so a stopped job resumes "
+                            "after the last file written (default 256)")
 
 
 def run_on_ray(args: argparse.Namespace, command: str, output_dir: str | None, embeddings: bool) -> int:
@@ -51,16 +53,15 @@ def run_on_ray(args: argparse.Namespace, command: str, output_dir: str | None, e
             strict=args.strict, batch_size=args.batch_size, backend=args.backend, int8=args.int8, dtype=args.dtype,
             device=args.device, threads=args.threads, num_workers=args.num_workers,
             cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, local_files_only=args.offline,
+            decode_tasks_per_worker=args.decode_tasks_per_worker,
         )
         started_here = not ray.is_initialized()
         if started_here:
-            _quiet_ray()
+            _quiet_ray(progress=not args.quiet and sys.stderr.isatty())
             ray.init(address=args.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         try:
-            for first in range(0, len(todo), max(1, args.chunk_files)):
-                chunk = todo[first : first + max(1, args.chunk_files)]
-                _write(tag(chunk, options), output_dir, fmt)
-                print(f"ast-audio {command}: {first + len(chunk)} of {len(todo)} files done", file=sys.stderr)
+            if todo:
+                _write(tag(todo, options), output_dir, fmt, max(1, args.chunk_files))
             _write_problems(listing.problems, output_dir, fmt, embeddings)
         finally:
             if started_here:
@@ -75,23 +76,25 @@ def run_on_ray(args: argparse.Namespace, command: str, output_dir: str | None, e
     return exit_code(total, len(failed)) if total else 0
 
 
-def _quiet_ray() -> None:
-    """Ray Data's progress bars and INFO lines stay off the user's terminal; the command reports progress."""
+def _quiet_ray(progress: bool) -> None:
+    """Ray's INFO lines stay off the user's terminal; Ray Data's progress bars (rows through each stage) show
+    with `progress`."""
     import logging
 
     import ray.data
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ray.data.DataContext.get_current().enable_progress_bars = progress
     logging.getLogger("ray").setLevel(logging.ERROR)
 
 
-def _write(rows, output_dir: str, fmt: str) -> None:
-    """Stream a chunk's rows into the output directory (new files beside the earlier ones)."""
+def _write(rows, output_dir: str, fmt: str, rows_per_file: int) -> None:
+    """Stream the rows into the output directory, a file per `rows_per_file` rows as they come (new files beside
+    the earlier ones)."""
     os.makedirs(output_dir, exist_ok=True)
     if fmt == "parquet":
-        rows.write_parquet(output_dir, mode="append")
+        rows.write_parquet(output_dir, mode="append", min_rows_per_file=rows_per_file)
     else:
-        rows.write_json(output_dir, mode="append")
+        rows.write_json(output_dir, mode="append", min_rows_per_file=rows_per_file)
 
 
 def _write_problems(problems: list[tuple[str, str]], output_dir: str, fmt: str, embeddings: bool) -> None:
@@ -112,20 +115,31 @@ def _write_problems(problems: list[tuple[str, str]], output_dir: str, fmt: str, 
 
 
 def _rows(output_dir: str) -> list[dict]:
-    """Every row of an output directory (Parquet or JSON lines files): path and error."""
+    """Every row of an output directory (Parquet or JSON lines files): path and error. A file a killed job
+    left half-written is set aside as .NAME.incomplete, which readers of the directory skip (its inputs are
+    then done again)."""
     rows: list[dict] = []
     if not os.path.isdir(output_dir):
         return rows
-    names = os.listdir(output_dir)
-    if any(n.endswith(".parquet") for n in names):
-        import pyarrow.dataset as ds
+    for name in sorted(os.listdir(output_dir)):
+        path = os.path.join(output_dir, name)
+        try:
+            if name.endswith(".parquet"):
+                import pyarrow.parquet as pq
 
-        rows += ds.dataset(output_dir, format="parquet").to_table(columns=["path", "error"]).to_pylist()
-    for name in names:
-        if name.endswith(".json"):
-            with open(os.path.join(output_dir, name), encoding="utf-8") as handle:
-                rows += [json.loads(line) for line in handle if line.strip()]
+                rows += pq.read_table(path, columns=["path", "error"]).to_pylist()
+            elif name.endswith(".json"):
+                with open(path, encoding="utf-8") as handle:
+                    rows += [_path_and_error(json.loads(line)) for line in handle if line.strip()]
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            os.replace(path, os.path.join(output_dir, f".{name}.incomplete"))
+            print(f"ast-audio: {path}: unreadable ({exc}); set aside as .{name}.incomplete, its inputs are done again",
+                  file=sys.stderr)
     return rows
+
+
+def _path_and_error(row: dict) -> dict:
+    return {"path": row.get("path"), "error": row.get("error")}
 
 
 def errors_of(output_dir: str, inputs: set[str]) -> list[str]:

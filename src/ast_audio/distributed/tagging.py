@@ -42,6 +42,18 @@ class RayOptions:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     local_files_only: bool = False
+    decode_tasks_per_worker: int | None = None
+    # A file of more windows than this is read by its model actor as it goes, not shipped whole as features
+    # (128 windows of 1024 x 128 float32: 64 MB).
+    max_windows_per_row: int = 128
+
+    @property
+    def decode_tasks(self) -> int:
+        """How many decoding+features tasks run at once: `decode_tasks_per_worker` per model replica; by
+        default 1 for a CPU replica (more would take cores from the model, and each starts a process) and 4 for
+        a GPU replica (one CPU cannot keep a GPU busy)."""
+        per_worker = self.decode_tasks_per_worker or (4 if self.gpus_per_worker else 1)
+        return self.num_workers * per_worker
 
     def classifier(self):
         from ast_audio.inference.classifier import AudioClassifier
@@ -62,6 +74,7 @@ class _WindowSpec:
     window: float
     hop: float
     strict: bool
+    max_windows_per_row: int
 
     @classmethod
     def for_options(cls, options: RayOptions) -> "_WindowSpec":
@@ -75,11 +88,16 @@ class _WindowSpec:
         window = options.window or timing.input_seconds
         hop = options.hop or window / 2
         timing.check_window(window, hop)
-        return cls(extractor, timing, window, hop, options.strict)
+        return cls(extractor, timing, window, hop, options.strict, options.max_windows_per_row)
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        return self.timing.input_frames, self.extractor.num_mel_bins
 
 
-def _window_rows(row: dict[str, Any], spec: _WindowSpec) -> list[dict[str, Any]]:
-    """CPU stage: a file row -> one row per window with its features (or one row with the file's error)."""
+def _file_row(row: dict[str, Any], spec: _WindowSpec) -> dict[str, Any]:
+    """CPU stage: a file -> its windows' features in one row, or the file's error; a file of more than
+    `max_windows_per_row` windows is left for the model actor to read as it goes (`deferred`)."""
     from ast_audio.inference.sources import AudioSource
     from ast_audio.inference.windows import plan_windows
 
@@ -87,79 +105,103 @@ def _window_rows(row: dict[str, Any], spec: _WindowSpec) -> list[dict[str, Any]]
     try:
         source = AudioSource(path, 0, spec.timing)
     except (ASTAudioError, OSError) as exc:
-        return [_failed_row(path, str(exc), spec)]
+        return _file_row_of(path, spec, error=str(exc))
     try:
         if spec.strict and source.warning:
             raise ASTAudioError(f"{source.name}: {source.warning} (--strict)")
         windows = plan_windows(source.duration, spec.window, spec.hop)
+        if len(windows) > spec.max_windows_per_row:
+            return _file_row_of(path, spec, deferred=True)
         clips = [source.read(start, end) for start, end in windows]
         features = spec.extractor(clips, sampling_rate=spec.timing.sampling_rate, return_tensors="np",
                                   max_length=spec.timing.input_frames)["input_values"]
     except (ASTAudioError, OSError) as exc:
-        return [_failed_row(path, str(exc), spec)]
+        return _file_row_of(path, spec, error=str(exc))
     finally:
         source.close()
-    return [{"path": path, "window_index": i, "windows": len(windows), "start": start, "end": end,
-             "duration": source.duration, "warning": source.warning or "", "error": "", "features": features[i]}
-            for i, (start, end) in enumerate(windows)]
+    return _file_row_of(path, spec, windows=windows, duration=source.duration, warning=source.warning or "",
+                        features=features)
 
 
-def _failed_row(path: str, error: str, spec: _WindowSpec) -> dict[str, Any]:
-    shape = (spec.timing.input_frames, spec.extractor.num_mel_bins)
-    return {"path": path, "window_index": 0, "windows": 1, "start": 0.0, "end": 0.0, "duration": 0.0,
-            "warning": "", "error": error, "features": np.zeros(shape, np.float32)}
+def _file_row_of(path: str, spec: _WindowSpec, *, windows: list[tuple[float, float]] = (), duration: float = 0.0,
+                 warning: str = "", error: str = "", deferred: bool = False, features: np.ndarray | None = None):
+    if features is None:
+        features = np.zeros((0, *spec.feature_shape), np.float32)
+    bounds = np.asarray(windows, np.float64).reshape(-1, 2)
+    return {"path": path, "duration": duration, "warning": warning, "error": error, "deferred": deferred,
+            "bounds": bounds, "features": features}
 
 
 class _Model:
-    """Actor stage: scores and pooled embeddings of window rows, batched across files (error rows pass)."""
+    """Actor stage: rows of files -> their result rows. The windows of all files in a batch go through the
+    model together, `batch_size` at a time; a deferred (long) file is read and scored here, window by window,
+    as the local engine does. A file's windows never leave one actor, so no shuffle assembles them."""
 
-    def __init__(self, options: RayOptions) -> None:
-        self.runner = options.classifier().runner
+    def __init__(self, options: RayOptions, spec: _WindowSpec) -> None:
+        from ast_audio.allocator import keep_freed_memory
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keep_freed_memory()  # as the local engine: reuse batch buffers instead of faulting them in each batch
+        classifier = options.classifier()
+        self.runner = classifier.runner
+        self.embedding_size = classifier.config.hidden_size if options.embeddings else None
+        self.options = options
+        self.spec = spec
+
+    def __call__(self, batch: dict[str, np.ndarray]):
+        import pyarrow as pa
+
+        from ast_audio.inference.tabular import clip_record, schema
+
+        options = self.options
+        results = self._results(batch)
+        records = [clip_record(result, options.top_k, options.timeline, options.embeddings) for result in results]
+        return pa.Table.from_pylist(records, schema=schema(self.embedding_size))
+
+    def _results(self, batch: dict[str, np.ndarray]) -> list:
+        from ast_audio.inference.results import ClipResult
+
+        count = len(batch["path"])
+        features = [np.asarray(batch["features"][i]) for i in range(count)]
+        scores, embeddings = self._infer([f for i, f in enumerate(features) if not _skipped(batch, i)])
+        results, first = [], 0
+        for i in range(count):
+            path, error = str(batch["path"][i]), str(batch["error"][i])
+            if error:
+                results.append(ClipResult(source=path, labels=self.runner.labels, error=error))
+            elif batch["deferred"][i]:
+                results.append(self._read_here(path))
+            else:
+                last = first + len(features[i])
+                bounds = np.asarray(batch["bounds"][i]).reshape(-1, 2)
+                results.append(ClipResult(
+                    source=path, duration=float(batch["duration"][i]), windows=[tuple(map(float, b)) for b in bounds],
+                    window_scores=scores[first:last], window_embeddings=embeddings[first:last],
+                    labels=self.runner.labels, pooling=self.options.pooling, warning=str(batch["warning"][i]) or None))
+                first = last
+        return results
+
+    def _infer(self, features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and pooled embeddings of every window of `features`, in model batches of `batch_size`."""
         import torch
 
-        ok = batch["error"] == ""
-        count = len(batch["error"])
-        scores = np.zeros((count, len(self.runner.labels)), np.float32)
-        embeddings = None
-        if ok.any():
-            got_scores, got_embeddings = self.runner.infer(torch.from_numpy(np.ascontiguousarray(batch["features"][ok])))
-            scores[ok] = got_scores
-            embeddings = np.zeros((count, got_embeddings.shape[1]), np.float32)
-            embeddings[ok] = got_embeddings
-        if embeddings is None:
-            embeddings = np.zeros((count, 1), np.float32)
-        out = {key: value for key, value in batch.items() if key != "features"}
-        out.update(scores=scores, embedding=embeddings)
-        return out
+        windows = np.concatenate(features) if features else np.zeros((0, *self.spec.feature_shape), np.float32)
+        scores, embeddings = [], []
+        for first in range(0, len(windows), self.runner.batch_size):
+            got = self.runner.infer(torch.from_numpy(np.ascontiguousarray(windows[first : first + self.runner.batch_size])))
+            scores.append(got[0])
+            embeddings.append(got[1])
+        if not scores:
+            return np.zeros((0, len(self.runner.labels)), np.float32), np.zeros((0, 1), np.float32)
+        return np.concatenate(scores), np.concatenate(embeddings)
+
+    def _read_here(self, path: str):
+        spec = self.spec
+        return next(self.runner.run([path], window=spec.window, hop=spec.hop, pooling=self.options.pooling,
+                                    strict=spec.strict))
 
 
-def _assemble(group, labels: list[str], options: RayOptions):
-    """Aggregation stage: a file's window rows (any order) -> its row, as the local engine computes it."""
-    import pyarrow as pa
-
-    from ast_audio.inference.results import ClipResult
-    from ast_audio.inference.tabular import clip_record, schema
-
-    order = np.argsort(group["window_index"])
-    path = str(group["path"][0])
-    error = str(group["error"][0])
-    if error:
-        result = ClipResult(source=path, labels=labels, error=error)
-    else:
-        result = ClipResult(
-            source=path, duration=float(group["duration"][0]),
-            windows=[(float(group["start"][i]), float(group["end"][i])) for i in order],
-            window_scores=np.stack([group["scores"][i] for i in order]).astype(np.float32),
-            window_embeddings=np.stack([group["embedding"][i] for i in order]).astype(np.float32),
-            labels=labels, pooling=options.pooling, warning=str(group["warning"][0]) or None,
-        )
-    record = clip_record(result, options.top_k, options.timeline, options.embeddings)
-    size = None
-    if options.embeddings:
-        size = len(record["embedding"]) if record["embedding"] is not None else int(group["embedding"].shape[-1])
-    return pa.Table.from_pylist([record], schema=schema(size))
+def _skipped(batch: dict[str, np.ndarray], i: int) -> bool:
+    return bool(batch["error"][i]) or bool(batch["deferred"][i])
 
 
 def tag(inputs: Any, model: str | RayOptions, **options: Any):
@@ -167,27 +209,25 @@ def tag(inputs: Any, model: str | RayOptions, **options: Any):
 
     `inputs`: paths, or a Ray Dataset with a "path" column. `model` and keyword options as `RayOptions`
     (window, hop, pooling, top_k, timeline, embeddings, strict, batch_size, backend, int8, num_workers,
-    cpus_per_worker, gpus_per_worker, ...). Bad files come back as rows with `error` set.
+    cpus_per_worker, gpus_per_worker, ...). Bad files come back as rows with `error` set. Rows stream out
+    as their files are done (no barrier), in no particular order.
     """
     ray = require_ray()
     config = model if isinstance(model, RayOptions) else RayOptions(model=os.fspath(model), **options)
     if config.num_workers < 1:
         raise ConfigError(f"num_workers must be at least 1, got {config.num_workers}")
-    from ast_audio.model.configuration import ASTConfig
-
-    model_config = ASTConfig.from_pretrained(config.model, local_files_only=config.local_files_only)
-    labels = [model_config.id2label[i] for i in range(model_config.num_labels)]
+    for name in ("max_windows_per_row", "decode_tasks_per_worker"):
+        if (getattr(config, name) or 1) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
     if not isinstance(inputs, ray.data.Dataset):
-        inputs = [os.fspath(p) for p in inputs]
-    files = inputs if isinstance(inputs, ray.data.Dataset) else ray.data.from_items([{"path": p} for p in inputs])
-    # Decoding and features are light beside the model: a quarter CPU each, so they fit beside the actors.
-    windows = files.flat_map(_window_rows, fn_kwargs={"spec": _WindowSpec.for_options(config)}, num_cpus=0.25)
-    scored = windows.map_batches(
-        _Model, fn_constructor_kwargs={"options": config}, batch_size=config.batch_size, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=config.num_workers), num_cpus=config.cpus_per_worker,
-        num_gpus=config.gpus_per_worker,
+        inputs = ray.data.from_items([{"path": os.fspath(p)} for p in inputs])
+    spec = _WindowSpec.for_options(config)
+    # Decoding and features are light beside the model: a quarter CPU each, so they fit beside the actors;
+    # a bounded number at once, or Ray starts a process (importing torch) per quarter CPU, on the model's cores.
+    files = inputs.map(_file_row, fn_kwargs={"spec": spec}, num_cpus=0.25, concurrency=config.decode_tasks)
+    # batch_size counts files here: their windows are batched `batch_size` at a time inside the actor.
+    return files.map_batches(
+        _Model, fn_constructor_kwargs={"options": config, "spec": spec}, batch_size=config.batch_size,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=config.num_workers),
+        num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,
     )
-    # A few shuffle partitions per replica: Ray's default (200) costs more than the assembly on small jobs.
-    partitions = max(1, min(len(inputs) if isinstance(inputs, list) else 64, 4 * config.num_workers))
-    return scored.groupby("path", num_partitions=partitions).map_groups(
-        _assemble, fn_kwargs={"labels": labels, "options": config}, batch_format="numpy")
