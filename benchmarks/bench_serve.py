@@ -3,7 +3,9 @@
 Starts the server on 127.0.0.1 (stopped by its pid at the end), sends 10 s WAV clips from 1, 4 and 16
 concurrent clients, and reports throughput (clips/s), p50/p99 latency, mean model batch size (from /metrics)
 and errors, next to `AudioClassifier` on the same clips in this process. Then it sends --memory-requests
-requests from 4 clients and reports the server's resident memory after the first 10 and after all of them.
+requests from 4 clients, reading the server's resident memory after the first 10 and then 20 times along the
+way, and reports after 10 against after all of them, and the median of the first half of the readings against
+the second (one reading moves by tens of MB with the requests in flight; growth shows in the medians).
 
     python benchmarks/bench_serve.py [--small] [--requests 32] [--memory-requests 1000] [--json out.json]
 """
@@ -140,8 +142,12 @@ def main() -> None:
         before = resident_mb(process.pid)
         load(port, clips, 4, 10)
         after_10 = resident_mb(process.pid)
-        load(port, clips, 4, args.memory_requests)
-        after_all = resident_mb(process.pid)
+        readings = []
+        step = max(1, args.memory_requests // 20)
+        for done in range(0, args.memory_requests, step):
+            load(port, clips, 4, min(step, args.memory_requests - done))
+            readings.append(resident_mb(process.pid))
+        after_all = readings[-1]
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
@@ -153,11 +159,16 @@ def main() -> None:
         [[r["clients"], r["clips_per_s"], r["clips_per_s"] / offline, r["p50_s"], r["p99_s"], r["mean_batch"],
           r["errors"]] for r in rows],
     )
+    half = len(readings) // 2
+    first, second = float(np.median(readings[:half] or readings)), float(np.median(readings[half:]))
     print(f"server memory: {before:.0f} MB before, {after_10:.0f} MB after 10 requests, {after_all:.0f} MB after "
-          f"{args.memory_requests} more (growth {after_all - after_10:+.0f} MB)")
+          f"{args.memory_requests} more ({after_all - after_10:+.0f} MB); readings every {step} requests: "
+          f"{min(readings):.0f}-{max(readings):.0f} MB, median {first:.0f} MB in the first half, {second:.0f} MB in "
+          f"the second ({second - first:+.0f} MB)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"offline_clips_per_s": offline, "load": rows, "memory_mb": [before, after_10, after_all]},
+            json.dump({"offline_clips_per_s": offline, "load": rows, "memory_mb": [before, after_10, after_all],
+                       "memory_readings_mb": readings},
                       handle, indent=2)
 
 
