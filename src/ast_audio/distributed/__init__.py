@@ -1,9 +1,11 @@
 """Tagging archives on a Ray cluster with Ray Data: the inference core's stages as a streaming pipeline.
 
-files -> decoding, window planning and features (CPU tasks, one row per window) -> model actors (an actor
-pool, one GPU each where there are GPUs, batching windows across files) -> per-file assembly (clip scores,
-timeline, embedding) -> rows with the schema of `ast_audio.inference.tabular`. Windows of one long file may be
-scored by different actors; the file's row equals the local engine's. Needs ``pip install "ast-audio[ray]"``.
+files -> decoding, window planning and features (CPU tasks, one row per file with its windows' features)
+-> model actors (an actor pool, one GPU each where there are GPUs; the windows of a batch of files go through
+the model `batch_size` at a time) -> each file's row (clip scores, timeline, embedding), assembled by the actor
+that scored its windows, with the schema of `ast_audio.inference.tabular` and equal to the local engine's.
+No shuffle: rows stream out as files finish. A file of more than `max_windows_per_row` windows is read by its
+actor window by window, so no row holds an hour of features. Needs ``pip install "ast-audio[ray]"``.
 
 >>> import ast_audio.distributed as dist
 >>> rows = dist.tag(["a.flac", "b.mp3"], model="./ast-audioset")    # a ray.data.Dataset, one row per file
