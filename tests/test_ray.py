@@ -263,3 +263,13 @@ def test_a_half_written_output_file_is_set_aside_and_its_inputs_done_again(tmp_p
     assert sorted(os.listdir(output)) == [".two.parquet.incomplete", "one.parquet"]
     assert "two.parquet: unreadable" in capsys.readouterr().err
     assert pq.read_table(str(output)).num_rows == 3  # the directory reads again
+
+
+@pytest.mark.parametrize("option", ["num_workers", "max_windows_per_row", "decode_tasks_per_worker"])
+def test_counts_below_one_are_refused_before_ray_starts(option, ray_checkpoint):
+    from ast_audio.distributed import tag
+    from ast_audio.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{option} must be at least 1, got 0"):
+        tag(["a.wav"], ray_checkpoint, **{option: 0})
+    assert not ray.is_initialized()

@@ -217,8 +217,9 @@ def tag(inputs: Any, model: str | RayOptions, **options: Any):
     if config.num_workers < 1:
         raise ConfigError(f"num_workers must be at least 1, got {config.num_workers}")
     for name in ("max_windows_per_row", "decode_tasks_per_worker"):
-        if (getattr(config, name) or 1) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
     if not isinstance(inputs, ray.data.Dataset):
         inputs = ray.data.from_items([{"path": os.fspath(p)} for p in inputs])
     spec = _WindowSpec.for_options(config)
