@@ -273,3 +273,19 @@ def test_counts_below_one_are_refused_before_ray_starts(option, ray_checkpoint):
     with pytest.raises(ConfigError, match=f"{option} must be at least 1, got 0"):
         tag(["a.wav"], ray_checkpoint, **{option: 0})
     assert not ray.is_initialized()
+
+
+def test_json_lines_output_on_ray(cluster, ray_checkpoint, archive, tmp_path):
+    import json
+
+    from ast_audio.commands._ray import written_inputs
+
+    paths = [str(archive / "clip00.flac"), str(archive / "broken.mp3")]
+    output = tmp_path / "lines"
+    assert main(["classify", *paths, "--model", ray_checkpoint, "--engine", "ray", "--address", cluster,
+                 "-f", "jsonl", "-o", str(output), "-q"]) == 3
+    rows = [json.loads(line) for name in output.glob("*.json") for line in name.read_text().splitlines()]
+    assert sorted(row["path"] for row in rows) == sorted(paths) and written_inputs(str(output)) == set(paths)
+    by_path = {row["path"]: row for row in rows}
+    assert by_path[paths[0]]["error"] is None and len(by_path[paths[0]]["labels"]) == 5
+    assert "not an audio file" in by_path[paths[1]]["error"]
