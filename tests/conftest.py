@@ -26,6 +26,18 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+def save_small_checkpoint(path, labels: int, seed: int = 0, label_name: str = "sound", **config) -> str:
+    """A small randomized classifier (SMALL, 128 frames, `labels` classes named "{label_name} {i}") and its
+    feature extractor saved in `path`; `config` overrides SMALL."""
+    from ast_audio import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    model_config = ASTConfig(**{**SMALL, **config}, max_length=128,
+                             id2label={i: f"{label_name} {i}" for i in range(labels)})
+    randomize_(ASTForAudioClassification(model_config), seed=seed).save_pretrained(path)
+    ASTFeatureExtractor(max_length=128).save_pretrained(path)
+    return str(path)
+
+
 def spectrogram(batch: int, frames: int, mel_bins: int = 128, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, frames, mel_bins, generator=generator)

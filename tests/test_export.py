@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 import shutil
 
 import numpy as np
@@ -15,19 +16,16 @@ from ast_audio.cli import main
 from ast_audio.export import export_onnx
 from ast_audio.inference.backends import onnx_session
 from ast_audio.inference.quantize import quantize_int8
-from conftest import SMALL, randomize_
+from conftest import SMALL, save_small_checkpoint
 
 RATE = 16000
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt")
     # 4 layers: the int8 paths keep the first and the last in float32 and quantise the two between.
-    config = ASTConfig(**{**SMALL, "num_hidden_layers": 4}, max_length=128, id2label={i: f"class {i}" for i in range(6)})
-    randomize_(ASTForAudioClassification(config), seed=1).save_pretrained(path)
-    ASTFeatureExtractor(max_length=128).save_pretrained(path)
-    return path
+    return Path(save_small_checkpoint(tmp_path_factory.mktemp("ckpt"), labels=6, seed=1, label_name="class",
+                                      num_hidden_layers=4))
 
 
 def real_signals(count: int = 24) -> list[np.ndarray]:

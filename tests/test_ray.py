@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ast_audio import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 from ast_audio.cli import main
-from conftest import SMALL, randomize_
+from conftest import save_small_checkpoint
 from encoders import encode
 
 # Ray reads these when it is imported: token authentication on, with a fresh token this test run's processes
@@ -80,11 +79,7 @@ def _wait_for_nodes(address: str, count: int, process: subprocess.Popen, timeout
 
 @pytest.fixture(scope="session")
 def ray_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ray_ckpt")
-    config = ASTConfig(**SMALL, max_length=128, id2label={i: f"sound {i}" for i in range(5)})
-    randomize_(ASTForAudioClassification(config), seed=5).save_pretrained(path)
-    ASTFeatureExtractor(max_length=128).save_pretrained(path)
-    return str(path)
+    return save_small_checkpoint(tmp_path_factory.mktemp("ray_ckpt"), labels=5, seed=5)
 
 
 @pytest.fixture(scope="session")

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ast_audio import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AudioClassifier, AudioError
+from ast_audio import ASTForAudioClassification, AudioClassifier, AudioError
 from ast_audio.audio.decode import AudioFile
 from ast_audio.cli import main
-from conftest import SMALL, randomize_
+from conftest import save_small_checkpoint
 from encoders import cut, encode, prepend_id3_picture
 
 pytest.importorskip("av")
@@ -44,11 +44,7 @@ def encoded(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt")
-    config = ASTConfig(**SMALL, max_length=128, id2label={i: f"sound {i}" for i in range(4)})
-    randomize_(ASTForAudioClassification(config)).save_pretrained(path)
-    ASTFeatureExtractor(max_length=128).save_pretrained(path)
-    return str(path)
+    return save_small_checkpoint(tmp_path_factory.mktemp("ckpt"), labels=4)
 
 
 @pytest.mark.parametrize("name", [*ENCODED, "tagged.mp3"])

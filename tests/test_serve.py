@@ -21,9 +21,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from ast_audio import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AudioClassifier
+from ast_audio import AudioClassifier
 from ast_audio.cli import main
-from conftest import SMALL, randomize_
+from conftest import save_small_checkpoint
 from encoders import encode
 
 pytest.importorskip("fastapi")
@@ -87,11 +87,7 @@ class Server:
 
 @pytest.fixture(scope="session")
 def served_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("served")
-    config = ASTConfig(**SMALL, max_length=128, id2label={i: f"sound {i}" for i in range(6)})
-    randomize_(ASTForAudioClassification(config), seed=3).save_pretrained(path)
-    ASTFeatureExtractor(max_length=128).save_pretrained(path)
-    return str(path)
+    return save_small_checkpoint(tmp_path_factory.mktemp("served"), labels=6, seed=3)
 
 
 @pytest.fixture(scope="session")
