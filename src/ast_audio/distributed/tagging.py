@@ -161,8 +161,8 @@ class _Model:
         from ast_audio.inference.results import ClipResult
 
         count = len(batch["path"])
-        features = [np.asarray(batch["features"][i]) for i in range(count)]
-        scores, embeddings = self._infer([f for i, f in enumerate(features) if not _skipped(batch, i)])
+        features = [np.asarray(batch["features"][i]) for i in range(count)]  # none for errors and deferred files
+        scores, embeddings = self._infer(features)
         results, first = [], 0
         for i in range(count):
             path, error = str(batch["path"][i]), str(batch["error"][i])
@@ -198,10 +198,6 @@ class _Model:
         spec = self.spec
         return next(self.runner.run([path], window=spec.window, hop=spec.hop, pooling=self.options.pooling,
                                     strict=spec.strict))
-
-
-def _skipped(batch: dict[str, np.ndarray], i: int) -> bool:
-    return bool(batch["error"][i]) or bool(batch["deferred"][i])
 
 
 def tag(inputs: Any, model: str | RayOptions, **options: Any):
