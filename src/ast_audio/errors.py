@@ -23,3 +23,7 @@ class InputShapeError(ASTAudioError, ValueError):
 
 class AudioError(ASTAudioError, ValueError):
     """Audio that cannot be decoded or used: unreadable file, empty, too short, NaN/inf samples, wrong rate."""
+
+
+class NotAudioError(AudioError):
+    """No decoder recognises the data as audio: not an audio file, or a container missing what decoding needs."""

@@ -15,7 +15,7 @@ from typing import IO, Any, Union
 import numpy as np
 
 from ast_audio.audio.chatter import quiet_decoder_chatter
-from ast_audio.errors import AudioError
+from ast_audio.errors import AudioError, NotAudioError
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, IO[bytes]]
 
@@ -168,7 +168,7 @@ class AudioFile:
                 opened.seek(0)
             decoded = _decode_with_av(opened)
             if decoded is None:
-                raise AudioError(f"{self.name}: {_undecodable_reason(opened)}") from None
+                raise NotAudioError(f"{self.name}: {_undecodable_reason(opened)}") from None
             self._decoded, self.sample_rate, declared = decoded
             self.channels = self._decoded.shape[1]
             self.frames = max(self._decoded.shape[0], declared or 0)  # the declared length, checked below
