@@ -11,12 +11,24 @@ from collections.abc import Callable
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="audio files, directories (searched recursively) or glob patterns")
-    parser.add_argument("--model", "-m", default="MIT/ast-finetuned-audioset-10-10-0.4593",
-                        help="checkpoint directory or Hugging Face Hub id (default: %(default)s)")
+    add_model_options(parser)
     parser.add_argument("--window", type=float, help="window length in seconds: from one patch of frames up to the "
                         "model's input (default: the whole input, 10.255 s for 1024 frames)")
     parser.add_argument("--hop", type=float, help="seconds between window starts (default: half a window)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per model call (default 8)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no closing summary")
+    parser.add_argument("--strict", action="store_true",
+                        help="treat warnings (a file cut short: what decodes is used) as errors")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip inputs already finished in the output (by an interrupted or earlier run with the "
+                        "same options); redo the one cut off and any whose file changed")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options that load a model (checkpoint, device, precision, backend, threads), shared by every command
+    that runs one, `serve` included."""
+    parser.add_argument("--model", "-m", default="MIT/ast-finetuned-audioset-10-10-0.4593",
+                        help="checkpoint directory or Hugging Face Hub id (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model precision (default float32)")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
@@ -28,12 +40,6 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="intra-op threads of the model and of decoding/features, each "
                         "in its own thread (default: every core; on a machine shared with other jobs, fewer)")
     parser.add_argument("--offline", action="store_true", help="never contact the Hub; use its local cache only")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no closing summary")
-    parser.add_argument("--strict", action="store_true",
-                        help="treat warnings (a file cut short: what decodes is used) as errors")
-    parser.add_argument("--resume", action="store_true",
-                        help="skip inputs already finished in the output (by an interrupted or earlier run with the "
-                        "same options); redo the one cut off and any whose file changed")
 
 
 def model_options(args: argparse.Namespace) -> dict:
@@ -55,12 +61,21 @@ def load_classifier(args: argparse.Namespace, pooling: str = "mean"):
 def input_listing(args: argparse.Namespace):
     """The audio files the inputs name, and the places that could not be read (reported as failed items)."""
     from ast_audio.audio.files import scan_inputs
-    from ast_audio.errors import AudioError
 
     listing = scan_inputs(args.inputs)
-    if not listing.files and not listing.problems:
-        raise AudioError(f"no audio files found in {', '.join(args.inputs)}")
+    listing.require_some(args.inputs)
     return listing
+
+
+def report_skipped(command: str, skipped: list[str], quiet: bool) -> None:
+    """Count, in the closing summary, the files a folder or glob held that are not audio (named under -v)."""
+    import logging
+
+    for path in skipped:
+        logging.getLogger("ast_audio").info("skipped (not audio by its extension): %s", path)
+    if skipped and not quiet:
+        print(f"ast-audio {command}: skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''} not audio by "
+              "extension (-v names them)", file=sys.stderr)
 
 
 class Progress:
@@ -132,4 +147,5 @@ def run_job(args: argparse.Namespace, command: str, output, chunk: Callable, poo
             progress.close()
     if progress.failed:
         print(f"ast-audio {command}: {progress.failed} of {progress.files} files failed", file=sys.stderr)
+    report_skipped(command, listing.skipped, args.quiet)
     return exit_code(progress.files, progress.failed)
