@@ -15,6 +15,7 @@ from typing import IO, Any, Union
 import numpy as np
 
 from ast_audio.audio.chatter import quiet_decoder_chatter
+from ast_audio.audio.wav import WavLayout, WavReader, read_wav_layout
 from ast_audio.errors import AudioError, NotAudioError
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, IO[bytes]]
@@ -42,31 +43,27 @@ def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarra
     return soxr.resample(samples, orig_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def _wav_declared_frames(source: str | bytes) -> int | None:
-    """Frames a WAV file's header promises (data chunk size / block size), None when it cannot tell."""
-    try:
-        with open(source, "rb") if isinstance(source, str) else io.BytesIO(source) as handle:
-            riff = handle.read(12)
-            if len(riff) < 12 or riff[:4] not in (b"RIFF", b"RIFX") or riff[8:12] != b"WAVE":
-                return None
-            endian = "<" if riff[:4] == b"RIFF" else ">"
-            block_align = None
-            while True:
-                header = handle.read(8)
-                if len(header) < 8:
-                    return None
-                chunk_id, size = header[:4], struct.unpack(endian + "I", header[4:])[0]
-                if chunk_id == b"fmt ":
-                    fmt = handle.read(size + (size & 1))
-                    block_align = struct.unpack(endian + "H", fmt[12:14])[0] if len(fmt) >= 14 else None
-                elif chunk_id == b"data":
-                    if not block_align or size == 0xFFFFFFFF:  # streaming writers leave the size unknown
-                        return None
-                    return size // block_align
-                else:
-                    handle.seek(size + (size & 1), os.SEEK_CUR)
-    except OSError:
+def _wav_layout(opened: Any) -> WavLayout | None:
+    """The sample layout of a PCM or float WAV file (path or seekable stream), None for anything else."""
+    if isinstance(opened, str):
+        try:
+            with open(opened, "rb") as handle:
+                return read_wav_layout(handle)
+        except OSError:
+            return None
+    if not (hasattr(opened, "seek") and hasattr(opened, "tell")):
         return None
+    position = opened.tell()
+    try:
+        return read_wav_layout(opened)
+    finally:
+        opened.seek(position)
+
+
+def _for_soundfile(opened: Any) -> Any:
+    """A path as the bytes the file system holds (a name that is not valid UTF-8 is not re-encoded); a stream
+    as it is."""
+    return os.fsencode(opened) if isinstance(opened, str) else opened
 
 
 # A declared length this much longer than what decodes is reported (MP3 encoder delay and padding are a few
@@ -145,11 +142,14 @@ class AudioFile:
         self.warning: str | None = None
         self._sound_file = None
         self._decoded: np.ndarray | None = None  # whole-file samples when decoded by PyAV
+        self._wav: WavReader | None = None  # WAV files libsndfile refuses or misreads
+        self._wav_owned = False  # the WAV reader's handle was opened here (from a path)
         opened = self._opened = _openable(source, self.name)
-        self._open(opened)
-        declared = self.frames
-        if isinstance(opened, str) or isinstance(source, (bytes, bytearray)):
-            declared = max(declared, _wav_declared_frames(opened if isinstance(opened, str) else bytes(source)) or 0)
+        layout = _wav_layout(opened)
+        self._open(opened, layout)
+        # A finalised WAV header's data size counts (libsndfile clamps it to what the file holds); a
+        # placeholder size left by a recorder that never finished means "to the end of the file".
+        declared = max(self.frames, layout.declared_frames or 0) if layout else self.frames
         self.frames = self._decodable_frames()
         if self.frames == 0:
             self.close()
@@ -157,30 +157,43 @@ class AudioFile:
         if declared - self.frames > SHORTFALL_SECONDS * self.sample_rate:
             self.warning = f"decoded {self.frames / self.sample_rate:.1f} s of {declared / self.sample_rate:.1f} s declared"
 
-    def _open(self, opened: Any) -> None:
+    def _open(self, opened: Any, layout: WavLayout | None) -> None:
+        """soundfile first; for a WAV file it refuses or reads shorter than its layout says (a data size of 0),
+        the WAV reader; else PyAV."""
         import soundfile
 
         try:
             with quiet_decoder_chatter():
-                self._sound_file = soundfile.SoundFile(opened)
+                self._sound_file = soundfile.SoundFile(_for_soundfile(opened))
         except (soundfile.LibsndfileError, RuntimeError, TypeError):
-            if hasattr(opened, "seek"):
-                opened.seek(0)
-            decoded = _decode_with_av(opened)
-            if decoded is None:
-                raise NotAudioError(f"{self.name}: {_undecodable_reason(opened)}") from None
-            self._decoded, self.sample_rate, declared = decoded
-            self.channels = self._decoded.shape[1]
-            self.frames = max(self._decoded.shape[0], declared or 0)  # the declared length, checked below
+            self._sound_file = None
+        if self._sound_file is not None and (layout is None or self._sound_file.frames >= layout.frames):
+            self.sample_rate = self._sound_file.samplerate
+            self.channels = self._sound_file.channels
+            self.frames = self._sound_file.frames
             return
-        self.sample_rate = self._sound_file.samplerate
-        self.channels = self._sound_file.channels
-        self.frames = self._sound_file.frames
+        self.close()
+        if hasattr(opened, "seek"):
+            opened.seek(0)
+        if layout is not None and layout.frames > 0:
+            handle = open(opened, "rb") if isinstance(opened, str) else opened
+            self._wav = WavReader(handle, layout)
+            self._wav_owned = isinstance(opened, str)
+            self.sample_rate, self.channels, self.frames = layout.sample_rate, layout.channels, layout.frames
+            return
+        decoded = _decode_with_av(opened)
+        if decoded is None:
+            raise NotAudioError(f"{self.name}: {_undecodable_reason(opened)}") from None
+        self._decoded, self.sample_rate, declared = decoded
+        self.channels = self._decoded.shape[1]
+        self.frames = max(self._decoded.shape[0], declared or 0)  # the declared length, checked below
 
     def _decodable_frames(self) -> int:
         """The samples that really decode. Compressed formats' headers only estimate the length (MP3 encoder
         delay and padding; a partial download keeps the full length in its header), so the last stretch is
         decoded to check it, and the whole stream is counted when that fails."""
+        if self._wav is not None:
+            return self.frames  # uncompressed: every frame of the layout is there
         if self._sound_file is None:
             return self._decoded.shape[0]
         tail_start = max(0, self.frames - int(TAIL_SECONDS * self.sample_rate))
@@ -211,7 +224,7 @@ class AudioFile:
         self._sound_file.close()
         if hasattr(self._opened, "seek"):
             self._opened.seek(0)
-        self._sound_file = soundfile.SoundFile(self._opened)
+        self._sound_file = soundfile.SoundFile(_for_soundfile(self._opened))
 
     @property
     def duration(self) -> float:
@@ -237,6 +250,8 @@ class AudioFile:
     def _read_frames(self, start: int, stop: int) -> np.ndarray:
         if self._decoded is not None:
             return self._decoded[start:stop]
+        if self._wav is not None:
+            return self._wav.read(start, stop)
         import soundfile
 
         with quiet_decoder_chatter():
@@ -264,6 +279,9 @@ class AudioFile:
         if self._sound_file is not None:
             self._sound_file.close()
             self._sound_file = None
+        if self._wav is not None and self._wav_owned:
+            self._wav.handle.close()
+        self._wav = None
 
     def __enter__(self) -> "AudioFile":
         return self
@@ -282,6 +300,9 @@ def _decode_with_av(opened: Any) -> tuple[np.ndarray, int, int | None] | None:
         import av
     except ImportError:
         return None
+    if isinstance(opened, str) and opened != os.fsencode(opened).decode("utf-8", "replace"):
+        with open(opened, "rb") as handle:  # PyAV encodes a path as UTF-8: a name that is not is read as a stream
+            return _decode_with_av(handle)
     chunks: list[np.ndarray] = []
     try:
         with av.open(opened) as container:
