@@ -22,6 +22,7 @@ from ast_audio.inference.results import POOLINGS, ClipResult
 from ast_audio.inference.runner import InferenceRunner
 from ast_audio.inference.sources import AudioInput
 from ast_audio.inference.threads import ThreadBudget
+from ast_audio.inference.windows import window_and_hop
 from ast_audio.model.modeling import ASTForAudioClassification
 from ast_audio.model.scoring import SCORE_FUNCTIONS, score_function_for
 
@@ -78,9 +79,7 @@ class AudioClassifier:
         self.model = getattr(self.runner.backend, "model", None)
         self.feature_extractor = feature_extractor
         self.batch_size = batch_size
-        self.window = self.timing.input_seconds if window is None else window
-        self.hop = self.window / 2 if hop is None else hop
-        self.timing.check_window(self.window, self.hop)
+        self.window, self.hop = window_and_hop(self.timing, window, hop)
         self.pooling = pooling
 
     @classmethod
@@ -183,9 +182,6 @@ class AudioClassifier:
         """Yield a `ClipResult` per input, in order, as soon as it is complete; a bad input yields a result
         with `error` set and the others go on. An input cut short (a partial download) gives what decodes and
         a `warning`; with `strict` it is an error. `progress(seconds)` follows the audio scored, batch by batch."""
-        if window is None:
-            window, hop = self.window, self.hop if hop is None else hop
-        elif hop is None:
-            hop = window / 2
+        window, hop = window_and_hop(self.timing, window, hop, default=(self.window, self.hop))
         return self.runner.run(inputs, window=window, hop=hop, pooling=pooling or self.pooling,
                                sampling_rate=sampling_rate, strict=strict, progress=progress)

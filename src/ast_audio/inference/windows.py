@@ -1,21 +1,60 @@
-"""Window planning: where the windows of an input of any length start and end, in seconds."""
+"""Window planning: the window and hop a job uses, and where the windows of an input start and end, in seconds.
+
+The one owner of both rules; every front end (`AudioClassifier`, the command line, the service, the Ray engine)
+asks here rather than writing its own default.
+"""
 
 from __future__ import annotations
 
 import math
 
-from ast_audio.errors import ConfigError
+from ast_audio.errors import AudioError, ConfigError
+from ast_audio.features.timing import Timing
+
+_EPSILON = 1e-9  # seconds: starts and ends closer than this to the end of the input count as at the end
+
+
+def window_and_hop(
+    timing: Timing, window: float | None = None, hop: float | None = None,
+    default: tuple[float, float] | None = None,
+) -> tuple[float, float]:
+    """The (window, hop) in seconds a job uses, checked against the model's `timing`.
+
+    `window` None: the default window, which is the model's whole input (`timing.input_seconds`, 10.255 s
+    for 1024 frames) unless `default` = (window, hop) gives another (e.g. an `AudioClassifier`'s own).
+    `hop` None: the default hop when the window is the default one, else half the window.
+    Raises `ConfigError` (naming the range) for a window outside one patch .. the model's input, or hop <= 0.
+    """
+    default_window, default_hop = default or (timing.input_seconds, timing.input_seconds / 2)
+    if window is None:
+        window = default_window
+    if hop is None:
+        hop = default_hop if window == default_window else window / 2
+    timing.check_window(window, hop)
+    return window, hop
 
 
 def plan_windows(duration: float, window: float, hop: float) -> list[tuple[float, float]]:
-    """(start, end) in seconds of windows of `window` s every `hop` s that cover [0, duration].
+    """(start, end) in seconds of the windows of an input of `duration` s: `window` s every `hop` s.
 
-    A clip no longer than one window is a single window [0, duration]; otherwise windows start at
-    0, hop, 2*hop, ... until one reaches the end, and the last is cut at `duration`.
+    Windows start at 0, hop, 2*hop, ... and are `window` s long, cut at the end of the input (a cut window is
+    scored zero-padded, as a short input is). No window starts at or past the end, and every window has a
+    positive length. An input no longer than one window is the single window [0, duration].
+    - hop <= window (overlapping or touching windows, the usual case): windows go on until the first one
+      that reaches the end, so every second of the input is covered.
+    - hop > window (sparse sampling of long recordings): one window at each start before the end; the audio
+      between windows is not scored, and the last window may be cut short by the end.
+    Raises `ConfigError` for a window or hop that is not a positive number, `AudioError` for no audio.
     """
-    if window <= 0 or hop <= 0:
+    if not (math.isfinite(window) and math.isfinite(hop) and window > 0 and hop > 0):
         raise ConfigError(f"window and hop must be positive, got window={window}, hop={hop}")
+    if not (math.isfinite(duration) and duration > 0):
+        raise AudioError(f"no windows in {duration} s of audio: expected a positive duration")
     if duration <= window:
-        return [(0.0, duration)]
-    count = math.ceil((duration - window) / hop - 1e-9) + 1
-    return [(i * hop, min(i * hop + window, duration)) for i in range(count)]
+        return [(0.0, float(duration))]
+    reaching_end = math.ceil((duration - window) / hop - _EPSILON) + 1  # the first window to reach the end
+    starting_before_end = math.ceil(duration / hop - _EPSILON)  # starts k * hop < duration
+    count = max(1, min(reaching_end, starting_before_end))
+    while count > 1 and (count - 1) * hop >= duration - _EPSILON:  # rounding in the counts above
+        count -= 1
+    return [(float(i * hop), float(min(i * hop + window, duration))) for i in range(count)]

@@ -1,0 +1,103 @@
+"""What a new user meets on a first try at the command line: windows of any window/hop, output paths checked
+before the model loads, progress that survives a kill, progress off a terminal, formats from the extension."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ast_audio.cli import main
+from ast_audio.features.timing import Timing
+from ast_audio.inference.windows import plan_windows, window_and_hop
+from conftest import save_small_checkpoint
+
+RATE = 16000
+WINDOW = (128 - 1) * 0.01 + 0.025  # the small checkpoint's 128 input frames: 1.295 s
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_small_checkpoint(tmp_path_factory.mktemp("ckpt"), labels=4)
+
+
+def write(path, seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    sf.write(path, (0.1 * rng.standard_normal(int(seconds * RATE))).astype(np.float32), RATE)
+    return str(path)
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ------------------------------------------------------------------------------------------------ windows
+def _combinations():
+    durations = [0.05, 0.175, 1.0, 1.295, 1.3, 2.0, 4.999, 5.0, 5.0001, 6.42, 10.255, 10.3, 59.99, 90.0, 90.05,
+                 600.0]
+    windows = [0.175, 0.5, 1.0, 1.295, 2.0, 10.255]
+    hops = [0.01, 0.1, 0.3, 0.5, 0.6475, 1.0, 1.295, 2.5, 5.0, 5.1275, 10.255, 30.0, 100.0]
+    rng = np.random.default_rng(0)
+    drawn = [(float(rng.uniform(0.03, 200)), float(rng.uniform(0.175, 10.255)), float(rng.uniform(0.01, 60)))
+             for _ in range(300)]
+    return [*itertools.product(durations, windows, hops), *drawn]
+
+
+def test_every_window_lies_inside_the_input_for_any_window_and_hop():
+    for duration, window, hop in _combinations():
+        windows = plan_windows(duration, window, hop)
+        case = (duration, window, hop)
+        assert windows and windows[0][0] == 0.0, case
+        for start, end in windows:
+            assert 0.0 <= start < duration and start < end <= duration, (case, start, end)
+            assert end - start <= window + 1e-9, case
+            assert end - start == pytest.approx(min(window, duration - start), abs=1e-9), case  # cut only by the end
+        starts = np.array([start for start, _ in windows])
+        np.testing.assert_allclose(np.diff(starts), hop, atol=1e-6, err_msg=str(case))
+        if hop <= window:  # covered: no gaps, and the last window is the first to reach the end
+            assert windows[-1][1] == pytest.approx(duration, abs=1e-9), case
+            assert all(windows[i][1] < duration - 1e-9 for i in range(len(windows) - 1)), case
+        else:  # sparse: one window at each start before the end
+            assert len(windows) == max(1, math.ceil(duration / hop - 1e-9)), case
+
+
+def test_sparse_hops_from_the_issue():
+    assert plan_windows(6.42, 1.0, 5.0) == [(0.0, 1.0), (5.0, 6.0)]
+    assert plan_windows(90.0, 1.0, 30.0) == [(0.0, 1.0), (30.0, 31.0), (60.0, 61.0)]
+    assert plan_windows(5.0, 2.0, 2.5) == [(0.0, 2.0), (2.5, 4.5)]
+    assert plan_windows(90.5, 1.0, 30.0)[-1] == (90.0, 90.5)  # a start before the end, cut by it
+    for bad in [(0.0, 1.0, 1.0), (-1.0, 1.0, 1.0), (math.nan, 1.0, 1.0)]:
+        with pytest.raises(ValueError, match="expected a positive duration"):
+            plan_windows(*bad)
+    with pytest.raises(ValueError, match="window and hop must be positive"):
+        plan_windows(10.0, 1.0, math.inf)
+
+
+def test_default_window_and_hop_have_one_rule():
+    timing = Timing(input_frames=128)
+    assert window_and_hop(timing) == (WINDOW, WINDOW / 2)
+    assert window_and_hop(timing, 1.0) == (1.0, 0.5)
+    assert window_and_hop(timing, hop=0.2) == (WINDOW, 0.2)
+    assert window_and_hop(timing, 1.0, 3.0) == (1.0, 3.0)  # sparse: allowed
+    own = (1.0, 0.25)  # e.g. an AudioClassifier built with window=1, hop=0.25
+    assert window_and_hop(timing, default=own) == own and window_and_hop(timing, 1.0, default=own) == own
+    assert window_and_hop(timing, 0.5, default=own) == (0.5, 0.25)
+    with pytest.raises(ValueError, match="hop 0 s must be positive"):
+        window_and_hop(timing, 1.0, 0.0)
+
+
+def test_classify_with_a_sparse_hop_scores_only_windows_inside_the_file(tmp_path, checkpoint, capsys):
+    path = write(tmp_path / "sparse.wav", 6.42)
+    code, out, err = run_cli(["classify", path, "--model", checkpoint, "--window", "1", "--hop", "5", "-f", "json",
+                              "-q"], capsys)
+    assert code == 0, err
+    row = json.loads(out)[0]
+    assert [(w["start"], w["end"]) for w in row["windows"]] == [(0.0, 1.0), (5.0, 6.0)]
+    assert row["duration"] == pytest.approx(6.42)
