@@ -85,9 +85,9 @@ class _WindowSpec:
         config = ASTConfig.from_pretrained(options.model, local_files_only=options.local_files_only)
         extractor = ASTFeatureExtractor.for_checkpoint(options.model, config, local_files_only=options.local_files_only)
         timing = Timing.for_model(config, extractor.fbank_options)
-        window = options.window or timing.input_seconds
-        hop = options.hop or window / 2
-        timing.check_window(window, hop)
+        from ast_audio.inference.windows import window_and_hop
+
+        window, hop = window_and_hop(timing, options.window, options.hop)
         return cls(extractor, timing, window, hop, options.strict, options.max_windows_per_row)
 
     @property
