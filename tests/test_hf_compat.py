@@ -71,3 +71,18 @@ def test_pad_matches_the_reference():
     got = ours.pad(dict(features), padding="longest", return_attention_mask=True, return_tensors="pt")
     expected = reference.pad(dict(features), padding="longest", return_attention_mask=True, return_tensors="pt")
     assert torch.equal(got["attention_mask"].long(), expected["attention_mask"].long())
+
+
+def test_num_parameters_counts_as_the_reference():
+    """Every combination of only_trainable / exclude_embeddings, with the encoder frozen (a common fine-tune)."""
+    config = dict(**SMALL, max_length=128, num_labels=3)
+    ours = ASTForAudioClassification(ASTConfig(**config))
+    reference = transformers.ASTForAudioClassification(transformers.ASTConfig(**config))
+    for model in (ours, reference):
+        model.audio_spectrogram_transformer.requires_grad_(False)
+    head = sum(p.numel() for p in ours.classifier.parameters())
+    assert ours.num_parameters(only_trainable=True) == head < ours.num_parameters()
+    for only_trainable in (False, True):
+        for exclude_embeddings in (False, True):
+            flags = dict(only_trainable=only_trainable, exclude_embeddings=exclude_embeddings)
+            assert ours.num_parameters(**flags) == reference.num_parameters(**flags), flags

@@ -132,11 +132,37 @@ def load_state_dict_into_model(
     return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
 
 
+def _resolve_config(
+    name: str, config: ASTConfig | str | os.PathLike | None, hub_kwargs: dict[str, Any],
+    config_overrides: dict[str, Any],
+) -> ASTConfig:
+    """The config to build the model with: `config` as given (an ASTConfig, or a directory / Hub id to read
+    it from), else the checkpoint's own config.json; `config_overrides` applied to it.
+
+    A directory with weights but no config.json is what `transformers.Trainer.save_model` writes for a model
+    that is not a transformers `PreTrainedModel`; the error says to pass `config=`."""
+    if isinstance(config, ASTConfig):
+        return ASTConfig.from_dict(config.to_dict(), **config_overrides) if config_overrides else config.copy()
+    if config is not None:
+        shared = {key: hub_kwargs[key] for key in ("cache_dir", "local_files_only", "token")}
+        return ASTConfig.from_pretrained(os.fspath(config), **shared, **config_overrides)
+    try:
+        return ASTConfig.from_pretrained(name, **hub_kwargs, **config_overrides)
+    except CheckpointNotFoundError:
+        if resolve_file(name, SAFE_WEIGHTS_NAME, required=False, **hub_kwargs) is None:
+            raise
+    raise CheckpointNotFoundError(
+        f"{name}: has {SAFE_WEIGHTS_NAME} but no config.json (transformers.Trainer saves only the weights of a "
+        "model that is not a transformers PreTrainedModel); pass config= (the fine-tuned model's config, or the "
+        "checkpoint it started from), or save with model.save_pretrained(dir)"
+    ) from None
+
+
 def load_pretrained(
     cls: type,
     pretrained_model_name_or_path: str | os.PathLike,
     *,
-    config: ASTConfig | None = None,
+    config: ASTConfig | str | os.PathLike | None = None,
     dtype: str | torch.dtype | None = None,
     torch_dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
@@ -156,13 +182,7 @@ def load_pretrained(
     name = os.fspath(pretrained_model_name_or_path)
     hub_kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
                       subfolder=subfolder)
-    if config is None:
-        config = ASTConfig.from_pretrained(name, **hub_kwargs, **config_overrides)
-    elif config_overrides:
-        config = ASTConfig.from_dict(config.to_dict(), **config_overrides)
-    else:
-        config = config.copy()
-
+    config = _resolve_config(name, config, hub_kwargs, config_overrides)
     paths = _weight_files(name, hub_kwargs)
     state_dict = load_state_dict_files(paths)
     target_dtype = resolve_dtype(dtype if dtype is not None else torch_dtype, config, state_dict)

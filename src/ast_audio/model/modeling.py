@@ -129,8 +129,17 @@ class ASTPreTrainedModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def num_parameters(self, only_trainable: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """The number of parameters, as the reference counts them: `only_trainable` counts those with
+        requires_grad; `exclude_embeddings` leaves out the weights of `nn.Embedding` modules (AST has none:
+        its patch embedding is a Conv2d and its position embeddings a Parameter, so the count is unchanged)."""
+        skipped = set()
+        if exclude_embeddings:
+            skipped = {f"{name}.weight" for name, module in self.named_modules() if isinstance(module, nn.Embedding)}
+        return sum(
+            parameter.numel() for name, parameter in self.named_parameters()
+            if name not in skipped and (parameter.requires_grad or not only_trainable)
+        )
 
     def get_input_embeddings(self) -> nn.Module:
         """The patch embedding (a strided Conv2d), as the reference returns."""
