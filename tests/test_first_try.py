@@ -101,3 +101,43 @@ def test_classify_with_a_sparse_hop_scores_only_windows_inside_the_file(tmp_path
     row = json.loads(out)[0]
     assert [(w["start"], w["end"]) for w in row["windows"]] == [(0.0, 1.0), (5.0, 6.0)]
     assert row["duration"] == pytest.approx(6.42)
+
+
+# ------------------------------------------------------------------------------------------- output paths
+def _output_mistakes(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    clip = write(tmp_path / "clip.wav", 1.0)
+    missing_model = str(tmp_path / "no-such-model")  # the model is never loaded: the paths fail first
+    classify = ["classify", clip, "--model", missing_model]
+    return a_file, [
+        ([*classify, "-o", str(folder)], f"--output {folder}: is a folder; expected a file name"),
+        ([*classify, "-o", f"{folder}/"], "is a folder; expected a file name"),
+        ([*classify, "--plot", str(folder)], f"--plot {folder}: is a folder; expected a file name"),
+        ([*classify, "-o", str(a_file / "results.jsonl")], f"{a_file} is a file, not a folder"),
+        (["stats", clip, "-o", str(folder)], f"--output {folder}: is a folder"),
+        (["evaluate", missing_model, str(tmp_path), "-o", str(folder)], f"--output {folder}: is a folder"),
+        (["embed", clip, "--model", missing_model, "-o", str(a_file)], f"--output-dir {a_file}: is a file"),
+        (["embed", clip, "--model", missing_model, "-o", str(a_file / "emb")], f"{a_file} is a file, not a folder"),
+        ([*classify, "-o", str(tmp_path / "r.csv"), "-f", "jsonl"], "the extension says csv but --format is jsonl"),
+    ]
+
+
+def test_output_paths_are_checked_before_the_model_loads(tmp_path, capsys):
+    a_file, cases = _output_mistakes(tmp_path)
+    for arguments, message in cases:
+        code, _, err = run_cli(arguments, capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (arguments, err)
+    assert a_file.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["clip.wav", "notes.txt",
+                                                                                          "out"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_output_folder_without_permission_is_refused(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    clip = write(tmp_path / "clip.wav", 1.0)
+    code, _, err = run_cli(["classify", clip, "--model", str(tmp_path / "m"), "-o", str(locked / "r.jsonl")], capsys)
+    assert code == 2 and f"no permission to write in the folder {locked}" in err

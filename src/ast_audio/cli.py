@@ -9,7 +9,7 @@ import sys
 
 from ast_audio import __version__
 from ast_audio.allocator import keep_freed_memory
-from ast_audio.errors import ASTAudioError
+from ast_audio.errors import ASTAudioError, UsageError
 
 # name -> module in ast_audio.commands; each has add_arguments(parser) and run(args) -> exit code, and HELP.
 COMMANDS = ("classify", "embed", "serve", "train", "evaluate", "stats", "convert", "export")
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         keep_freed_memory()  # batch after batch of same-sized buffers: reuse them instead of faulting pages in
     try:
         return args.run(args)
+    except UsageError as exc:
+        print(f"ast-audio {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except (ASTAudioError, FileNotFoundError) as exc:
         print(f"ast-audio {args.command}: error: {exc}", file=sys.stderr)
         return 1

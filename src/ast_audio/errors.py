@@ -27,3 +27,7 @@ class AudioError(ASTAudioError, ValueError):
 
 class NotAudioError(AudioError):
     """No decoder recognises the data as audio: not an audio file, or a container missing what decoding needs."""
+
+
+class UsageError(ConfigError):
+    """A command-line argument that cannot work, found before any work starts (the command exits 2)."""

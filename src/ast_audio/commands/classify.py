@@ -40,9 +40,40 @@ def plot_path(base: str, index: int, total: int) -> str:
     return f"{stem}-{index + 1}{ext or '.png'}"
 
 
+# What an output file's extension says its format is, when --format is not given (other extensions: the table).
+EXTENSION_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def output_format(path: str | None, chosen: str | None) -> str:
+    """The format to write: `chosen` (--format), else the one `path`'s extension names, else the table.
+    Raises `UsageError` when --format contradicts a data extension (e.g. -f table -o results.jsonl)."""
+    from ast_audio.errors import UsageError
+
+    implied = EXTENSION_FORMATS.get(os.path.splitext(path or "")[1].lower()) if path not in (None, "-") else None
+    if chosen and implied and chosen != implied:
+        raise UsageError(f"--output {path}: the extension says {implied} but --format is {chosen}; drop --format or "
+                         f"name the file for {chosen}")
+    return chosen or implied or "table"
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output path checked before the model loads (`UsageError`: the command exits 2)."""
+    from ast_audio.inference.output import check_output_file, check_output_folder
+
+    if args.engine == "ray":
+        if args.output:
+            check_output_folder(args.output, "--output")
+        return
+    if args.output not in (None, "-"):
+        check_output_file(args.output)
+    if args.plot:
+        check_output_file(args.plot, "--plot")
+
+
 def run(args: argparse.Namespace) -> int:
     from ast_audio.errors import ConfigError
 
+    check_outputs(args)
     if args.engine == "ray":
         from ast_audio.commands._ray import run_on_ray
 
@@ -50,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         if args.plot:
             raise ConfigError("--plot is for the local engine")
         return run_on_ray(args, "classify", args.output, embeddings=False)
-    args.format = args.format or "table"
+    args.format = output_format(args.output, args.format)
     if args.format == "parquet" and args.output in (None, "-"):
         raise ConfigError("--format parquet needs --output FILE")
     from ast_audio.inference.output import ResumableOutput, StreamOutput

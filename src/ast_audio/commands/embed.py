@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import re
 import sys
@@ -45,13 +44,14 @@ def npy_stem(source: str) -> str:
     """A file name for an input's embeddings: its name, and a hash of its path (stable across resumed runs,
     distinct for equal names in different folders)."""
     stem = re.sub(r"[^\w.-]+", "_", os.path.splitext(os.path.basename(source))[0])
-    return f"{stem}_{hashlib.sha1(source.encode()).hexdigest()[:10]}"
+    return f"{stem}_{hashlib.sha1(os.fsencode(source)).hexdigest()[:10]}"
 
 
 def run(args: argparse.Namespace) -> int:
-    from ast_audio.inference.output import ResumableOutput
-    from ast_audio.inference.writers import JsonlRenderer
+    from ast_audio.inference.output import ResumableOutput, check_output_folder
+    from ast_audio.inference.writers import JsonlRenderer, json_text
 
+    check_output_folder(args.output_dir)
     if args.engine == "ray":
         from ast_audio.commands._ray import run_on_ray
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     def entry(result) -> str:
         """Save the input's embeddings (before its index line is written) and return that line."""
         if not result.ok:
-            return json.dumps({"path": result.source, "error": result.error}, ensure_ascii=False) + "\n"
+            return json_text({"path": result.source, "error": result.error}) + "\n"
         name = npy_stem(result.source)
         line = {"path": result.source, "embedding": f"{name}.npy", "duration": round(result.duration, 3),
                 "windows": [[round(s, 3), round(e, 3)] for s, e in result.windows]}
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if args.per_window:
             line["window_embeddings"] = f"{name}.windows.npy"
             _save_npy(os.path.join(args.output_dir, line["window_embeddings"]), result.window_embeddings)
-        return json.dumps(line, ensure_ascii=False) + "\n"
+        return json_text(line) + "\n"
 
     code = run_job(args, "embed", output, entry)
     if not args.quiet:

@@ -26,12 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ast_audio.features.extractor import ASTFeatureExtractor
     from ast_audio.inference.backends import resolve_device
+    from ast_audio.inference.output import check_output_file
     from ast_audio.io_utils import atomic_write_text
     from ast_audio.model.modeling import ASTForAudioClassification
     from ast_audio.training.data import LabelSpace, check_files, load_clips
     from ast_audio.training.evaluation import score_clips
     from ast_audio.training.metrics import evaluate_predictions
 
+    if args.output:
+        check_output_file(args.output)
     device = resolve_device(args.device)
     model = ASTForAudioClassification.from_pretrained(args.checkpoint, device=device)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
-from ast_audio.errors import ASTAudioError, ConfigError
+from ast_audio.errors import ASTAudioError, ConfigError, UsageError
 from ast_audio.inference.writers import Renderer
 from ast_audio.io_utils import atomic_write_text
 
@@ -58,6 +58,35 @@ def output_lock(path: str) -> Iterator[None]:
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def check_output_file(path: str, option: str = "--output") -> None:
+    """Raise `UsageError` (one line naming `option` and `path`) unless a file can be written at `path`:
+    not a folder, writable if it exists, and its folder writable or creatable (missing folders are created)."""
+    if path.endswith(os.sep) or os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a folder; expected a file name, e.g. {os.path.join(path, 'results')}"
+                         f"{'.png' if option == '--plot' else '.jsonl'}")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path}: no permission to write this file")
+    _check_folder_on_the_way(os.path.dirname(os.path.abspath(path)), option, path)
+
+
+def check_output_folder(path: str, option: str = "--output-dir") -> None:
+    """Raise `UsageError` unless `path` is a writable folder or one that can be created (with its parents)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a file; expected a folder (it is created if missing)")
+    _check_folder_on_the_way(os.path.abspath(path), option, path)
+
+
+def _check_folder_on_the_way(folder: str, option: str, path: str) -> None:
+    """The nearest existing folder of `folder` (itself or an ancestor) must be a folder we may write in."""
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: no permission to write in the folder {existing}")
 
 
 def input_stamp(item: Any) -> dict[str, int] | None:
@@ -123,7 +152,7 @@ class ResumableOutput:
                 )
             return {}
         with open(self.state_path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+            lines = [line for line in handle.read().split("\n") if line]  # not splitlines(): names may hold U+2028
         header = json.loads(lines[0]) if lines else {}
         differences = _differences(header.get("options", {}), self.options)
         if differences:
