@@ -286,7 +286,38 @@ def test_api_key_guards_every_v1_route(keyed_server, clips):
     assert keyed_server.request("GET", "/healthz")[0] == 200
 
 
-def test_page_in_a_real_browser(server, clips):
+def test_a_taken_port_is_one_line_before_any_banner(server, served_checkpoint, capsys):
+    assert main(["serve", "--model", served_checkpoint, "--port", str(server.port)]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"ast-audio serve: error: cannot listen on 127.0.0.1:{server.port}: another program is listening "
+                   "there (stop it, or pass another --port)\n")
+    assert server.request("GET", "/healthz")[0] == 200
+
+
+def test_errors_map_to_statuses_by_type():
+    from ast_audio.errors import AudioError, CheckpointError, ConfigError, NotAudioError
+    from ast_audio.service.errors import QueueFullError, rejection
+
+    assert [rejection(error).status for error in (NotAudioError("a"), AudioError("b"), ConfigError("c"),
+                                                  QueueFullError("d"), CheckpointError("e"))] == [415, 422, 422, 503, 500]
+    busy = rejection(QueueFullError("9 windows are queued (limit 8)"))
+    assert busy.headers == {"Retry-After": "1"} and busy.message == "server busy: 9 windows are queued (limit 8); retry shortly"
+
+
+def test_service_modules_import_no_private_names():
+    import ast
+    import pathlib
+
+    import ast_audio.service
+
+    for path in pathlib.Path(ast_audio.service.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ast_audio"):
+                private = [alias.name for alias in node.names if alias.name.startswith("_") and not alias.name.endswith("__")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+
+
+def test_page_in_a_real_browser(server, clips, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
     if not (chromium and driver_path):
@@ -297,7 +328,9 @@ def test_page_in_a_real_browser(server, clips):
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,1000"):
+    # No network but this machine: a page that needs a CDN stays blank.
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,1400",
+                     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
         options.add_argument(argument)
     browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
     try:
@@ -311,8 +344,32 @@ def test_page_in_a_real_browser(server, clips):
         assert shown == [item["label"] for item in expected]
         assert browser.find_element(By.ID, "timeline-card").is_displayed()
         assert browser.find_element(By.ID, "spectrogram-card").is_displayed()
+        ticks = {axis: [tick.text for tick in browser.find_elements(By.CSS_SELECTOR, f"#{axis} .tick")]
+                 for axis in ("timeline-x", "timeline-y", "spectrogram-x", "spectrogram-y")}
+        assert ticks["timeline-y"] == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+        assert ticks["timeline-x"][0] == ticks["spectrogram-x"][0] == "0" and len(ticks["timeline-x"]) >= 3
+        assert float(ticks["timeline-x"][-1]) <= 9.0 and float(ticks["spectrogram-x"][-1]) <= 9.0  # a 9 s clip
+        assert ticks["spectrogram-y"][-4:] == ["500", "1k", "2k", "4k"]  # Hz on the mel scale
         os.makedirs(ARTIFACTS, exist_ok=True)
         assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page.png"))
+
+        # A bad upload next: its error alone, none of the previous file's result.
+        bad = tmp_path / "notes.wav"
+        bad.write_bytes(b"plain words, no audio")
+        browser.find_element(By.ID, "file").send_keys(str(bad))
+        WebDriverWait(browser, 60).until(lambda b: "error" in b.find_element(By.ID, "status").get_attribute("class"))
+        assert browser.find_element(By.ID, "status").text.startswith("415: notes.wav: not an audio file")
+        for card in ("results", "timeline-card", "spectrogram-card"):
+            assert not browser.find_element(By.ID, card).is_displayed(), card
+        assert not browser.find_elements(By.CSS_SELECTOR, "#labels .label, .axis .tick")
+        assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page-after-a-bad-upload.png"))
+
+        # /docs from the package's own files: the operations are listed with no network.
+        browser.get(f"http://127.0.0.1:{server.port}/docs")
+        WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+        paths = {element.text.strip() for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert {"/v1/classify", "/v1/embed", "/v1/model"} <= paths, paths
+        assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-docs.png"))
     finally:
         browser.quit()
 

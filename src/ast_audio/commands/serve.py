@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import signal
+import socket
 import sys
 
 HELP = "serve the model over HTTP: a JSON API with dynamic batching, and a web page"
 DESCRIPTION = (
     "Serve a checkpoint over HTTP (needs pip install 'ast-audio[serve]'). POST /v1/classify and /v1/embed take an "
     "upload (multipart field 'file', or the raw body with an audio content type); GET /v1/model, /healthz, /readyz, "
-    "/metrics (Prometheus), /docs (OpenAPI); / is a web page. Windows of concurrent requests share model calls. "
+    "/metrics (Prometheus), /openapi.json, and /docs (Swagger UI, from files in the package: works offline); / is a "
+    "web page. Windows of concurrent requests share model calls. "
     "Binds 127.0.0.1 by default; SIGTERM finishes the requests in flight, then exits."
 )
 
@@ -21,25 +24,25 @@ KEEP_FREED_MEMORY = False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", "-m", default="MIT/ast-finetuned-audioset-10-10-0.4593",
-                        help="checkpoint directory or Hugging Face Hub id (default: %(default)s)")
+    from ast_audio.commands._common import add_model_options
+
+    add_model_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
-    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
-    parser.add_argument("--int8", action="store_true", help="int8 model (as classify --int8)")
-    parser.add_argument("--threads", type=int, help="intra-op threads of the model and of decoding (default: every core)")
-    parser.add_argument("--max-batch", type=int, default=8, help="windows per model call (default 8)")
+    parser.add_argument("--port", type=int, default=8000,
+                        help="TCP port to listen on (default 8000; 0: any free port, printed at start)")
+    parser.add_argument("--max-batch", type=int, default=8,
+                        help="windows per model call, across concurrent requests (default 8)")
     parser.add_argument("--max-wait-ms", type=float, default=10.0,
                         help="how long a model call waits for more windows after the first (default 10)")
-    parser.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload (default 50 MB)")
-    parser.add_argument("--max-duration-s", type=float, default=600.0, help="longest audio (default 600 s)")
+    parser.add_argument("--max-upload-mb", type=float, default=50.0,
+                        help="largest upload; larger ones get 413 (default 50 MB)")
+    parser.add_argument("--max-duration-s", type=float, default=600.0,
+                        help="longest audio; longer uploads get 422 (default 600 s)")
     parser.add_argument("--max-queue", type=int, default=256,
                         help="windows that may wait for the model; beyond, requests get 503 (default 256)")
-    parser.add_argument("--decode-workers", type=int, default=2, help="threads decoding uploads (default 2)")
+    parser.add_argument("--decode-workers", type=int, default=2,
+                        help="threads decoding and featurising uploads (default 2)")
     parser.add_argument("--api-key-file", help="file holding the API key every /v1 request must send as a Bearer token")
-    parser.add_argument("--offline", action="store_true", help="never contact the Hub; use its local cache only")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,23 +61,51 @@ def run(args: argparse.Namespace) -> int:
         max_duration_s=args.max_duration_s, max_queue=args.max_queue, decode_workers=args.decode_workers,
         api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
     )
-    if settings.api_key is None and not is_loopback(args.host):
-        print(f"ast-audio serve: warning: binding {args.host} without --api-key-file: anyone who can reach this "
-              "address can use the model", file=sys.stderr)
-    classifier = AudioClassifier.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, batch_size=args.max_batch, backend=args.backend,
-        quantize="int8" if args.int8 else None, threads=args.threads, local_files_only=args.offline,
-    )
-    from ast_audio.allocator import return_freed_memory
+    listening = bind(args.host, args.port)  # a taken port fails here, before the model loads
+    try:
+        if settings.api_key is None and not is_loopback(args.host):
+            print(f"ast-audio serve: warning: binding {args.host} without --api-key-file: anyone who can reach this "
+                  "address can use the model", file=sys.stderr)
+        classifier = AudioClassifier.from_pretrained(
+            args.model, device=args.device, dtype=args.dtype, batch_size=args.max_batch, backend=args.backend,
+            quantize="int8" if args.int8 else None, compile=args.compile, threads=args.threads,
+            local_files_only=args.offline,
+        )
+        from ast_audio.allocator import return_freed_memory
 
-    return_freed_memory()
-    app = create_app(classifier, settings)
-    # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again under the handler that
-    # was there before it: this one, so that a graceful stop exits 0.
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    print(f"ast-audio serve: http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=None)
-    return 0
+        return_freed_memory()
+        app = create_app(classifier, settings)
+        # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again under the handler that
+        # was there before it: this one, so that a graceful stop exits 0.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"ast-audio serve: http://{host}:{listening.getsockname()[1]}/ (API docs at /docs)", file=sys.stderr)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=None))
+        server.run(sockets=[listening])
+    finally:
+        listening.close()
+    return 0 if server.started else 1
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port), not yet listening; `ConfigError` in one line when that fails (the port
+    taken, the address not this machine's, a port below 1024 without the right)."""
+    from ast_audio.errors import ConfigError
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: expected a TCP port from 0 to 65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart over TIME_WAIT
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        hint = ": another program is listening there (stop it, or pass another --port)" \
+            if exc.errno == errno.EADDRINUSE else f" ({exc.strerror or exc})"
+        raise ConfigError(f"cannot listen on {host}:{port}{hint}") from None
+    listening.set_inheritable(True)
+    return listening
 
 
 def read_api_key(path: str) -> str:

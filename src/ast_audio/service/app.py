@@ -17,20 +17,24 @@ import torch
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from ast_audio.errors import ASTAudioError, AudioError, ConfigError
 from ast_audio.inference.classifier import AudioClassifier
 from ast_audio.inference.results import ClipResult
 from ast_audio.inference.sources import AudioSource
 from ast_audio.inference.windows import plan_windows
-from ast_audio.service.batcher import DynamicBatcher, QueueFullError
+from ast_audio.service.batcher import DynamicBatcher
+from ast_audio.service.errors import HTTPRejection, rejection
 from ast_audio.service.metrics import ServiceMetrics
 from ast_audio.service.uploads import UploadLimitMiddleware, read_upload
 
 logger = logging.getLogger(__name__)
 
 PAGE = os.path.join(os.path.dirname(__file__), "static", "index.html")
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's files, served from the installed package (no network needed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +87,8 @@ class Service:
         source = AudioSource(data, 0, self.runner.timing, name=name)
         try:
             if source.duration > self.settings.max_duration_s:
-                raise _Rejected(422, f"{name}: {source.duration:.1f} s of audio is longer than this server's limit "
-                                     f"of {self.settings.max_duration_s:g} s")
+                raise AudioError(f"{name}: {source.duration:.1f} s of audio is longer than this server's limit "
+                                 f"of {self.settings.max_duration_s:g} s")
             windows = plan_windows(source.duration, window, hop)
             features = self.runner.features([source.read(start, end) for start, end in windows])
         finally:
@@ -101,18 +105,12 @@ class Service:
             if ticket.future not in done:
                 self.batcher.cancel(ticket)
                 self.metrics.dropped.inc(len(features) - ticket.done)
-                raise _Rejected(499, "client disconnected")
+                raise HTTPRejection(499, "client disconnected")
             ticket.future.result()
         finally:
             watcher.cancel()
             self.metrics.queue_depth.set(self.batcher.queued)
         return np.stack(ticket.scores), np.stack(ticket.embeddings)
-
-
-class _Rejected(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
 
 
 async def _disconnected(request: Request) -> None:
@@ -130,14 +128,29 @@ def create_app(classifier: AudioClassifier, settings: ServiceSettings | None = N
         yield
         service.stop()
 
-    app = FastAPI(title="ast-audio", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="ast-audio", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Audio Spectrogram Transformer: tags, timelines and embeddings of audio uploads.")
     app.state.service = service
     app.add_middleware(UploadLimitMiddleware, max_bytes=int(service.settings.max_upload_mb * 2**20),
                        paths=("/v1/classify", "/v1/embed"))
     _add_errors(app, service)
     _add_routes(app, service)
+    _add_docs(app)
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the files of the swagger-ui-bundle-v2 package, so it renders offline."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
 
 
 def _version() -> str:
@@ -153,15 +166,19 @@ def _authorise(service: Service):
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
-            raise _Rejected(401, "missing or wrong API key: send Authorization: Bearer <key>",
-                            {"WWW-Authenticate": "Bearer"})
+            raise HTTPRejection(401, "missing or wrong API key: send Authorization: Bearer <key>",
+                                {"WWW-Authenticate": "Bearer"})
     return check
 
 
 def _add_errors(app: FastAPI, service: Service) -> None:
-    @app.exception_handler(_Rejected)
-    async def rejected(request: Request, exc: _Rejected) -> JSONResponse:
+    @app.exception_handler(HTTPRejection)
+    async def rejected(request: Request, exc: HTTPRejection) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(ASTAudioError)
+    async def failed(request: Request, exc: ASTAudioError) -> JSONResponse:
+        return await rejected(request, rejection(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -234,37 +251,38 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         return out
 
 
-def _spectrogram(data: bytes) -> dict[str, Any]:
-    """A small log-mel picture for the page: up to 600 columns of 128 bins, scaled to 0-255."""
-    from ast_audio.inference.plot import display_spectrogram
+SPECTROGRAM_RATE = 16000  # Hz: the page's picture shows up to 8 kHz
+FREQUENCY_TICKS_HZ = (50, 100, 250, 500, 1000, 2000, 4000, 8000)
 
-    values, duration = display_spectrogram(data, max_columns=600)
+
+def _spectrogram(data: bytes) -> dict[str, Any]:
+    """A small log-mel picture for the page: up to 600 columns (time) of 128 mel bins, scaled to 0-255, and
+    the frequency axis's ticks as fractional bin indices (0 = the first filter's centre)."""
+    from ast_audio.features.kaldi import FbankOptions
+    from ast_audio.inference.plot import display_spectrogram, mel_bin_of_frequency
+
+    values, duration = display_spectrogram(data, rate=SPECTROGRAM_RATE, max_columns=600)
     low, high = float(np.percentile(values, 1)), float(values.max())
     scaled = np.clip((values - low) / max(high - low, 1e-6) * 255, 0, 255).astype(np.uint8)
-    return {"duration": round(duration, 3), "columns": scaled.shape[0], "bins": scaled.shape[1],
-            "values": scaled.tolist()}
+    bins = scaled.shape[1]
+    options = FbankOptions(sample_frequency=float(SPECTROGRAM_RATE), num_mel_bins=bins)
+    positions = mel_bin_of_frequency(np.array(FREQUENCY_TICKS_HZ, dtype=np.float64), options)
+    ticks = [{"hz": hz, "bin": round(float(at), 2)} for hz, at in zip(FREQUENCY_TICKS_HZ, positions)
+             if -0.5 <= at <= bins - 0.5]
+    return {"duration": round(duration, 3), "columns": scaled.shape[0], "bins": bins,
+            "frequency_ticks": ticks, "values": scaled.tolist()}
 
 
 async def _run(request: Request, service: Service, window: float | None, hop: float | None,
                pooling: str) -> tuple[ClipResult, bytes]:
-    """Read, decode and score one upload: a ClipResult, or a 4xx/503 `_Rejected` that names the problem."""
+    """Read, decode and score one upload: a ClipResult; raises `HTTPRejection` or this package's errors (their
+    statuses in `service.errors.STATUSES`), each naming the problem."""
     data, name = await read_upload(request)
     window = service.classifier.window if window is None else window
     hop = (service.classifier.hop if window == service.classifier.window else window / 2) if hop is None else hop
     loop = asyncio.get_running_loop()
-    try:
-        source, windows, features = await loop.run_in_executor(service.pool, service.prepare, data, name, window, hop)
-    except ConfigError as exc:
-        raise _Rejected(422, str(exc)) from None
-    except AudioError as exc:
-        status = 415 if "not an audio file" in str(exc) or "without its index" in str(exc) else 422
-        raise _Rejected(status, str(exc)) from None
-    try:
-        scores, embeddings = await service.score(request, features)
-    except QueueFullError as exc:
-        raise _Rejected(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"}) from None
-    except ASTAudioError as exc:
-        raise _Rejected(500, str(exc)) from None
+    source, windows, features = await loop.run_in_executor(service.pool, service.prepare, data, name, window, hop)
+    scores, embeddings = await service.score(request, features)
     result = ClipResult(source=name, duration=source.duration, windows=windows, window_scores=scores,
                         window_embeddings=embeddings, labels=service.classifier.labels, pooling=pooling,
                         warning=source.warning)

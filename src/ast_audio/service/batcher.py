@@ -18,11 +18,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ast_audio.errors import ASTAudioError
+from ast_audio.service.errors import QueueFullError
 
-
-class QueueFullError(ASTAudioError):
-    """The queue cannot take a request's windows now; try again shortly."""
+__all__ = ["DynamicBatcher", "QueueFullError", "Ticket"]
 
 
 @dataclasses.dataclass

@@ -8,6 +8,8 @@ from typing import Any
 
 from fastapi import Request
 
+from ast_audio.service.errors import HTTPRejection
+
 AUDIO_TYPES = ("audio/", "video/", "application/octet-stream", "application/ogg")
 
 
@@ -64,14 +66,12 @@ class UploadLimitMiddleware:
 async def read_upload(request: Request) -> tuple[bytes, str]:
     """The uploaded audio and a name for messages: the multipart field `file`, or the raw body of an audio
     content type (its name from ?filename= or X-Filename)."""
-    from ast_audio.service.app import _Rejected
-
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         form = await request.form()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
-            raise _Rejected(422, "multipart upload needs a file field named 'file'")
+            raise HTTPRejection(422, "multipart upload needs a file field named 'file'")
         try:
             data, name = await upload.read(), upload.filename or "upload"
         finally:
@@ -80,8 +80,8 @@ async def read_upload(request: Request) -> tuple[bytes, str]:
         data = await request.body()
         name = request.query_params.get("filename") or request.headers.get("x-filename") or "upload"
     else:
-        raise _Rejected(415, f"content type {content_type!r} is not audio: send the file as the body with an "
-                             "audio/* content type, or as the field 'file' of a multipart/form-data form")
+        raise HTTPRejection(415, f"content type {content_type!r} is not audio: send the file as the body with an "
+                                 "audio/* content type, or as the field 'file' of a multipart/form-data form")
     if not data:
-        raise _Rejected(400, f"{name}: empty upload (0 bytes)")
+        raise HTTPRejection(400, f"{name}: empty upload (0 bytes)")
     return data, name
