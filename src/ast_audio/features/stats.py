@@ -13,6 +13,7 @@ import torch
 
 from ast_audio.audio.decode import load_audio
 from ast_audio.errors import ASTAudioError, AudioError
+from ast_audio.failures import input_error
 from ast_audio.features.extractor import ASTFeatureExtractor
 
 
@@ -30,14 +31,15 @@ class DatasetStatistics:
         return asdict(self)
 
 
-def _decoded(paths: list[str], sampling_rate: int, workers: int) -> Iterator[tuple[str, np.ndarray | Exception]]:
-    """Decode files in a thread pool (libsndfile and soxr release the GIL), yielding them in order."""
+def _decoded(paths: list[str], sampling_rate: int, workers: int) -> Iterator[tuple[str, np.ndarray | str]]:
+    """Decode files in a thread pool (libsndfile and soxr release the GIL), yielding them in order: the
+    samples, or the error text of a file that failed (whatever the exception)."""
 
-    def decode(path: str) -> np.ndarray | Exception:
+    def decode(path: str) -> np.ndarray | str:
         try:
             return load_audio(path, sampling_rate)
-        except (ASTAudioError, OSError) as exc:
-            return exc
+        except Exception as exc:  # one file's fault is that file's failure, never the job's
+            return input_error(path, exc)
 
     if workers <= 1:
         for path in paths:
@@ -76,13 +78,14 @@ def dataset_statistics(
     with tqdm(total=len(paths), desc="statistics", unit="file", disable=not show, file=sys.stderr) as bar:
         for path, result in _decoded(paths, sampling_rate, workers):
             bar.update(1)
-            if isinstance(result, Exception):
-                failed.append({"path": path, "error": str(result)})
+            if isinstance(result, str):
+                failed.append({"path": path, "error": result})
                 continue
             try:
                 features = extractor.raw_fbank(torch.from_numpy(result))
-            except AudioError as exc:
-                failed.append({"path": path, "error": f"{path}: {exc}"})
+            except Exception as exc:
+                error = f"{path}: {exc}" if isinstance(exc, ASTAudioError) else input_error(path, exc)
+                failed.append({"path": path, "error": error})
                 continue
             if max_length:
                 features = features[:max_length]

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ast_audio.errors import ASTAudioError, AudioError, ConfigError
+from ast_audio.errors import AudioError, ConfigError
+from ast_audio.failures import input_error
 from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.features.timing import Timing
 from ast_audio.inference.backends import Backend
@@ -76,8 +77,8 @@ def produce_batches(
     for index, item in enumerate(inputs):
         try:
             source = AudioSource(item, index, timing, sampling_rate)
-        except (ASTAudioError, OSError) as exc:
-            yield InputFailure(index, input_name(item, index), str(exc))
+        except Exception as exc:  # one input's fault, whatever its kind, is that input's error row
+            yield InputFailure(index, input_name(item, index), input_error(input_name(item, index), exc))
             continue
         pending.names[index] = source.name
         try:
@@ -89,8 +90,8 @@ def produce_batches(
                 pending.add((index, window_index), source.read(start, end))
                 if len(pending.clips) == batch_size:
                     yield from pending.flush()
-        except (ASTAudioError, OSError) as exc:
-            yield InputFailure(index, source.name, str(exc))
+        except Exception as exc:
+            yield InputFailure(index, source.name, input_error(source.name, exc))
         finally:
             source.close()
     yield from pending.flush()
@@ -110,18 +111,33 @@ class _PendingBatch:
         self.clips.append(samples)
 
     def flush(self) -> Iterator[Event]:
-        """The batch's features, or (when they cannot be computed, e.g. NaN samples) a failure per input in it."""
+        """The batch's features; when they cannot be computed (e.g. NaN samples), each input's apart, so
+        that only the inputs at fault fail."""
         if not self.clips:
             return
         keys, clips = self.keys, self.clips
         self.keys, self.clips = [], []
         try:
             features = self.featurise(clips)
-        except ASTAudioError as exc:
-            for index in dict.fromkeys(key[0] for key in keys):
-                yield InputFailure(index, self.names[index], str(exc))
+        except Exception as exc:
+            yield from self._apart(keys, clips, exc)
             return
         yield FeatureBatch(keys, features)
+
+    def _apart(self, keys: list[tuple[int, int]], clips: list[np.ndarray], exc: Exception) -> Iterator[Event]:
+        indices = list(dict.fromkeys(key[0] for key in keys))
+        for index in indices:
+            rows = [row for row, key in enumerate(keys) if key[0] == index]
+            error = exc if len(indices) == 1 else None
+            if error is None:
+                try:
+                    features = self.featurise([clips[row] for row in rows])
+                except Exception as retried:
+                    error = retried
+            if error is not None:
+                yield InputFailure(index, self.names[index], input_error(self.names[index], error))
+            else:
+                yield FeatureBatch([keys[row] for row in rows], features)
 
 
 class ResultAssembler:

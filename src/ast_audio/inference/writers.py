@@ -10,12 +10,29 @@ import csv
 import io
 import json
 import os
+import re
 
 from ast_audio.inference.results import ClipResult
 from ast_audio.io_utils import publish
 
 FORMATS = ("table", "json", "jsonl", "csv", "parquet")
 CSV_COLUMNS = ("path", "level", "start", "end", "rank", "label", "score", "error", "warning")
+# A file name that is not valid UTF-8 reaches Python as a str holding lone surrogates (PEP 383).
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def json_text(value: object) -> str:
+    """`value` as JSON on one line, non-ASCII text kept as it is, and the bytes of a name that are not UTF-8
+    written as \\udcXX escapes: valid JSON (writable as UTF-8) that reads back to the same str, which
+    `os.fsencode` turns back into the file's name."""
+    text = json.dumps(value, ensure_ascii=False)
+    return _SURROGATES.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def readable(text: str) -> str:
+    """`text` with the bytes of a name that are not UTF-8 shown as the replacement character U+FFFD (for
+    tables, CSV and Parquet, whose strings are UTF-8)."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 class Renderer:
@@ -44,7 +61,7 @@ class JsonlRenderer(Renderer):
     """One JSON object per line."""
 
     def chunk(self, result: ClipResult) -> str:
-        return json.dumps(result.to_dict(self.top_k, self.timeline), ensure_ascii=False) + "\n"
+        return json_text(result.to_dict(self.top_k, self.timeline)) + "\n"
 
 
 class JsonRenderer(Renderer):
@@ -56,7 +73,7 @@ class JsonRenderer(Renderer):
         return "[\n"
 
     def chunk(self, result: ClipResult) -> str:
-        return json.dumps(result.to_dict(self.top_k, self.timeline), ensure_ascii=False)
+        return json_text(result.to_dict(self.top_k, self.timeline))
 
     def footer(self) -> str:
         return "\n]\n"
@@ -90,13 +107,16 @@ class CsvRenderer(Renderer):
     def _rows(rows: list) -> str:
         buffer = io.StringIO()
         csv.writer(buffer).writerows(rows)
-        return buffer.getvalue()
+        return readable(buffer.getvalue())
 
 
 class TableRenderer(Renderer):
     """Human-readable: the clip's top labels, then (for multi-window inputs) the timeline."""
 
     def chunk(self, result: ClipResult) -> str:
+        return readable(self._text(result))
+
+    def _text(self, result: ClipResult) -> str:
         if not result.ok:
             return f"{result.source}\n  error: {result.error}\n\n"
         count = len(result.windows)
@@ -124,13 +144,16 @@ class ParquetRenderer(Renderer):
         from ast_audio.inference.tabular import clip_record
 
         record = clip_record(result, self.top_k, self.timeline, self.embeddings)
-        return json.dumps(record, ensure_ascii=False) + "\n"
+        return json_text(record) + "\n"
 
     def finish(self, partial: str, path: str) -> None:
         from ast_audio.inference.tabular import write_parquet
 
         with open(partial, encoding="utf-8") as handle:
             records = [json.loads(line) for line in handle if line.strip()]
+        # Parquet strings are UTF-8: a name's bytes that are not are shown as U+FFFD there
+        records = [{key: readable(value) if isinstance(value, str) else value for key, value in record.items()}
+                   for record in records]
         write_parquet(records, path, self.embeddings)
         os.unlink(partial)
 
