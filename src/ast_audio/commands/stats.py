@@ -29,23 +29,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ast_audio.errors import AudioError
-    from ast_audio.audio.files import find_audio_files, read_manifest
+    from ast_audio.audio.files import InputListing, read_manifest, scan_inputs
+    from ast_audio.commands._common import report_skipped
     from ast_audio.io_utils import atomic_write_text
     from ast_audio.features.stats import dataset_statistics
 
-    files = find_audio_files(args.inputs) if args.inputs else []
+    listing = scan_inputs(args.inputs) if args.inputs else InputListing()
+    files = list(listing.files)
     for manifest in args.manifest:
         files.extend(entry.path for entry in read_manifest(manifest))
     if not files:
+        if not args.manifest and args.inputs:
+            listing.require_some(args.inputs)  # nothing exists: say which
         raise AudioError("no audio files found in " + (", ".join(args.inputs + args.manifest) or "the arguments"))
     statistics = dataset_statistics(
         files, sampling_rate=args.sampling_rate, num_mel_bins=args.mel_bins, max_length=args.max_length,
         workers=args.workers, progress=False if args.quiet else None,
     )
+    # missing inputs and unreadable folders are failed items, as in classify and embed
+    statistics.failed[:0] = [{"path": path, "error": f"{path}: {reason}"} for path, reason in listing.problems]
     text = json.dumps(statistics.to_dict(), indent=2) + "\n"
     if args.output:
         atomic_write_text(args.output, text)
     sys.stdout.write(text)
     for failure in statistics.failed:
         print(f"ast-audio stats: skipped {failure['error']}", file=sys.stderr)
+    report_skipped("stats", listing.skipped, args.quiet)
     return 3 if statistics.failed else 0

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from ast_audio.errors import ASTAudioError, ConfigError, UsageError
-from ast_audio.inference.writers import Renderer
+from ast_audio.inference.writers import Renderer, json_text
 from ast_audio.io_utils import atomic_write_text
 
 STATE_VERSION = 1
@@ -133,7 +133,7 @@ class ResumableOutput:
         """A fresh partial and state file holding the kept inputs (in their earlier order) and nothing else."""
         header = json.dumps({"ast_audio_output": STATE_VERSION, "options": self.options})
         atomic_write_text(self.state_path, "".join(
-            [header + "\n"] + [json.dumps(entry, ensure_ascii=False) + "\n" for entry in self.kept.values()]
+            [header + "\n"] + [json_text(entry) + "\n" for entry in self.kept.values()]
         ))
         self._state = self._stack.enter_context(open(self.state_path, "a", encoding="utf-8"))
         self._stream = self._stack.enter_context(open(self.partial, "w", encoding="utf-8", newline=""))
@@ -183,7 +183,7 @@ class ResumableOutput:
         self._stream.flush()
         entry = {"input": os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(item),
                  "stamp": input_stamp(item), "chunk": chunk}
-        self._state.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._state.write(json_text(entry) + "\n")
         self._state.flush()
 
     def _emit(self, chunk: str) -> None:
