@@ -1,8 +1,10 @@
 """Decoding audio files to mono float32 at a target rate, whole or a window at a time.
 
 soundfile (libsndfile) reads WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF and more, with seeking, so a window of
-a long file is read without decoding the rest. Formats it cannot read (M4A/AAC, WebM, WMA...) fall back to
-PyAV when it is installed (``pip install "ast-audio[av]"``); those are decoded whole. Resampling uses soxr.
+a long file is read without decoding the rest; it goes first where it reads a format. WAV files it refuses
+or misreads (an unfinished header, a chunk it rejects) are read by `ast_audio.audio.wav`. Other formats
+(M4A/AAC, 3GP/AMR, MOV, MKV, WebM, WMA...) are decoded whole by PyAV, a default dependency. Resampling uses
+soxr.
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def _pyav_hint() -> str:
         import av  # noqa: F401
     except ImportError:
         return ("; soundfile reads WAV, FLAC, OGG/Opus, MP3 and AIFF: for M4A/AAC and other formats, install "
-                "PyAV (pip install 'ast-audio[av]')")
+                "PyAV (pip install av)")
     return ""
 
 
