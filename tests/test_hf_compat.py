@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+import ast_audio
 from ast_audio import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, ASTModel
-from conftest import SMALL, randomize_, spectrogram
+from conftest import SMALL, randomize_, save_small_checkpoint, spectrogram
 
 transformers = pytest.importorskip("transformers")
 
@@ -86,3 +87,96 @@ def test_num_parameters_counts_as_the_reference():
         for exclude_embeddings in (False, True):
             flags = dict(only_trainable=only_trainable, exclude_embeddings=exclude_embeddings)
             assert ours.num_parameters(**flags) == reference.num_parameters(**flags), flags
+
+
+def _same_answers(ours, reference, atol=1e-5):
+    assert [item["label"] for item in ours] == [item["label"] for item in reference]
+    np.testing.assert_allclose([item["score"] for item in ours], [item["score"] for item in reference], atol=atol)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    t = np.arange(16000) / 16000
+    return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32) + 0.05 * np.random.default_rng(1).standard_normal(
+        16000).astype(np.float32)
+
+
+@pytest.mark.parametrize("problem_type", [None, "multi_label_classification", "regression"])
+def test_pipeline_default_scores_follow_the_problem_type_as_the_reference(tmp_path, clip, problem_type):
+    checkpoint = save_small_checkpoint(tmp_path, labels=8, problem_type=problem_type)
+    ours = ast_audio.pipeline("audio-classification", model=checkpoint, device=-1, top_k=None)
+    reference = transformers.pipeline("audio-classification", model=checkpoint, device=-1)
+    _same_answers(ours(clip, sampling_rate=16000), reference(clip))  # the reference's default is every label
+
+
+def test_pipeline_options_at_construction_and_per_call_as_the_reference(tmp_path, clip):
+    checkpoint = save_small_checkpoint(tmp_path, labels=8)
+    reference = transformers.pipeline("audio-classification", model=checkpoint, device="cpu")
+    ours = ast_audio.pipeline("audio-classification", model=checkpoint, device=torch.device("cpu"))
+    assert ours.device == torch.device("cpu") and ours.top_k == 5
+    assert len(ours(clip, sampling_rate=16000)) == 5  # the default of the reference's constructor
+    for function in ("softmax", "sigmoid", "none"):
+        _same_answers(ours(clip, sampling_rate=16000, function_to_apply=function, top_k=None),
+                      reference(clip, function_to_apply=function))
+    _same_answers(ours(clip, sampling_rate=16000, top_k=3), reference(clip, top_k=3))
+    _same_answers(ours(clip, sampling_rate=16000, top_k=100), reference(clip, top_k=100))  # capped: every label
+
+    built = ast_audio.pipeline("audio-classification", model=checkpoint, top_k=3, function_to_apply="sigmoid")
+    reference = transformers.pipeline("audio-classification", model=checkpoint, function_to_apply="sigmoid")
+    _same_answers(built(clip, sampling_rate=16000), reference(clip, top_k=3))
+    _same_answers(built(clip, sampling_rate=16000, function_to_apply="none"),
+                  reference(clip, top_k=3, function_to_apply="none"))
+    assert len(built(clip, sampling_rate=16000, top_k=None)) == 8
+    best = built(clip, sampling_rate=16000)[0]["score"]
+    assert built.classify(clip, sampling_rate=16000).scores.max() == pytest.approx(best)  # sigmoid, as calls
+
+    for bad in (dict(function_to_apply="SOFTMAX"), dict(top_k=0), dict(top_k=-1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ast_audio.pipeline("audio-classification", model=checkpoint, **bad)
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            built(clip, sampling_rate=16000, **bad)
+
+
+def test_pipeline_device_as_an_int(tmp_path):
+    checkpoint = save_small_checkpoint(tmp_path, labels=2)
+    assert ast_audio.pipeline("audio-classification", model=checkpoint, device=-1).device == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert ast_audio.pipeline("audio-classification", model=checkpoint, device=0).device == torch.device("cuda:0")
+    else:
+        with pytest.raises(ValueError, match=r"device 'cuda:0': CUDA is not available"):
+            ast_audio.pipeline("audio-classification", model=checkpoint, device=0)
+
+
+def test_pipeline_scores_each_window_before_pooling(tmp_path, clip):
+    """A long input: the call's function is applied to every window's logits, then the windows are pooled."""
+    checkpoint = save_small_checkpoint(tmp_path, labels=4)
+    long_clip = np.concatenate([clip, -clip, clip[::-1]])
+    ours = ast_audio.pipeline("audio-classification", model=checkpoint, device="cpu", top_k=None)
+    for function, name in (("sigmoid", "sigmoid"), ("none", "identity")):
+        classifier = ast_audio.AudioClassifier.from_pretrained(checkpoint, device="cpu", score_function=name)
+        expected = classifier.classify(long_clip, sampling_rate=16000)
+        assert len(expected.windows) > 1
+        _same_answers(ours(long_clip, sampling_rate=16000, function_to_apply=function), expected.top(None))
+
+
+def test_dict_without_sampling_rate_and_multichannel_arrays_are_refused_with_the_fix(tmp_path, clip):
+    checkpoint = save_small_checkpoint(tmp_path, labels=3)
+    ours = ast_audio.pipeline("audio-classification", model=checkpoint, device="cpu")
+    reference = transformers.pipeline("audio-classification", model=checkpoint, device="cpu")
+    with pytest.raises(ValueError, match="sampling_rate"):
+        reference({"array": clip, "path": "clip.wav"})
+    with pytest.raises(ValueError, match=r"needs 'sampling_rate', the rate of its 'array' in Hz"):
+        ours({"array": clip, "path": "clip.wav"})
+    at_8k = clip[::2].copy()
+    assert ours({"array": at_8k, "path": "clip.wav", "sampling_rate": 8000}) == ours(at_8k, sampling_rate=8000)
+    assert ours({"array": at_8k}, sampling_rate=8000) == ours(at_8k, sampling_rate=8000)
+
+    stereo = np.stack([clip, clip], axis=1)  # (samples, channels), as soundfile reads a stereo file
+    for call in (lambda: ours(stereo, sampling_rate=16000),
+                 lambda: ASTFeatureExtractor()(stereo, sampling_rate=16000)):
+        with pytest.raises(ValueError, match=r"looks like \(samples, channels\); mix it to mono first, e\.g\. "
+                                             r"samples\.mean\(axis=1\)"):
+            call()
+    with pytest.raises(ValueError, match=r"looks like \(channels, samples\).*mean\(axis=0\)"):
+        ours(stereo.T, sampling_rate=16000)
+    assert len(ASTFeatureExtractor()(stereo.T, sampling_rate=16000)["input_values"]) == 2  # a batch of two

@@ -41,6 +41,26 @@ class BatchFeature(dict):
         return BatchFeature({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()})
 
 
+LIKELY_CHANNELS = 32  # a 2-D array with at most this many columns (and more rows) is multichannel audio
+
+
+def multichannel_hint(shape: Sequence[int], batch_allowed: bool = False) -> str | None:
+    """What to do with a 2-D array of samples that looks like multichannel audio, or None when it does not.
+
+    (samples, channels) is recognised by having at most `LIKELY_CHANNELS` columns and more rows than that;
+    (channels, samples) likewise, unless `batch_allowed` (where it reads as a batch of clips)."""
+    if len(shape) != 2:
+        return None
+    rows, columns = (int(n) for n in shape)
+    if columns <= LIKELY_CHANNELS < rows:
+        return (f"shape {(rows, columns)} looks like (samples, channels); mix it to mono first, e.g. "
+                "samples.mean(axis=1)")
+    if not batch_allowed and rows <= LIKELY_CHANNELS < columns:
+        return (f"shape {(rows, columns)} looks like (channels, samples); mix it to mono first, e.g. "
+                "samples.mean(axis=0)")
+    return None
+
+
 def _as_waveform_list(raw_speech: Any) -> tuple[list[torch.Tensor], bool]:
     """Apply the public extractor's single/batch rules; returns float32 1-D tensors and whether it was a batch."""
     if isinstance(raw_speech, torch.Tensor) or isinstance(raw_speech, np.ndarray):
@@ -50,6 +70,9 @@ def _as_waveform_list(raw_speech: Any) -> tuple[list[torch.Tensor], bool]:
                 "(batch, samples), mixing channels to mono first"
             )
         batched = raw_speech.ndim == 2
+        hint = multichannel_hint(raw_speech.shape, batch_allowed=True)
+        if hint:
+            raise AudioError(f"only mono audio is supported: {hint} (a batch is (batch, samples))")
         clips = list(raw_speech) if batched else [raw_speech]
     elif isinstance(raw_speech, (list, tuple)):
         if len(raw_speech) == 0:

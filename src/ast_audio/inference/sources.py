@@ -12,6 +12,7 @@ import torch
 
 from ast_audio.audio.decode import AudioFile, resample
 from ast_audio.errors import AudioError
+from ast_audio.features.extractor import multichannel_hint
 from ast_audio.features.timing import Timing
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ class AudioSource:
     def _array_samples(self, item: np.ndarray | torch.Tensor, sampling_rate: int | None) -> np.ndarray:
         samples = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
         if samples.ndim != 1:
-            raise AudioError(f"{self.name}: expected mono samples (samples,), got shape {samples.shape}")
+            hint = multichannel_hint(samples.shape) or f"got shape {samples.shape}"
+            raise AudioError(f"{self.name}: expected mono samples (samples,); {hint}")
         if samples.dtype.kind not in "f":
             raise AudioError(f"{self.name}: expected float samples in [-1, 1], got dtype {samples.dtype}")
         if not np.isfinite(samples).all():
@@ -93,7 +95,16 @@ class AudioSource:
 
 
 def _unpack_dict(item: dict, index: int, sampling_rate: int | None) -> tuple[AudioInput, int | None]:
+    """The samples and their rate from a {"array" (or "raw"), "sampling_rate"} dict (the `datasets` layout;
+    "path" is ignored). Without "sampling_rate" in the dict, the call's `sampling_rate` is used; with neither
+    it is an error (as in transformers' pipeline): assuming the model's rate would misread other rates."""
     array = item.get("array", item.get("raw"))
     if array is None:
         raise AudioError(f"input {index}: a dict input needs an 'array' (or 'raw') entry and 'sampling_rate'")
-    return array, item.get("sampling_rate", sampling_rate)
+    rate = item.get("sampling_rate", sampling_rate)
+    if rate is None:
+        raise AudioError(
+            f"input {index}: a dict input needs 'sampling_rate', the rate of its 'array' in Hz (e.g. "
+            "{'array': samples, 'sampling_rate': 16000}), or pass sampling_rate= with the call"
+        )
+    return array, rate
