@@ -259,14 +259,27 @@ def test_batcher_drops_the_windows_of_a_client_that_left():
         time.sleep(0.05)
         return np.zeros((len(features), 3), np.float32), np.zeros((len(features), 4), np.float32)
 
+    stopped: list[bool] = []
+
+    def produce(batcher: DynamicBatcher, ticket, windows: int) -> None:  # as the decoding pool does, window by window
+        for _ in range(windows):
+            if not batcher.feed(ticket, torch.zeros(1, 4, 4)):
+                stopped.append(True)
+                return
+
     async def scenario() -> None:
         batcher = DynamicBatcher(infer, max_batch=2, max_wait_ms=0)
         batcher.start()
         try:
-            leaving = batcher.submit(torch.zeros(10, 4, 4))
+            leaving = batcher.submit(10)
+            producer = threading.Thread(target=produce, args=(batcher, leaving, 10))
+            producer.start()
             await asyncio.sleep(0.07)  # one or two batches of its windows run
             batcher.cancel(leaving)
-            staying = batcher.submit(torch.zeros(3, 4, 4))
+            producer.join(5)
+            assert stopped == [True] and not producer.is_alive()  # its producer was told to stop
+            staying = batcher.submit(3)
+            batcher.feed(staying, torch.zeros(3, 4, 4))
             result = await asyncio.wait_for(staying.future, 5)
             assert len(result.scores) == 3 and not leaving.future.done()
         finally:
@@ -274,6 +287,41 @@ def test_batcher_drops_the_windows_of_a_client_that_left():
 
     asyncio.run(scenario())
     assert sum(seen) < 10 + 3  # the leaving request's later windows were never scored
+
+
+def test_batcher_holds_a_long_request_a_batch_at_a_time():
+    """A 100-window request fed in chunks of max_batch: the windows featurised and waiting for the model stay
+    under two batches, and the scores come back in window order."""
+    from ast_audio.service.batcher import DynamicBatcher
+
+    waiting: list[int] = []
+    batcher: DynamicBatcher
+
+    def infer(features: torch.Tensor):
+        waiting.append(batcher.ready + len(features))  # featurised windows held while this batch runs
+        time.sleep(0.002)
+        return features.reshape(len(features), 1).numpy(), features.reshape(len(features), 1).numpy()
+
+    def produce(ticket) -> None:
+        for first in range(0, 100, 4):
+            batcher.feed(ticket, torch.arange(first, first + 4, dtype=torch.float32).reshape(4, 1, 1))
+
+    async def scenario() -> np.ndarray:
+        ticket = batcher.submit(100)
+        producer = threading.Thread(target=produce, args=(ticket,))
+        producer.start()
+        result = await asyncio.wait_for(ticket.future, 30)
+        producer.join(5)
+        return np.stack(result.scores).ravel()
+
+    batcher = DynamicBatcher(infer, max_batch=4, max_wait_ms=0)
+    batcher.start()
+    try:
+        scores = asyncio.run(scenario())
+    finally:
+        batcher.stop()
+    np.testing.assert_array_equal(scores, np.arange(100))
+    assert len(waiting) >= 25 and max(waiting) <= 2 * 4, waiting
 
 
 def test_api_key_guards_every_v1_route(keyed_server, clips):

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -25,8 +24,8 @@ from ast_audio.errors import ASTAudioError, AudioError, ConfigError
 from ast_audio.inference.classifier import AudioClassifier
 from ast_audio.inference.results import ClipResult
 from ast_audio.inference.sources import AudioSource
-from ast_audio.inference.windows import plan_windows
-from ast_audio.service.batcher import DynamicBatcher
+from ast_audio.inference.windows import plan_windows, window_and_hop
+from ast_audio.service.batcher import DynamicBatcher, Ticket
 from ast_audio.service.errors import HTTPRejection, rejection
 from ast_audio.service.metrics import ServiceMetrics
 from ast_audio.service.uploads import UploadLimitMiddleware, read_upload
@@ -81,30 +80,56 @@ class Service:
         self.batcher.stop()
         self.pool.shutdown(wait=True)
 
-    def prepare(self, data: bytes, name: str, window: float, hop: float) -> tuple[AudioSource, list, torch.Tensor]:
-        """Decode an upload and featurise its windows (runs in the decoding pool)."""
-        self.runner.timing.check_window(window, hop)
+    def open(self, data: bytes, name: str, window: float, hop: float) -> tuple[AudioSource, list[tuple[float, float]]]:
+        """Open an upload and plan its windows, (start, end) in seconds (runs in the decoding pool); raises
+        `AudioError` for audio that cannot be used or is longer than the server's limit."""
         source = AudioSource(data, 0, self.runner.timing, name=name)
         try:
             if source.duration > self.settings.max_duration_s:
                 raise AudioError(f"{name}: {source.duration:.1f} s of audio is longer than this server's limit "
                                  f"of {self.settings.max_duration_s:g} s")
-            windows = plan_windows(source.duration, window, hop)
-            features = self.runner.features([source.read(start, end) for start, end in windows])
+            return source, plan_windows(source.duration, window, hop)
+        except BaseException:
+            source.close()
+            raise
+
+    def produce(self, source: AudioSource, windows: list[tuple[float, float]], ticket: Ticket) -> None:
+        """Read and featurise `windows` of `source` a batch at a time, feeding them to `ticket` (runs in the
+        decoding pool; waits while the model is a batch behind, so memory follows the batch, not the upload).
+        Closes `source`; a failure fails the ticket's request."""
+        try:
+            for first in range(0, len(windows), self.settings.max_batch):
+                chunk = windows[first : first + self.settings.max_batch]
+                features = self.runner.features([source.read(start, end) for start, end in chunk])
+                if not self.batcher.feed(ticket, features):
+                    return  # the client went away
+        except Exception as exc:
+            self.batcher.fail(ticket, exc)
         finally:
             source.close()
-        return source, windows, features
 
-    async def score(self, request: Request, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and embeddings of a request's windows through the batcher; drops them if the client leaves."""
-        ticket = self.batcher.submit(features)
+    async def score(self, request: Request, source: AudioSource,
+                    windows: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (windows, labels) and embeddings (windows, hidden) of `windows` of `source` through the
+        batcher, featurised as the model takes them; drops them if the client leaves. Closes `source`."""
+        try:
+            ticket = self.batcher.submit(len(windows))
+        except BaseException:
+            source.close()
+            raise
+        try:
+            asyncio.get_running_loop().run_in_executor(self.pool, self.produce, source, windows, ticket)
+        except BaseException:  # the pool is shutting down
+            self.batcher.cancel(ticket)
+            source.close()
+            raise
         self.metrics.queue_depth.set(self.batcher.queued)
         watcher = asyncio.ensure_future(_disconnected(request))
         try:
             done, _ = await asyncio.wait({ticket.future, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if ticket.future not in done:
                 self.batcher.cancel(ticket)
-                self.metrics.dropped.inc(len(features) - ticket.done)
+                self.metrics.dropped.inc(ticket.windows - ticket.done)
                 raise HTTPRejection(499, "client disconnected")
             ticket.future.result()
         finally:
@@ -278,11 +303,11 @@ async def _run(request: Request, service: Service, window: float | None, hop: fl
     """Read, decode and score one upload: a ClipResult; raises `HTTPRejection` or this package's errors (their
     statuses in `service.errors.STATUSES`), each naming the problem."""
     data, name = await read_upload(request)
-    window = service.classifier.window if window is None else window
-    hop = (service.classifier.hop if window == service.classifier.window else window / 2) if hop is None else hop
+    classifier = service.classifier
+    window, hop = window_and_hop(service.runner.timing, window, hop, default=(classifier.window, classifier.hop))
     loop = asyncio.get_running_loop()
-    source, windows, features = await loop.run_in_executor(service.pool, service.prepare, data, name, window, hop)
-    scores, embeddings = await service.score(request, features)
+    source, windows = await loop.run_in_executor(service.pool, service.open, data, name, window, hop)
+    scores, embeddings = await service.score(request, source, windows)
     result = ClipResult(source=name, duration=source.duration, windows=windows, window_scores=scores,
                         window_embeddings=embeddings, labels=service.classifier.labels, pooling=pooling,
                         warning=source.warning)

@@ -1,9 +1,12 @@
 """Dynamic batching: windows from concurrent requests share model calls.
 
-Requests put their windows' features on one bounded queue; a single model thread takes up to `max_batch`
-of them, waiting at most `max_wait_ms` after the first for more, runs them as one batch through the
-inference core, and hands each window its scores and embedding. A request whose client went away marks
-its windows cancelled, and the model thread drops them unscored.
+A request reserves room for its windows on one bounded queue (`submit`), then its producer, in the decoding
+pool, featurises them a chunk at a time and hands each chunk over (`feed`); a producer that is `max_batch`
+windows ahead of the model waits, so a request holds at most two batches of features however long its
+upload. A single model thread takes up to `max_batch` featurised windows, waiting at most `max_wait_ms` after
+the first for more, runs them as one batch through the inference core, and hands each window its scores and
+embedding. A request whose client went away is cancelled: its windows are dropped unscored and its producer
+stops.
 """
 
 from __future__ import annotations
@@ -27,17 +30,37 @@ __all__ = ["DynamicBatcher", "QueueFullError", "Ticket"]
 class Ticket:
     """One request's windows in the queue: their results arrive in `future`, in order."""
 
-    features: torch.Tensor  # (windows, frames, mel bins)
+    windows: int  # the request's windows in all
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     cancelled: bool = False
+    fed: int = 0  # windows featurised and handed over so far
     claimed: int = 0  # windows taken into batches so far
+    chunks: collections.deque = dataclasses.field(default_factory=collections.deque)  # fed, not yet claimed
     scores: list[np.ndarray] = dataclasses.field(default_factory=list)
     embeddings: list[np.ndarray] = dataclasses.field(default_factory=list)
 
     @property
     def done(self) -> int:
         return len(self.scores)
+
+    @property
+    def waiting(self) -> int:
+        """Windows featurised and waiting for the model (what this request holds in memory)."""
+        return self.fed - self.claimed
+
+    def take(self, count: int) -> torch.Tensor:
+        """The next `count` (<= waiting) featurised windows, (count, frames, mel bins)."""
+        parts, needed = [], count
+        while needed:
+            chunk = self.chunks.popleft()
+            if len(chunk) > needed:
+                self.chunks.appendleft(chunk[needed:])
+                chunk = chunk[:needed]
+            parts.append(chunk)
+            needed -= len(chunk)
+        self.claimed += count
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class DynamicBatcher:
@@ -48,7 +71,8 @@ class DynamicBatcher:
         self.infer, self.max_batch, self.max_wait = infer, max_batch, max_wait_ms / 1000
         self.max_queue, self.on_batch = max_queue, on_batch
         self._tickets: collections.deque[Ticket] = collections.deque()
-        self._queued = 0  # windows waiting
+        self._queued = 0  # windows submitted and not yet in a batch
+        self._ready = 0  # of those, the ones featurised
         self._lock = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="ast-audio-model", daemon=True)
@@ -57,7 +81,7 @@ class DynamicBatcher:
         self._thread.start()
 
     def stop(self) -> None:
-        """Finish the windows already queued, then stop the model thread."""
+        """Finish the windows already queued (their producers go on feeding them), then stop the model thread."""
         with self._lock:
             self._stopping = True
             self._lock.notify_all()
@@ -67,27 +91,61 @@ class DynamicBatcher:
     def queued(self) -> int:
         return self._queued
 
-    def submit(self, features: torch.Tensor) -> Ticket:
-        """Queue a request's windows; raises `QueueFullError` when they do not fit."""
+    @property
+    def ready(self) -> int:
+        """Windows featurised and waiting for the model, over all requests."""
+        return self._ready
+
+    def submit(self, windows: int) -> Ticket:
+        """Reserve room for a request's `windows` (fed later with `feed`); raises `QueueFullError` when they do
+        not fit. A request alone in the queue is taken whatever its size. Call from the event loop."""
         loop = asyncio.get_running_loop()
-        ticket = Ticket(features, loop.create_future(), loop)
+        ticket = Ticket(windows, loop.create_future(), loop)
         with self._lock:
-            if self._queued + len(features) > self.max_queue and self._queued > 0:
+            if self._queued + windows > self.max_queue and self._queued > 0:
                 raise QueueFullError(f"{self._queued} windows are queued (limit {self.max_queue})")
             self._tickets.append(ticket)
-            self._queued += len(features)
-            self._lock.notify_all()
+            self._queued += windows
         return ticket
 
-    def cancel(self, ticket: Ticket) -> None:
-        """Drop a request's windows that are not in a batch yet (its client went away)."""
+    def feed(self, ticket: Ticket, features: torch.Tensor) -> bool:
+        """Hand over the next windows' features (windows, frames, mel bins) of `ticket`, first waiting while it
+        has `max_batch` or more windows waiting for the model. False when the ticket was cancelled or failed
+        (stop producing)."""
         with self._lock:
+            while ticket.waiting >= self.max_batch and not ticket.cancelled:
+                self._lock.wait()
             if ticket.cancelled:
-                return
-            ticket.cancelled = True
-            if ticket in self._tickets:
-                self._tickets.remove(ticket)
-                self._queued -= len(ticket.features) - ticket.claimed
+                return False
+            if ticket.fed + len(features) > ticket.windows:
+                raise ValueError(f"fed {ticket.fed + len(features)} windows to a ticket of {ticket.windows}")
+            ticket.chunks.append(features)
+            ticket.fed += len(features)
+            self._ready += len(features)
+            self._lock.notify_all()
+        return True
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Drop a request's windows that are not in a batch yet (its client went away); its producer stops."""
+        with self._lock:
+            self._drop(ticket)
+
+    def fail(self, ticket: Ticket, error: BaseException) -> None:
+        """The producer could not featurise `ticket`'s windows: drop them and fail the request with `error`."""
+        with self._lock:
+            self._drop(ticket)
+        ticket.loop.call_soon_threadsafe(_set_exception, ticket.future, error)
+
+    def _drop(self, ticket: Ticket) -> None:
+        if ticket.cancelled:
+            return
+        ticket.cancelled = True
+        if ticket in self._tickets:
+            self._tickets.remove(ticket)
+            self._queued -= ticket.windows - ticket.claimed
+            self._ready -= ticket.waiting
+        ticket.chunks.clear()
+        self._lock.notify_all()
 
     # ------------------------------------------------------------------------------- model thread
     def _run(self) -> None:
@@ -95,51 +153,56 @@ class DynamicBatcher:
             batch = self._take()
             if batch is None:
                 return
-            rows = torch.cat([ticket.features[start:stop] for ticket, start, stop in batch])
+            rows = torch.cat([features for _, features in batch]) if len(batch) > 1 else batch[0][1]
             try:
                 scores, embeddings = self.infer(rows)
             except Exception as exc:  # a failed batch fails its requests, not the server
-                for ticket, _, _ in batch:
-                    ticket.loop.call_soon_threadsafe(_set_exception, ticket.future, exc)
+                for ticket, _ in batch:
+                    self.fail(ticket, exc)
                 continue
             if self.on_batch is not None:
                 self.on_batch(len(rows))
             offset = 0
-            for ticket, start, stop in batch:
-                count = stop - start
+            for ticket, features in batch:
+                count = len(features)
                 ticket.scores.extend(scores[offset : offset + count])
                 ticket.embeddings.extend(embeddings[offset : offset + count])
                 offset += count
-                if ticket.done == len(ticket.features):
+                if ticket.done == ticket.windows:
                     ticket.loop.call_soon_threadsafe(_set_result, ticket.future, ticket)
 
-    def _take(self) -> list[tuple[Ticket, int, int]] | None:
-        """Up to max_batch windows (ticket, start, stop), waiting at most max_wait after the first; None to stop."""
+    def _take(self) -> list[tuple[Ticket, torch.Tensor]] | None:
+        """Up to max_batch featurised windows (ticket, features), waiting at most max_wait after the first for
+        more; None once stopping with nothing queued."""
         with self._lock:
-            while not self._queued and not self._stopping:
+            while not self._ready and not (self._stopping and not self._queued):
                 self._lock.wait()
-            if not self._queued:
+            if not self._ready:
                 return None
             deadline = time.monotonic() + self.max_wait
-            while self._queued < self.max_batch and not self._stopping:
+            while self._ready < self.max_batch and not self._stopping:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._lock.wait(remaining)
-            return self._slice()
+            batch = self._slice()
+            self._lock.notify_all()  # producers waiting for room
+            return batch
 
-    def _slice(self) -> list[tuple[Ticket, int, int]]:
+    def _slice(self) -> list[tuple[Ticket, torch.Tensor]]:
         batch, room = [], self.max_batch
-        while self._tickets and room:
-            ticket = self._tickets[0]
-            start = ticket.claimed
-            stop = min(len(ticket.features), start + room)
-            batch.append((ticket, start, stop))
-            ticket.claimed = stop
-            room -= stop - start
-            self._queued -= stop - start
-            if stop == len(ticket.features):
-                self._tickets.popleft()
+        for ticket in list(self._tickets):
+            if not room:
+                break
+            count = min(ticket.waiting, room)
+            if not count:
+                continue  # its producer has not caught up: later requests' windows go first
+            batch.append((ticket, ticket.take(count)))
+            room -= count
+            self._queued -= count
+            self._ready -= count
+            if ticket.claimed == ticket.windows:
+                self._tickets.remove(ticket)
         return batch
 
 
@@ -148,6 +211,6 @@ def _set_result(future: asyncio.Future, value: object) -> None:
         future.set_result(value)
 
 
-def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+def _set_exception(future: asyncio.Future, error: BaseException) -> None:
     if not future.done():
-        future.set_exception(exc)
+        future.set_exception(error)
