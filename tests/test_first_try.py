@@ -141,3 +141,78 @@ def test_an_output_folder_without_permission_is_refused(tmp_path, capsys):
     clip = write(tmp_path / "clip.wav", 1.0)
     code, _, err = run_cli(["classify", clip, "--model", str(tmp_path / "m"), "-o", str(locked / "r.jsonl")], capsys)
     assert code == 2 and f"no permission to write in the folder {locked}" in err
+
+
+# ------------------------------------------------------------------------------------------ lost progress
+@pytest.fixture
+def four_files(tmp_path):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for i in range(4):
+        write(folder / f"{i}.wav", 1.0 + 0.25 * i, seed=i)
+    return folder
+
+
+def test_a_stopped_run_is_not_overwritten_without_a_word(four_files, checkpoint, tmp_path, capsys, monkeypatch):
+    from ast_audio import AudioClassifier
+
+    output = tmp_path / "out.jsonl"
+    arguments = ["classify", str(four_files), "--model", checkpoint, "-o", str(output), "-q"]
+    assert main(arguments) == 0  # the extension chose JSON lines
+    complete = output.read_text()
+    assert len([json.loads(line) for line in complete.splitlines()]) == 4
+    state = tmp_path / ".out.jsonl.state.jsonl"
+    assert not (tmp_path / ".out.jsonl.lock").exists() and not (tmp_path / "out.jsonl.partial").exists()
+    assert state.stat().st_size < output.stat().st_size  # where each input's text lies, not the text again
+
+    original = AudioClassifier.iter_classify
+
+    def dies_after_two(self, *args, **kwargs):
+        for number, result in enumerate(original(self, *args, **kwargs)):
+            if number == 2:
+                raise RuntimeError("power cut")
+            yield result
+
+    def stop_part_way():
+        with monkeypatch.context() as patch:
+            patch.setattr(AudioClassifier, "iter_classify", dies_after_two)
+            with pytest.raises(RuntimeError, match="power cut"):
+                main(arguments)
+        capsys.readouterr()
+        assert not (tmp_path / ".out.jsonl.lock").exists()
+        return (tmp_path / "out.jsonl.partial").read_text()
+
+    partial = stop_part_way()
+    for extra, message in [([], "an earlier run stopped after 2 inputs (kept in "),
+                           ([], "pass --resume to go on from there, or --overwrite to start again"),
+                           (["--hop", "0.3"], "with other options (hop was None, now 0.3); pass --overwrite")]:
+        code, _, err = run_cli([*arguments, *extra], capsys)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "out.jsonl.partial").read_text() == partial and output.read_text() == complete
+    code, _, err = run_cli([*arguments, "--resume", "--overwrite"], capsys)
+    assert code == 2 and "--resume and --overwrite exclude each other" in err
+
+    code, _, err = run_cli([*arguments, "--resume"], capsys)
+    assert code == 0 and output.read_text() == complete, err
+    assert "resuming: 2 of 4 files already done, 2 to do" in err
+
+    stop_part_way()
+    code, _, err = run_cli([*arguments, "--overwrite"], capsys)
+    assert code == 0 and "resuming" not in err and output.read_text() == complete
+    assert not (tmp_path / "out.jsonl.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.jsonl.state.jsonl", "audio", "out.jsonl"]
+
+
+def test_resume_checks_the_text_it_keeps(four_files, checkpoint, tmp_path, capsys):
+    """A finished output edited by hand: the inputs whose text changed are redone, the others kept."""
+    output = tmp_path / "out.csv"
+    arguments = ["classify", str(four_files), "--model", checkpoint, "-o", str(output), "--no-timeline", "-q"]
+    assert main(arguments) == 0
+    complete = output.read_bytes()
+    edited = complete.replace(os.path.join(str(four_files), "2.wav").encode(),
+                              os.path.join(str(four_files), "X.wav").encode())  # same length: only 2.wav's text
+    assert edited != complete
+    output.write_bytes(edited)
+    code, _, err = run_cli([*arguments, "--resume"], capsys)
+    assert code == 0 and sorted(output.read_bytes().splitlines()) == sorted(complete.splitlines()), err
+    assert "resuming: 3 of 4 files already done, 1 to do" in err

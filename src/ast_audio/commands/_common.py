@@ -22,6 +22,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="skip inputs already finished in the output (by an interrupted or earlier run with the "
                         "same options); redo the one cut off and any whose file changed")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start again on an output whose earlier run stopped part-way (without --resume or "
+                        "--overwrite such a run is refused, so its finished inputs are not lost)")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

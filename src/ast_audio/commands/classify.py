@@ -58,9 +58,12 @@ def output_format(path: str | None, chosen: str | None) -> str:
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Every output path checked before the model loads (`UsageError`: the command exits 2)."""
+    from ast_audio.errors import UsageError
     from ast_audio.inference.output import check_output_file, check_output_folder
 
     if args.engine == "ray":
+        if args.overwrite:
+            raise UsageError("--overwrite is for the local engine; with --engine ray choose another --output")
         if args.output:
             check_output_folder(args.output, "--output")
         return
@@ -95,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     options = {**model_options(args), "format": args.format, "top_k": args.top_k, "pooling": args.pooling,
                "timeline": args.timeline}
     output = StreamOutput(render) if args.output in (None, "-") else ResumableOutput(
-        args.output, render, options, resume=args.resume)
+        args.output, render, options, resume=args.resume,
+        overwrite=args.overwrite or args.format == "table")  # a table is not resumable: nothing to keep
 
     def plot(result, number: int, total: int) -> None:
         if args.plot and result.ok:

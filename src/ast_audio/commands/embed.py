@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = {**model_options(args), "per_window": args.per_window}
     output = ResumableOutput(os.path.join(args.output_dir, "index.jsonl"), JsonlRenderer(0, False), options,
-                             resume=args.resume)
+                             resume=args.resume, overwrite=args.overwrite)
 
     def entry(result) -> str:
         """Save the input's embeddings (before its index line is written) and return that line."""
