@@ -15,6 +15,7 @@ call), and `device` as an int (-1: CPU, N: cuda:N), a name or a `torch.device`. 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -77,7 +78,7 @@ class AudioClassificationPipeline(AudioClassifier):
         self.set_call_defaults(top_k=top_k, function_to_apply=function_to_apply, score_function=score_function)
 
     @classmethod
-    def from_pretrained(cls, model: str = DEFAULT_MODEL, *, top_k: int | None = DEFAULT_TOP_K,
+    def from_pretrained(cls, model: str | os.PathLike = DEFAULT_MODEL, *, top_k: int | None = DEFAULT_TOP_K,
                         function_to_apply: str | None = None, **kwargs: Any) -> "AudioClassificationPipeline":
         """`AudioClassifier.from_pretrained` with the pipeline's call defaults."""
         loaded = super().from_pretrained(model, **kwargs)
@@ -126,8 +127,9 @@ def _scored(result: ClipResult, function: str) -> ClipResult:
 
 
 def pipeline(
-    task: str = "audio-classification", model: str = DEFAULT_MODEL, *, top_k: int | None = DEFAULT_TOP_K,
-    function_to_apply: str | None = None, device: int | str | torch.device | None = None, **kwargs: Any,
+    task: str | None = "audio-classification", model: str | os.PathLike = DEFAULT_MODEL, *,
+    top_k: int | None = DEFAULT_TOP_K, function_to_apply: str | None = None,
+    device: int | str | torch.device | None = None, **kwargs: Any,
 ) -> AudioClassificationPipeline:
     """A callable returning [{"label", "score"}] per input, like the public audio-classification pipeline.
 
@@ -136,7 +138,7 @@ def pipeline(
     (default: CUDA when available). Other keyword arguments go to `AudioClassifier.from_pretrained` (dtype,
     batch_size, window, hop, ...). Raises ConfigError (a ValueError) for an unknown task or a bad option.
     """
-    if task not in TASKS:
+    if task is not None and task not in TASKS:  # None: the task of the model, as transformers infers it
         raise ConfigError(f"unsupported task {task!r}; supported: {TASKS}")
     top_k = checked_top_k(top_k)
     if function_to_apply is not None:
