@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 from typing import IO, Any, Union
 
 import numpy as np
@@ -53,9 +52,10 @@ def _wav_layout(opened: Any) -> WavLayout | None:
                 return read_wav_layout(handle)
         except OSError:
             return None
-    if not (hasattr(opened, "seek") and hasattr(opened, "tell")):
+    try:
+        position = opened.tell()
+    except (AttributeError, OSError, ValueError):  # not a seekable stream
         return None
-    position = opened.tell()
     try:
         return read_wav_layout(opened)
     finally:
