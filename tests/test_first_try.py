@@ -216,3 +216,52 @@ def test_resume_checks_the_text_it_keeps(four_files, checkpoint, tmp_path, capsy
     code, _, err = run_cli([*arguments, "--resume"], capsys)
     assert code == 0 and sorted(output.read_bytes().splitlines()) == sorted(complete.splitlines()), err
     assert "resuming: 3 of 4 files already done, 1 to do" in err
+
+
+# --------------------------------------------------------------------------------------------- progress
+def test_progress_off_a_terminal_is_a_line_every_interval(tmp_path, checkpoint, capsys, monkeypatch):
+    path = write(tmp_path / "long.wav", 20.0)
+    short = write(tmp_path / "short.wav", 1.0, seed=1)
+    arguments = ["classify", path, short, "--model", checkpoint, "-f", "jsonl", "--batch-size", "2"]
+    monkeypatch.setenv("AST_AUDIO_PROGRESS_INTERVAL", "0")  # a line at every update
+    code, _, err = run_cli(arguments, capsys)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.startswith("ast-audio classify: ") and "s of audio" in line]
+    assert len(lines) >= 5 and "s of audio (" in lines[0]
+    known = [line for line in lines if "of 21.0 s of audio" in line]  # both files open: the total
+    assert known and "x real time, about " in known[-1] and known[-1].endswith(" left")
+    assert lines[-1].startswith("ast-audio classify: 2 of 2 files, 21.0 of 21.0 s of audio (100%)")
+    assert err.splitlines()[-1].startswith("ast-audio classify: 2 of 2 files, 0.006 h of audio in ")  # closing
+    assert code == 0 and run_cli([*arguments, "-q"], capsys)[2] == ""
+    monkeypatch.setenv("AST_AUDIO_PROGRESS_INTERVAL", "3600")
+    code, _, err = run_cli(["-v", *arguments], capsys)
+    assert [line for line in err.splitlines() if "% " in line or "s of audio (" in line] == []
+    assert f"ast-audio classify: [1/2] {path}: 20.00 s, " in err and f"[2/2] {short}: 1.00 s, 1 windows, top " in err
+    monkeypatch.setenv("AST_AUDIO_PROGRESS_INTERVAL", "soon")
+    code, _, err = run_cli(arguments, capsys)
+    assert code == 2 and "AST_AUDIO_PROGRESS_INTERVAL='soon': expected seconds" in err
+
+
+def test_progress_on_a_terminal_has_a_total_and_eta(monkeypatch):
+    import argparse
+    import io
+
+    from ast_audio.commands._common import Progress
+    from ast_audio.inference.results import ClipResult
+    from ast_audio.inference.runner import WindowPlan
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    progress = Progress(argparse.Namespace(quiet=False), "classify", files=2)
+    progress.plan(WindowPlan(0, "a.wav", [(0.0, 10.0), (5.0, 15.0)], 15.0))
+    progress(10.0)
+    assert progress.bar.total is None  # one of two files open: no total yet
+    progress.file_done(ClipResult(source="missing.wav", error="missing.wav: no such file"))
+    assert progress.bar.total == 15.0
+    progress.bar.refresh()
+    shown = terminal.getvalue().split("\r")[-1]
+    assert shown.startswith("classify:  67%|") and "| 10.0/15.0 [00:00<00:00, " in shown and "1/2 files" in shown

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "model's input (default: the whole input, 10.255 s for 1024 frames)")
     parser.add_argument("--hop", type=float, help="seconds between window starts (default: half a window)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per model call (default 8)")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no closing summary")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress (a bar on a terminal, else a line every 30 s) and no closing summary")
     parser.add_argument("--strict", action="store_true",
                         help="treat warnings (a file cut short: what decodes is used) as errors")
     parser.add_argument("--resume", action="store_true",
@@ -81,27 +82,89 @@ def report_skipped(command: str, skipped: list[str], quiet: bool) -> None:
               "extension (-v names them)", file=sys.stderr)
 
 
+PROGRESS_INTERVAL_ENV = "AST_AUDIO_PROGRESS_INTERVAL"  # seconds between progress lines off a terminal
+PROGRESS_INTERVAL = 30.0
+
+
 class Progress:
-    """Progress in seconds of audio on stderr: a bar on a terminal (unless --quiet) that moves with every
-    model batch, and a closing line with the hours of audio and the speed as a multiple of real time."""
+    """Progress in seconds of audio on stderr, unless --quiet.
+
+    On a terminal: a bar that moves with every model batch, with a total, percentage and ETA once every input
+    has been opened (the runner tells `plan` each input's windows). Off a terminal (a log file, nohup, cron,
+    CI): a plain line every `AST_AUDIO_PROGRESS_INTERVAL` seconds (default 30) with the files done, the audio
+    done and in all, the speed and the time left. At the end, a line with the hours of audio and the speed
+    as a multiple of real time. Called as `progress(seconds)` after each batch."""
 
     def __init__(self, args: argparse.Namespace, command: str, files: int) -> None:
         from tqdm import tqdm
 
         self.command, self.files, self.done, self.failed, self.seconds = command, files, 0, 0, 0.0
         self.quiet = args.quiet
-        self.started = time.perf_counter()
+        self.started = self.last_line = time.perf_counter()
+        self.terminal = sys.stderr.isatty()
+        self.interval = _progress_interval()
+        self.planned: dict[str, float] = {}  # input -> seconds of audio its windows score
+        self.unopened = 0  # inputs that failed before their windows were planned
         self.bar = tqdm(desc=command, unit="s audio", unit_scale=True, file=sys.stderr, total=None,
-                        disable=args.quiet or not sys.stderr.isatty(), postfix=f"0/{files} files")
+                        disable=args.quiet or not self.terminal, postfix=f"0/{files} files")
 
-    def audio(self, seconds: float) -> None:
+    @property
+    def total_seconds(self) -> float | None:
+        """Seconds of audio the whole job scores, once every input has been opened (else None)."""
+        return sum(self.planned.values()) if len(self.planned) + self.unopened >= self.files else None
+
+    def plan(self, plan) -> None:
+        """An input was opened: its `WindowPlan` (windows in seconds) adds to the total."""
+        self.planned[plan.source] = plan.windows[-1][1] if plan.windows else 0.0
+        self._total_known()
+
+    def __call__(self, seconds: float) -> None:
         self.seconds += seconds
         self.bar.update(seconds)
+        self._line()
 
-    def file_done(self, ok: bool) -> None:
+
+    def file_done(self, result) -> None:
+        """A `ClipResult` was written (ok, or with its error)."""
         self.done += 1
-        self.failed += not ok
+        if not result.ok:
+            self.failed += 1
+            if result.source in self.planned:  # what it would have scored is not coming
+                self.planned[result.source] = 0.0
+            else:
+                self.unopened += 1
+            self._total_known()
         self.bar.set_postfix_str(f"{self.done}/{self.files} files", refresh=False)
+        self._line()
+
+    def _total_known(self) -> None:
+        total = self.total_seconds
+        if total is not None and self.bar.total != total:
+            self.bar.total = max(total, self.seconds)
+            self.bar.refresh()
+
+    def _line(self) -> None:
+        """Off a terminal, a plain line when `interval` seconds have passed since the last one."""
+        now = time.perf_counter()
+        if self.quiet or self.terminal or now - self.last_line < self.interval:
+            return
+        self.last_line = now
+        print(f"ast-audio {self.command}: {self.status(now - self.started)}", file=sys.stderr, flush=True)
+
+    def status(self, elapsed: float) -> str:
+        """e.g. '3 of 10 files, 412.0 of 1500.0 s of audio (27%), 5.2x real time, about 3 min 29 s left'."""
+        speed = self.seconds / elapsed if elapsed > 0 else 0.0
+        text = f"{self.done} of {self.files} files, "
+        total = self.total_seconds
+        if total is None:
+            text += f"{self.seconds:.1f} s of audio (the total is known once every file is open)"
+        else:
+            text += f"{self.seconds:.1f} of {total:.1f} s of audio ({100 * self.seconds / max(total, 1e-9):.0f}%)"
+        if speed > 0:
+            text += f", {speed:.1f}x real time"
+            if total is not None:
+                text += f", about {_duration(max(total - self.seconds, 0.0) / speed)} left"
+        return text
 
     def close(self) -> None:
         self.bar.close()
@@ -110,6 +173,37 @@ class Progress:
             speed = f", {self.seconds / elapsed:.1f}x real time" if elapsed > 0 and self.seconds else ""
             print(f"ast-audio {self.command}: {self.done - self.failed} of {self.files} files, "
                   f"{self.seconds / 3600:.3f} h of audio in {elapsed:.1f} s{speed}", file=sys.stderr)
+
+
+def _progress_interval() -> float:
+    """Seconds between progress lines off a terminal: $AST_AUDIO_PROGRESS_INTERVAL, default 30."""
+    from ast_audio.errors import UsageError
+
+    value = os.environ.get(PROGRESS_INTERVAL_ENV, "")
+    try:
+        interval = float(value) if value else PROGRESS_INTERVAL
+    except ValueError:
+        interval = -1.0
+    if not interval >= 0:
+        raise UsageError(f"{PROGRESS_INTERVAL_ENV}={value!r}: expected seconds between progress lines, e.g. 30")
+    return interval
+
+
+def _duration(seconds: float) -> str:
+    """'3 h 2 min', '3 min 29 s' or '12 s'."""
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+def file_line(result) -> str:
+    """One input in a line (for -v): its duration, windows and top label, or its error."""
+    if not result.ok:
+        return f"{result.source}: failed"
+    top = result.top(1)
+    best = f", top {top[0]['label']} {top[0]['score']:.2f}" if top else ""
+    return f"{result.source}: {result.duration:.2f} s, {len(result.windows)} windows{best}"
 
 
 def exit_code(total: int, failed: int) -> int:
@@ -136,10 +230,13 @@ def run_job(args: argparse.Namespace, command: str, output, chunk: Callable, poo
         progress = Progress(args, command, len(todo) + len(listing.problems))
         try:
             unreadable = [ClipResult(source=path, error=f"{path}: {reason}") for path, reason in listing.problems]
-            results = classifier.iter_classify(todo, strict=args.strict, progress=progress.audio)
+            results = classifier.iter_classify(todo, strict=args.strict, progress=progress)
             for result in itertools.chain(unreadable, results):
                 output.write(result.source, chunk(result))
-                progress.file_done(result.ok)
+                progress.file_done(result)
+                if getattr(args, "verbose", False) and not args.quiet:
+                    print(f"ast-audio {command}: [{progress.done}/{progress.files}] {file_line(result)}",
+                          file=sys.stderr)
                 if not result.ok:
                     print(f"ast-audio {command}: {result.error}", file=sys.stderr)
                 elif result.warning:

@@ -230,7 +230,8 @@ class InferenceRunner:
     ) -> Iterator[ClipResult]:
         """A `ClipResult` per input, in order, as soon as it is complete; a bad input gives a result with
         `error` set and the others go on. `strict`: an input with a warning (cut short) is an error too.
-        `progress(seconds)` is called after each model batch with the seconds of audio it completed."""
+        `progress(seconds)` is called after each model batch with the seconds of audio it completed; a
+        `progress` with a `plan` method is also given each input's `WindowPlan` as the input is opened."""
         self.timing.check_window(window, hop)
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -240,6 +241,8 @@ class InferenceRunner:
         for event in in_background(events, self.threads):
             if isinstance(event, WindowPlan):
                 assembler.plan(event)
+                if hasattr(progress, "plan"):  # e.g. a bar that shows a total once every input is open
+                    progress.plan(event)
             elif isinstance(event, InputFailure):
                 assembler.fail(event)
             else:
