@@ -193,3 +193,88 @@ def test_bad_windows_and_scores_are_refused() -> None:
         score_track([[0, 1]], [[np.nan]], ["a"])
     with pytest.raises(ConfigError, match="windows must be"):
         score_track(np.zeros((0, 2)), np.zeros((0, 1)), ["a"])
+
+
+# ------------------------------------------------------------------------ event metrics against sed_eval
+def random_annotations(seed: int, files: int = 6) -> tuple[dict, dict]:
+    """Reference events and detections near them (shifted, stretched, split, doubled, missed, invented)."""
+    rng = np.random.default_rng(seed)
+    labels = ["dog", "siren", "speech"]
+    reference, detected = {}, {}
+    for number in range(files):
+        ref, det = [], []
+        for _ in range(rng.integers(0, 8)):
+            start = float(rng.uniform(0, 60)) // 0.01 * 0.01
+            length = float(rng.choice([0.3, 1.0, 2.5, 6.0]))
+            label = str(rng.choice(labels))
+            ref.append(Event(label, start, start + length))
+            for _ in range(rng.choice([0, 1, 1, 1, 2])):  # missed, found, or found twice
+                shift, stretch = rng.normal(0, 0.25), rng.normal(0, 0.6)
+                det.append(Event(label, start + shift, max(start + shift + 0.05, start + length + stretch), 0.9, 0.7))
+        for _ in range(rng.integers(0, 3)):  # false alarms, some with a neighbour's label
+            start = float(rng.uniform(0, 60))
+            det.append(Event(str(rng.choice(labels)), start, start + 1.0, 0.6, 0.55))
+        reference[f"f{number}.wav"], detected[f"f{number}.wav"] = ref, det
+    return reference, detected
+
+
+def sed_eval_results(reference: dict, detected: dict, labels: list[str], **kwargs: float) -> dict:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcase_util = pytest.importorskip("dcase_util")
+        sed_eval = pytest.importorskip("sed_eval")
+    metrics = sed_eval.sound_event.EventBasedMetrics(event_label_list=labels, **kwargs)
+    for file in reference.keys() | detected.keys():
+        def rows(events: list[Event], f: str = file) -> object:
+            return dcase_util.containers.MetaDataContainer(
+                [{"filename": f, "event_label": e.label, "onset": e.start, "offset": e.end} for e in events]
+            )
+
+        metrics.evaluate(rows(reference.get(file, [])), rows(detected.get(file, [])))
+    return {
+        "overall": metrics.results_overall_metrics()["f_measure"],
+        "class_wise": metrics.results_class_wise_metrics(),
+        "average": metrics.results_class_wise_average_metrics()["f_measure"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("seed", "collar", "offset_ratio", "evaluate_offset"),
+    [(0, 0.2, 0.5, True), (1, 1.0, 0.5, True), (2, 0.5, 0.0, True), (3, 0.25, 0.5, False), (4, 1.0, 0.2, True)],
+)
+def test_event_metrics_equal_sed_eval(seed: int, collar: float, offset_ratio: float, evaluate_offset: bool) -> None:
+    from ast_audio.answers.metrics import event_based_metrics
+
+    reference, detected = random_annotations(seed)
+    labels = ["dog", "siren", "speech"]
+    ours = event_based_metrics(
+        reference, detected, collar=collar, offset_ratio=offset_ratio, evaluate_offset=evaluate_offset, labels=labels
+    )
+    theirs = sed_eval_results(
+        reference, detected, labels, t_collar=collar, percentage_of_length=offset_ratio, evaluate_offset=evaluate_offset
+    )
+    assert ours.overall.true_positives > 0 and ours.overall.detected > ours.overall.true_positives
+    for name in ("f_measure", "precision", "recall"):
+        assert getattr(ours.overall, name) == pytest.approx(theirs["overall"][name], abs=1e-6)
+        for label in labels:
+            expected = theirs["class_wise"][label]["f_measure"][name]
+            got = getattr(ours.per_class[label], name)
+            assert (np.isnan(got) and np.isnan(expected)) or got == pytest.approx(expected, abs=1e-6)
+    assert ours.class_average_f_measure == pytest.approx(theirs["average"]["f_measure"], abs=1e-6)
+
+
+def test_a_sound_reported_twice_is_one_hit_and_one_false_alarm() -> None:
+    from ast_audio.answers.metrics import event_based_metrics, match_events
+
+    reference = [Event("dog", 10.0, 11.0), Event("dog", 11.5, 12.0)]
+    detected = [Event("dog", 10.9, 11.2), Event("dog", 10.1, 11.1), Event("cat", 10.0, 11.0)]
+    # With a 1 s collar both detections could take either sound: the closer onsets are paired.
+    assert sorted(match_events(reference, detected, collar=1.0)) == [(0, 1), (1, 0)]
+    assert match_events(reference, detected, collar=0.2) == [(0, 1)]
+    metrics = event_based_metrics({"a": reference}, {"a": detected}, collar=0.2)
+    assert (metrics.overall.reference, metrics.overall.detected, metrics.overall.true_positives) == (2, 3, 1)
+    assert metrics.per_class["cat"].f_measure != metrics.per_class["cat"].f_measure  # NaN: no reference cats
+    with pytest.raises(ConfigError, match="collar must be a finite number of seconds >= 0, got -1"):
+        event_based_metrics({}, {}, collar=-1)
