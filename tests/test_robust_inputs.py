@@ -123,8 +123,10 @@ def test_file_names_that_are_not_utf8_are_read_and_written_losslessly(oddly_name
     assert os.path.exists(os.path.join(folder, rows[os.path.basename(legacy)]["path"]))  # lossless: \udc85
     assert main([*arguments, "--resume"]) == 0  # U+0085 in a name does not split the state file's lines
     assert "resuming: 3 of 3 files already done, 0 to do" in capsys.readouterr().err
-    assert main(["classify", str(folder), "--model", checkpoint, "-f", "csv", "-q"]) == 0
+    plot = str(tmp_path / "p.png")
+    assert main(["classify", str(folder), "--model", checkpoint, "-f", "csv", "-q", "--plot", plot]) == 0
     assert "caf\ufffd.wav,clip," in capsys.readouterr().out  # readable: the replacement character
+    assert {"p-1.png", "p-2.png", "p-3.png"} <= set(os.listdir(tmp_path))  # plot titles show U+FFFD
     assert main(["embed", str(folder), "--model", checkpoint, "-o", str(tmp_path / "emb"), "-q"]) == 0
     index = jsonl_rows((tmp_path / "emb" / "index.jsonl").read_text(encoding="utf-8"))
     assert set(index) == names and all((tmp_path / "emb" / row["embedding"]).exists() for row in index.values())

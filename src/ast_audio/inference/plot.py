@@ -68,7 +68,8 @@ def draw_result(result: ClipResult, top: int = 5, rate: int = 16000):
     ticks = [f for f in (50, 100, 250, 500, 1000, 2000, 4000, 8000) if options.low_freq <= f <= rate / 2]
     upper.set_yticks(mel_bin_of_frequency(np.array(ticks), options), [f"{f:g}" for f in ticks])
     upper.set_ylabel("frequency (Hz)")
-    upper.set_title(f"{result.source} ({duration:.1f} s)")
+    title = f"{result.source} ({duration:.1f} s)"  # a name's bytes that are not UTF-8, or controls: U+FFFD
+    upper.set_title("".join(char if char.isprintable() else "\ufffd" for char in title))
     for label, colour in zip(best, colours):
         scores = result.window_scores[:, label_index[label]]
         if len(centres) == 1:
