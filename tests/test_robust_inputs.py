@@ -148,6 +148,8 @@ def test_manifests_split_lines_on_newlines_only(tmp_path):
     names = ["next\u0085line.wav", "para\u2028graph.wav", "plain.wav"]
     (tmp_path / "list.txt").write_text("".join(f"{name}\r\n" for name in names), encoding="utf-8")
     assert [os.path.basename(e.path) for e in read_manifest(str(tmp_path / "list.txt"))] == names
+    (tmp_path / "old_mac.txt").write_text("\r".join(names), encoding="utf-8", newline="")
+    assert [os.path.basename(e.path) for e in read_manifest(str(tmp_path / "old_mac.txt"))] == names
     (tmp_path / "list.csv").write_text("path,label\n" + "".join(f"{name},dog\n" for name in names), encoding="utf-8")
     assert [(os.path.basename(e.path), e.labels) for e in read_manifest(str(tmp_path / "list.csv"))] == [
         (name, ["dog"]) for name in names]

@@ -8,6 +8,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 from ast_audio.errors import AudioError, ConfigError
@@ -163,7 +164,7 @@ def read_manifest(manifest: str) -> list[ManifestEntry]:
             labels = [cell.strip() for cell in row[1:] if cell.strip()]
             entries.append(ManifestEntry(_resolve(row[0].strip(), base), labels))
     else:
-        for line in text.split("\n"):  # not splitlines(): a name may hold U+0085 or U+2028
+        for line in re.split(r"\r\n|\r|\n", text):  # not splitlines(): a name may hold U+0085 or U+2028
             if line.strip() and not line.lstrip().startswith("#"):
                 entries.append(ManifestEntry(_resolve(line.strip(), base)))
     if not entries:
