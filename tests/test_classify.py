@@ -272,6 +272,7 @@ def test_offline_hub_model_fails_fast_with_one_line(audio_dir, capsys):
     assert code == 1
     message = err.strip()
     assert "\n" not in message and "offline" in message and "local checkpoint directory" in message
+    assert "ast-audio convert RELEASE.pth DIR" in message and ".save_pretrained(DIR)" in message
 
 
 def test_embed_command(audio_dir, checkpoint, capsys, tmp_path):

@@ -21,13 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Audio Spectrogram Transformer: tag, classify and fine-tune on audio.",
     )
     parser.add_argument("--version", action="version", version=f"ast-audio {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="more on stderr: a line per file (classify, embed) and the log's details")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"ast_audio.commands.{name}")
         sub = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
         sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                         help="log progress details to stderr (also before the command)")
+                         help="more on stderr: a line per file (classify, embed) and the log's details "
+                              "(also before the command)")
         module.add_arguments(sub)
         sub.set_defaults(run=module.run, keep_freed_memory=getattr(module, "KEEP_FREED_MEMORY", True))
     return parser

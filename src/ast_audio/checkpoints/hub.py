@@ -88,7 +88,11 @@ def build_from_json(build: Any, name_or_path: str | os.PathLike, filename: str, 
         raise ConfigError(f"{path}: {exc}") from None
 
 
-_LOCAL_HINT = "pass a local checkpoint directory (config.json + model.safetensors) instead"
+_LOCAL_HINT = (
+    "pass a local checkpoint directory (config.json + model.safetensors) instead: copy one from a machine that "
+    "reaches the Hub, convert a research release with `ast-audio convert RELEASE.pth DIR`, or build a new one in "
+    "Python with `ASTForAudioClassification(ASTConfig(...)).save_pretrained(DIR)` and train it (`ast-audio train`)"
+)
 
 
 @dataclasses.dataclass(frozen=True)

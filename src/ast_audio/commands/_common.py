@@ -15,9 +15,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     parser.add_argument("--window", type=float, help="window length in seconds: from one patch of frames up to the "
                         "model's input (default: the whole input, 10.255 s for 1024 frames)")
-    parser.add_argument("--hop", type=float, help="seconds between window starts (default: half a window)")
+    parser.add_argument("--hop", type=float, help="seconds between window starts (default: half a window); a hop "
+                        "longer than the window samples sparsely (the audio between windows is not scored)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per model call (default 8)")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress (a bar on a terminal, else a line every 30 s) and no closing summary")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress (a bar on a terminal, else a line "
+                        "every 30 s, or $AST_AUDIO_PROGRESS_INTERVAL) and no closing summary")
     parser.add_argument("--strict", action="store_true",
                         help="treat warnings (a file cut short: what decodes is used) as errors")
     parser.add_argument("--resume", action="store_true",

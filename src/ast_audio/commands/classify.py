@@ -10,10 +10,12 @@ from ast_audio.commands._ray import add_engine_arguments
 
 HELP = "label audio files of any length (clip summary and timeline)"
 DESCRIPTION = (
-    "Classify audio files with an AST checkpoint. Files longer than the model's window are cut into windows "
-    "every --hop seconds; each file gets a timeline (per-window top labels) and a clip summary (mean or max "
-    "of the window scores). Results stream out as each file finishes. Exit code 0: all files classified; "
-    "3: some files failed (reported on stderr and in the output); 1: nothing could be classified."
+    "Classify audio files with an AST checkpoint. Files longer than the window are cut into windows of "
+    "--window seconds every --hop seconds (the last one cut at the end of the file; no window starts at or "
+    "past it); each file gets a timeline (per-window top labels) and a clip summary (mean or max of the window "
+    "scores). Results stream out as each file finishes. Exit code 0: all files classified; 3: some files "
+    "failed (reported on stderr and in the output); 1: nothing could be classified, or an error; 2: a bad "
+    "argument or output path, found before any work."
 )
 
 
@@ -24,9 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pooling", choices=["mean", "max"], default="mean",
                         help="how window scores make the clip summary (default mean)")
     parser.add_argument("--format", "-f", choices=["table", "json", "jsonl", "csv", "parquet"], default=None,
-                        help="output format (default table; with --engine ray, parquet)")
+                        help="output format (default: the one --output's extension names, .jsonl .json .csv "
+                             ".parquet, else table; with --engine ray, parquet); a --format that contradicts "
+                             "the extension is refused")
     parser.add_argument("--output", "-o", help="write results to FILE (streamed to FILE.partial, renamed when done; "
-                        "locked against a second run; see --resume)")
+                        "locked against a second run; progress recorded in .FILE.state.jsonl for --resume; a run "
+                        "onto one stopped part-way needs --resume or --overwrite); with --engine ray, a folder")
     parser.add_argument("--no-timeline", dest="timeline", action="store_false", help="only the clip summaries")
     parser.add_argument("--plot", metavar="PNG",
                         help="draw the spectrogram and the top labels' scores over time (needs matplotlib); "

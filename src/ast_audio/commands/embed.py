@@ -16,15 +16,17 @@ DESCRIPTION = (
     "Compute the model's pooled embedding (the mean of the CLS and distillation tokens, hidden_size values) "
     "for each window of each file and their mean per file. Writes <name>_<path hash>.npy (the clip vector) "
     "and, with --per-window, <name>_<path hash>.windows.npy (windows x hidden) into --output-dir, plus "
-    "index.jsonl listing path, files, duration and window times (locked and resumable as classify's output). "
-    "Exit codes as for classify."
+    "index.jsonl, a line per input: path, embedding (the .npy file name), duration (s), windows ([start, end] "
+    "s), window_embeddings (with --per-window) and warning when there is one; a file that failed has path and "
+    "error. The index is locked and resumable as classify's output. Exit codes as for classify."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_engine_arguments(parser)
-    parser.add_argument("--output-dir", "-o", default="embeddings", help="folder for the .npy files (default ./embeddings)")
+    parser.add_argument("--output-dir", "-o", default="embeddings",
+                        help="folder for the .npy files and index.jsonl, created if missing (default ./embeddings)")
     parser.add_argument("--per-window", action="store_true", help="also save each window's embedding")
 
 
@@ -48,11 +50,14 @@ def npy_stem(source: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ast_audio.errors import UsageError
     from ast_audio.inference.output import ResumableOutput, check_output_folder
     from ast_audio.inference.writers import JsonlRenderer, json_text
 
     check_output_folder(args.output_dir)
     if args.engine == "ray":
+        if args.overwrite:
+            raise UsageError("--overwrite is for the local engine; with --engine ray choose another --output-dir")
         from ast_audio.commands._ray import run_on_ray
 
         return run_on_ray(args, "embed", args.output_dir, embeddings=True)
