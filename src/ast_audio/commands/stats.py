@@ -10,7 +10,8 @@ HELP = "compute the fbank mean and std of a folder or manifest of audio files"
 DESCRIPTION = (
     "Compute the mean and standard deviation of the unnormalised log-mel fbank over audio files (folders are "
     "searched recursively), to use as mean/std when fine-tuning on a new dataset. Prints JSON. Exit code 0: "
-    "all files used; 3: some files could not be decoded (listed under 'failed'); 1: nothing usable."
+    "all files used; 3: some files could not be decoded (listed under 'failed'); 1: nothing usable; 2: an "
+    "output path that cannot be written (checked before any work)."
 )
 
 
@@ -23,8 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", "--max-length", dest="max_length", type=int,
                         help="use only each clip's first N frames, as a model of N input frames sees them")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
-    parser.add_argument("--output", "-o", help="also write the JSON to this file (atomically)")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--output", "-o",
+                        help="also write the JSON to this file (atomically; missing folders are created)")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress bar (there is none off a terminal either)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from ast_audio.commands._common import report_skipped
     from ast_audio.io_utils import atomic_write_text
     from ast_audio.features.stats import dataset_statistics
+    from ast_audio.inference.output import check_output_file
 
+    if args.output:
+        check_output_file(args.output)
     listing = scan_inputs(args.inputs) if args.inputs else InputListing()
     files = list(listing.files)
     for manifest in args.manifest:
