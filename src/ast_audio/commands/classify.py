@@ -75,7 +75,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     if args.output not in (None, "-"):
         check_output_file(args.output)
     if args.plot:
-        check_output_file(args.plot, "--plot")
+        check_output_file(args.plot, "--plot", "plot.png")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ast_audio.inference.output import check_output_file
 
     if args.output:
-        check_output_file(args.output)
+        check_output_file(args.output, example="stats.json")
     listing = scan_inputs(args.inputs) if args.inputs else InputListing()
     files = list(listing.files)
     for manifest in args.manifest:

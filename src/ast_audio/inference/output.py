@@ -77,12 +77,11 @@ def _locked_file(lock_path: str, path: str, attempts: int = 20) -> int:
     raise OutputBusyError(f"{path}: could not take the output's lock {lock_path}")
 
 
-def check_output_file(path: str, option: str = "--output") -> None:
+def check_output_file(path: str, option: str = "--output", example: str = "results.jsonl") -> None:
     """Raise `UsageError` (one line naming `option` and `path`) unless a file can be written at `path`:
     not a folder, writable if it exists, and its folder writable or creatable (missing folders are created)."""
     if path.endswith(os.sep) or os.path.isdir(path):
-        raise UsageError(f"{option} {path}: is a folder; expected a file name, e.g. {os.path.join(path, 'results')}"
-                         f"{'.png' if option == '--plot' else '.jsonl'}")
+        raise UsageError(f"{option} {path}: is a folder; expected a file name, e.g. {os.path.join(path, example)}")
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise UsageError(f"{option} {path}: no permission to write this file")
     _check_folder_on_the_way(os.path.dirname(os.path.abspath(path)), option, path)
