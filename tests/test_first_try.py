@@ -265,3 +265,29 @@ def test_progress_on_a_terminal_has_a_total_and_eta(monkeypatch):
     progress.bar.refresh()
     shown = terminal.getvalue().split("\r")[-1]
     assert shown.startswith("classify:  67%|") and "| 10.0/15.0 [00:00<00:00, " in shown and "1/2 files" in shown
+
+
+def test_a_stopped_parquet_run_resumes_from_its_state(four_files, checkpoint, tmp_path, capsys, monkeypatch):
+    """Parquet's file is not the text the run streamed: its state keeps the text, and resume rebuilds it."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from ast_audio import AudioClassifier
+
+    output = tmp_path / "out.parquet"
+    arguments = ["classify", str(four_files), "--model", checkpoint, "-o", str(output), "-q"]
+    assert main(arguments) == 0
+    complete = pq.read_table(output).to_pylist()
+    original = AudioClassifier.iter_classify
+
+    def dies_after_three(self, *args, **kwargs):
+        for number, result in enumerate(original(self, *args, **kwargs)):
+            if number == 3:
+                raise RuntimeError("power cut")
+            yield result
+
+    monkeypatch.setattr(AudioClassifier, "iter_classify", dies_after_three)
+    with pytest.raises(RuntimeError, match="power cut"):
+        main(arguments)
+    monkeypatch.undo()
+    code, _, err = run_cli([*arguments, "--resume"], capsys)
+    assert code == 0 and "resuming: 3 of 4 files already done, 1 to do" in err
+    assert pq.read_table(output).to_pylist() == complete
