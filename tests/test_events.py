@@ -176,6 +176,7 @@ def test_track_on_a_regular_grid() -> None:
         ({"min_duration": -1}, "min_duration must be >= 0 seconds, got -1"),
         ({"min_gap": -0.1}, "min_gap must be >= 0 seconds"),
         ({"class_thresholds": {"dog": None}}, "threshold of 'dog' must be a finite number"),
+        ({"class_thresholds": 0.4}, "class_thresholds must map labels to thresholds, got 0.4"),
     ],
 )
 def test_options_are_validated(kwargs: dict, message: str) -> None:

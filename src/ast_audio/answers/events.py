@@ -113,7 +113,11 @@ class EventOptions:
             value = _check_threshold(name, getattr(self, name))
             if value < 0:
                 raise ConfigError(f"{name} must be >= 0 seconds, got {value:g}")
-        pairs = dict(self.class_thresholds).items() if self.class_thresholds else ()
+        try:
+            pairs = dict(self.class_thresholds).items() if self.class_thresholds else ()
+        except (TypeError, ValueError):
+            got = self.class_thresholds
+            raise ConfigError(f"class_thresholds must map labels to thresholds, got {got!r}") from None
         if threshold <= 0 and pairs:
             raise ConfigError(f"class_thresholds need a positive threshold (for the off proportion), got {threshold:g}")
         checked = ((str(label), _check_threshold(f"threshold of {label!r}", value)) for label, value in pairs)
