@@ -271,14 +271,16 @@ def test_batcher_drops_the_windows_of_a_client_that_left():
         batcher = DynamicBatcher(infer, max_batch=2, max_wait_ms=0)
         batcher.start()
         try:
-            leaving = batcher.submit(10)
+            leaving = batcher.ticket()
+            assert batcher.submit(leaving, 10)
             producer = threading.Thread(target=produce, args=(batcher, leaving, 10))
             producer.start()
             await asyncio.sleep(0.07)  # one or two batches of its windows run
             batcher.cancel(leaving)
             producer.join(5)
             assert stopped == [True] and not producer.is_alive()  # its producer was told to stop
-            staying = batcher.submit(3)
+            staying = batcher.ticket()
+            assert batcher.submit(staying, 3)
             batcher.feed(staying, torch.zeros(3, 4, 4))
             result = await asyncio.wait_for(staying.future, 5)
             assert len(result.scores) == 3 and not leaving.future.done()
@@ -307,7 +309,8 @@ def test_batcher_holds_a_long_request_a_batch_at_a_time():
             batcher.feed(ticket, torch.arange(first, first + 4, dtype=torch.float32).reshape(4, 1, 1))
 
     async def scenario() -> np.ndarray:
-        ticket = batcher.submit(100)
+        ticket = batcher.ticket()
+        assert batcher.submit(ticket, 100)
         producer = threading.Thread(target=produce, args=(ticket,))
         producer.start()
         result = await asyncio.wait_for(ticket.future, 30)
@@ -346,10 +349,11 @@ def test_errors_map_to_statuses_by_type():
     from ast_audio.errors import AudioError, CheckpointError, ConfigError, NotAudioError
     from ast_audio.service.errors import QueueFullError, rejection
 
-    assert [rejection(error).status for error in (NotAudioError("a"), AudioError("b"), ConfigError("c"),
-                                                  QueueFullError("d"), CheckpointError("e"))] == [415, 422, 422, 503, 500]
+    errors = (NotAudioError("a"), AudioError("b"), ConfigError("c"), QueueFullError("d"), CheckpointError("e"))
+    assert [rejection(error).status for error in errors] == [415, 422, 422, 503, 500]
     busy = rejection(QueueFullError("9 windows are queued (limit 8)"))
-    assert busy.headers == {"Retry-After": "1"} and busy.message == "server busy: 9 windows are queued (limit 8); retry shortly"
+    assert busy.headers == {"Retry-After": "1"}
+    assert busy.message == "server busy: 9 windows are queued (limit 8); retry shortly"
 
 
 def test_service_modules_import_no_private_names():
@@ -361,7 +365,8 @@ def test_service_modules_import_no_private_names():
     for path in pathlib.Path(ast_audio.service.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ast_audio"):
-                private = [alias.name for alias in node.names if alias.name.startswith("_") and not alias.name.endswith("__")]
+                private = [alias.name for alias in node.names
+                           if alias.name.startswith("_") and not alias.name.endswith("__")]
                 assert not private, f"{path.name} imports {private} from {node.module}"
 
 

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from ast_audio.errors import ASTAudioError, AudioError, ConfigError
 from ast_audio.inference.classifier import AudioClassifier
@@ -80,50 +81,43 @@ class Service:
         self.batcher.stop()
         self.pool.shutdown(wait=True)
 
-    def open(self, data: bytes, name: str, window: float, hop: float) -> tuple[AudioSource, list[tuple[float, float]]]:
-        """Open an upload and plan its windows, (start, end) in seconds (runs in the decoding pool); raises
-        `AudioError` for audio that cannot be used or is longer than the server's limit."""
-        source = AudioSource(data, 0, self.runner.timing, name=name)
+    def prepare(self, ticket: Ticket, upload: Upload, data: bytes, window: float, hop: float) -> None:
+        """Open `data`, plan its windows into `upload`, queue them on `ticket` and feed their features a batch
+        at a time (runs in the decoding pool, one task per request). Any failure fails the ticket's request:
+        `AudioError` for audio that cannot be used or is longer than the server's limit, `QueueFullError`."""
         try:
+            source = AudioSource(data, 0, self.runner.timing, name=upload.name)
+        except Exception as exc:
+            self.batcher.fail(ticket, exc)
+            return
+        try:
+            upload.duration, upload.warning = source.duration, source.warning
             if source.duration > self.settings.max_duration_s:
-                raise AudioError(f"{name}: {source.duration:.1f} s of audio is longer than this server's limit "
-                                 f"of {self.settings.max_duration_s:g} s")
-            return source, plan_windows(source.duration, window, hop)
-        except BaseException:
-            source.close()
-            raise
-
-    def produce(self, source: AudioSource, windows: list[tuple[float, float]], ticket: Ticket) -> None:
-        """Read and featurise `windows` of `source` a batch at a time, feeding them to `ticket` (runs in the
-        decoding pool; waits while the model is a batch behind, so memory follows the batch, not the upload).
-        Closes `source`; a failure fails the ticket's request."""
-        try:
-            for first in range(0, len(windows), self.settings.max_batch):
-                chunk = windows[first : first + self.settings.max_batch]
-                features = self.runner.features([source.read(start, end) for start, end in chunk])
-                if not self.batcher.feed(ticket, features):
-                    return  # the client went away
+                raise AudioError(f"{upload.name}: {source.duration:.1f} s of audio is longer than this server's "
+                                 f"limit of {self.settings.max_duration_s:g} s")
+            upload.windows = plan_windows(source.duration, window, hop)
+            if self.batcher.submit(ticket, len(upload.windows)):
+                self.metrics.queue_depth.set(self.batcher.queued)
+                self._feed(ticket, source, upload.windows)
         except Exception as exc:
             self.batcher.fail(ticket, exc)
         finally:
             source.close()
 
-    async def score(self, request: Request, source: AudioSource,
-                    windows: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (windows, labels) and embeddings (windows, hidden) of `windows` of `source` through the
-        batcher, featurised as the model takes them; drops them if the client leaves. Closes `source`."""
-        try:
-            ticket = self.batcher.submit(len(windows))
-        except BaseException:
-            source.close()
-            raise
-        try:
-            asyncio.get_running_loop().run_in_executor(self.pool, self.produce, source, windows, ticket)
-        except BaseException:  # the pool is shutting down
-            self.batcher.cancel(ticket)
-            source.close()
-            raise
-        self.metrics.queue_depth.set(self.batcher.queued)
+    def _feed(self, ticket: Ticket, source: AudioSource, windows: list[tuple[float, float]]) -> None:
+        """Read and featurise `windows` of `source` a batch at a time into the batcher, which waits while the
+        model is a batch behind: memory follows the batch, not the upload."""
+        for first in range(0, len(windows), self.settings.max_batch):
+            chunk = windows[first : first + self.settings.max_batch]
+            if not self.batcher.feed(ticket, self.runner.features([source.read(start, end) for start, end in chunk])):
+                return  # the client went away
+
+    async def score(self, request: Request, data: bytes, name: str, window: float,
+                    hop: float) -> tuple[Upload, np.ndarray, np.ndarray]:
+        """The opened upload, and the scores (windows, labels) and embeddings (windows, hidden) of its windows
+        through the batcher, featurised as the model takes them; drops them if the client leaves."""
+        ticket, upload = self.batcher.ticket(), Upload(name)
+        asyncio.get_running_loop().run_in_executor(self.pool, self.prepare, ticket, upload, data, window, hop)
         watcher = asyncio.ensure_future(_disconnected(request))
         try:
             done, _ = await asyncio.wait({ticket.future, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -135,7 +129,17 @@ class Service:
         finally:
             watcher.cancel()
             self.metrics.queue_depth.set(self.batcher.queued)
-        return np.stack(ticket.scores), np.stack(ticket.embeddings)
+        return upload, np.stack(ticket.scores), np.stack(ticket.embeddings)
+
+
+@dataclasses.dataclass
+class Upload:
+    """An upload being scored: what its result needs besides the scores (filled in by `Service.prepare`)."""
+
+    name: str
+    duration: float = 0.0  # seconds
+    warning: str | None = None
+    windows: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (start, end) in seconds
 
 
 async def _disconnected(request: Request) -> None:
@@ -166,8 +170,6 @@ def create_app(classifier: AudioClassifier, settings: ServiceSettings | None = N
 
 def _add_docs(app: FastAPI) -> None:
     """/docs: Swagger UI from the files of the swagger-ui-bundle-v2 package, so it renders offline."""
-    from swagger_ui_bundle import swagger_ui_path
-
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
@@ -305,10 +307,8 @@ async def _run(request: Request, service: Service, window: float | None, hop: fl
     data, name = await read_upload(request)
     classifier = service.classifier
     window, hop = window_and_hop(service.runner.timing, window, hop, default=(classifier.window, classifier.hop))
-    loop = asyncio.get_running_loop()
-    source, windows = await loop.run_in_executor(service.pool, service.open, data, name, window, hop)
-    scores, embeddings = await service.score(request, source, windows)
-    result = ClipResult(source=name, duration=source.duration, windows=windows, window_scores=scores,
-                        window_embeddings=embeddings, labels=service.classifier.labels, pooling=pooling,
-                        warning=source.warning)
+    upload, scores, embeddings = await service.score(request, data, name, window, hop)
+    result = ClipResult(source=name, duration=upload.duration, windows=upload.windows, window_scores=scores,
+                        window_embeddings=embeddings, labels=classifier.labels, pooling=pooling,
+                        warning=upload.warning)
     return result, data

@@ -1,7 +1,8 @@
 """Dynamic batching: windows from concurrent requests share model calls.
 
-A request reserves room for its windows on one bounded queue (`submit`), then its producer, in the decoding
-pool, featurises them a chunk at a time and hands each chunk over (`feed`); a producer that is `max_batch`
+A request takes a `ticket` (on the event loop); its producer, in the decoding pool, opens the upload, reserves
+room for its windows on one bounded queue (`submit`), then featurises them a chunk at a time and hands each
+chunk over (`feed`); a producer that is `max_batch`
 windows ahead of the model waits, so a request holds at most two batches of features however long its
 upload. A single model thread takes up to `max_batch` featurised windows, waiting at most `max_wait_ms` after
 the first for more, runs them as one batch through the inference core, and hands each window its scores and
@@ -30,9 +31,9 @@ __all__ = ["DynamicBatcher", "QueueFullError", "Ticket"]
 class Ticket:
     """One request's windows in the queue: their results arrive in `future`, in order."""
 
-    windows: int  # the request's windows in all
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    windows: int = 0  # the request's windows in all (known once submitted)
     cancelled: bool = False
     fed: int = 0  # windows featurised and handed over so far
     claimed: int = 0  # windows taken into batches so far
@@ -96,17 +97,24 @@ class DynamicBatcher:
         """Windows featurised and waiting for the model, over all requests."""
         return self._ready
 
-    def submit(self, windows: int) -> Ticket:
-        """Reserve room for a request's `windows` (fed later with `feed`); raises `QueueFullError` when they do
-        not fit. A request alone in the queue is taken whatever its size. Call from the event loop."""
+    def ticket(self) -> Ticket:
+        """A new request's ticket, its results to arrive in `ticket.future` on the running event loop (call
+        from the loop); nothing is queued before `submit`."""
         loop = asyncio.get_running_loop()
-        ticket = Ticket(windows, loop.create_future(), loop)
+        return Ticket(loop.create_future(), loop)
+
+    def submit(self, ticket: Ticket, windows: int) -> bool:
+        """Queue `ticket`'s `windows` (fed later with `feed`; any thread); raises `QueueFullError` when they do
+        not fit (a request alone in the queue is taken whatever its size). False if it was cancelled."""
         with self._lock:
+            if ticket.cancelled:
+                return False
             if self._queued + windows > self.max_queue and self._queued > 0:
                 raise QueueFullError(f"{self._queued} windows are queued (limit {self.max_queue})")
+            ticket.windows = windows
             self._tickets.append(ticket)
             self._queued += windows
-        return ticket
+        return True
 
     def feed(self, ticket: Ticket, features: torch.Tensor) -> bool:
         """Hand over the next windows' features (windows, frames, mel bins) of `ticket`, first waiting while it
