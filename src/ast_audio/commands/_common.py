@@ -98,13 +98,14 @@ class Progress:
     as a multiple of real time. Called as `progress(seconds)` after each batch."""
 
     def __init__(self, args: argparse.Namespace, command: str, files: int) -> None:
+        """Raises `UsageError` for an $AST_AUDIO_PROGRESS_INTERVAL that is not a number of seconds."""
         from tqdm import tqdm
 
         self.command, self.files, self.done, self.failed, self.seconds = command, files, 0, 0, 0.0
         self.quiet = args.quiet
         self.started = self.last_line = time.perf_counter()
         self.terminal = sys.stderr.isatty()
-        self.interval = _progress_interval()
+        self.interval = progress_interval()
         self.planned: dict[str, float] = {}  # input -> seconds of audio its windows score
         self.unopened = 0  # inputs that failed before their windows were planned
         self.bar = tqdm(desc=command, unit="s audio", unit_scale=True, file=sys.stderr, total=None,
@@ -154,18 +155,22 @@ class Progress:
         print(f"ast-audio {self.command}: {self.status(now - self.started)}", file=sys.stderr, flush=True)
 
     def status(self, elapsed: float) -> str:
-        """e.g. '3 of 10 files, 412.0 of 1500.0 s of audio (27%), 5.2x real time, about 3 min 29 s left'."""
+        """e.g. '3 of 10 files, 412.0 of 1500.0 s of audio (27%), 5.2x real time, about 3 min 29 s left'; until
+        every file is open, the audio so far and the time left by files."""
         speed = self.seconds / elapsed if elapsed > 0 else 0.0
         text = f"{self.done} of {self.files} files, "
         total = self.total_seconds
         if total is None:
-            text += f"{self.seconds:.1f} s of audio (the total is known once every file is open)"
+            text += f"{self.seconds:.1f} s of audio so far"
+            left = elapsed / self.done * (self.files - self.done) if self.done else None
+            note = " (by files; by audio once every file is open)"
         else:
             text += f"{self.seconds:.1f} of {total:.1f} s of audio ({100 * self.seconds / max(total, 1e-9):.0f}%)"
+            left, note = (max(total - self.seconds, 0.0) / speed if speed > 0 else None), ""
         if speed > 0:
             text += f", {speed:.1f}x real time"
-            if total is not None:
-                text += f", about {_duration(max(total - self.seconds, 0.0) / speed)} left"
+        if left is not None:
+            text += f", about {_duration(left)} left{note}"
         return text
 
     def close(self) -> None:
@@ -177,7 +182,7 @@ class Progress:
                   f"{self.seconds / 3600:.3f} h of audio in {elapsed:.1f} s{speed}", file=sys.stderr)
 
 
-def _progress_interval() -> float:
+def progress_interval() -> float:
     """Seconds between progress lines off a terminal: $AST_AUDIO_PROGRESS_INTERVAL, default 30."""
     from ast_audio.errors import UsageError
 
@@ -223,6 +228,7 @@ def run_job(args: argparse.Namespace, command: str, output, chunk: Callable, poo
     from ast_audio.inference.results import ClipResult
 
     listing = input_listing(args)
+    progress_interval()  # a bad setting is refused before the model loads
     with output:
         todo = output.todo(listing.files)
         if len(todo) < len(listing.files):
