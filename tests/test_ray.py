@@ -3,6 +3,7 @@ processes on 127.0.0.1 (once per test run, stopped by their pids), jobs submitte
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -38,11 +39,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def cluster():
-    """Head (4 logical CPUs) and worker node (4 logical CPUs); each fits one model actor of 3 CPUs. Ray's token
+    """Head and worker node of 1 logical CPU each (few idle worker processes to start). Ray's token
     authentication is on: a fresh token, shared through the environment with every process of the tests."""
     temp_dir = tempfile.mkdtemp(prefix="astray")  # short: Ray's socket paths must fit 107 characters
     port = _free_port()
-    common = ["--block", "--num-cpus", "4", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
+    common = ["--block", "--num-cpus", "1", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
     head = subprocess.Popen([RAY, "start", "--head", "--port", str(port), "--temp-dir", temp_dir,
                              "--include-dashboard", "false", *common], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -84,12 +85,14 @@ def ray_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def archive(tmp_path_factory):
+    """Short inputs: four 1 s clips (one window of the 1.3 s model), an 8 s file (12 windows), an MP3, a file
+    that is not audio and an empty one."""
     folder = tmp_path_factory.mktemp("archive")
     rng = np.random.default_rng(0)
-    for i in range(24):
-        sf.write(folder / f"clip{i:02d}.flac", (0.1 * rng.standard_normal(16000 * 2)).astype(np.float32), 16000)
-    sf.write(folder / "long.wav", (0.1 * rng.standard_normal(16000 * 20)).astype(np.float32), 16000)  # 30 windows
-    encode(folder / "song.mp3", seconds=3.0, bitrate=128000)
+    for i in range(4):
+        sf.write(folder / f"clip{i:02d}.flac", (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+    sf.write(folder / "long.wav", (0.1 * rng.standard_normal(16000 * 8)).astype(np.float32), 16000)
+    encode(folder / "song.mp3", seconds=2.0, bitrate=128000)
     (folder / "broken.mp3").write_text("not audio at all\n")
     (folder / "empty.wav").write_bytes(b"")
     return folder
@@ -103,41 +106,56 @@ def model_actors() -> list[dict]:
     return [actor for actor in state.actors().values() if "MapWorker" in actor["ActorClassName"]]
 
 
-def read_rows(directory) -> dict[str, dict]:
-    table = pq.read_table(str(directory))
-    rows = table.to_pylist()
+def assert_same_record(got, expected, where="record"):
+    """Equal JSON records: the same keys and values at every level, floats within 1e-5."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and list(got) == list(expected), f"{where}: {list(got)} != {list(expected)}"
+        for key in expected:
+            assert_same_record(got[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), f"{where}: {got} != {expected}"
+        for i, (a, b) in enumerate(zip(got, expected)):
+            assert_same_record(a, b, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, abs=1e-5), f"{where}: {got} != {expected}"
+    else:
+        assert got == expected, f"{where}: {got!r} != {expected!r}"
+
+
+def json_lines(*files) -> dict[str, dict]:
+    rows = [json.loads(line) for name in files for line in open(name, encoding="utf-8").read().split("\n") if line]
     assert len({r["path"] for r in rows}) == len(rows), "an input written twice"
     return {r["path"]: r for r in rows}
 
 
-def local_rows(archive, checkpoint, output, *flags) -> dict[str, dict]:
-    assert main(["classify", str(archive), "--model", checkpoint, "-f", "parquet", "-o", str(output), "-q",
-                 *flags]) == 3
-    return read_rows(output)
+def test_replicas_taking_every_cpu_are_fitted_and_give_the_local_records(cluster, ray_checkpoint, archive, tmp_path,
+                                                                          capsys):
+    """Two replicas of the default 1 CPU would take both CPUs of the cluster and leave decoding none (the job
+    hung for ever): they are lowered to fit, with a note, and the job finishes within its stall bound. Each
+    row, read from Ray's Parquet, is the local engine's JSON lines record; the Parquet schema is its typed form."""
+    from ast_audio.inference.tabular import json_record, schema
 
-
-def test_two_node_job_matches_the_local_engine(cluster, ray_checkpoint, archive, tmp_path, capsys):
-    local = local_rows(archive, ray_checkpoint, tmp_path / "local.parquet")
+    assert main(["classify", str(archive), "--model", ray_checkpoint, "-f", "jsonl", "-o", str(tmp_path / "l.jsonl"),
+                 "-q"]) == 3
+    local = json_lines(tmp_path / "l.jsonl")
+    capsys.readouterr()
+    started = time.monotonic()
     code = main(["classify", str(archive), "--model", ray_checkpoint, "--engine", "ray", "--address", cluster,
-                 "-o", str(tmp_path / "ray"), "--num-workers", "2", "--cpus-per-worker", "3", "--batch-size", "4"])
+                 "-o", str(tmp_path / "ray"), "--num-workers", "2", "--batch-size", "4", "--stall-timeout", "300"])
     err = capsys.readouterr().err
-    assert code == 3 and "2 of 28 files failed" in err, err
-    rows = read_rows(tmp_path / "ray")
-    assert rows.keys() == local.keys() and len(rows) == 28
-    assert pq.read_schema(str(next((tmp_path / "ray").glob("*.parquet")))) .names == \
-        pq.read_schema(str(tmp_path / "local.parquet")).names
-    for path, row in rows.items():
-        expected = local[path]
-        assert row["error"] == expected["error"] and row["labels"] == expected["labels"]
-        if row["error"] is None:
-            np.testing.assert_allclose(row["scores"], expected["scores"], atol=1e-5)
-            assert len(row["timeline"]) == len(expected["timeline"])
-            for a, b in zip(row["timeline"], expected["timeline"]):
-                assert (a["start"], a["end"], a["labels"]) == (b["start"], b["end"], b["labels"])
-                np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
+    assert code == 3 and time.monotonic() - started < 300, err
+    assert "each model replica reserves 0.75 CPU (not 1)" in err and "2 of 8 files failed" in err, err
+    assert "6 of 8 files, 0.004 h of audio in" in err, err  # the closing line of the local engine's progress
+    assert err.count("\n") == 6, err  # the note, two errors, the closing lines: nothing of Ray's own
+    table = pq.read_table(str(tmp_path / "ray"))
+    assert table.schema == schema()
+    rows = {row["path"]: json_record(row) for row in table.to_pylist()}
+    assert rows.keys() == local.keys() and len(rows) == 8
+    for path, record in local.items():
+        assert_same_record(rows[path], record, path)
     assert "not an audio file" in rows[str(archive / "broken.mp3")]["error"]
     assert "empty file" in rows[str(archive / "empty.wav")]["error"]
-    assert len(rows[str(archive / "long.wav")]["timeline"]) == 30  # its windows span several model batches
+    assert len(rows[str(archive / "long.wav")]["windows"]) == 12  # its windows span several model batches
     ray.init(address=cluster, logging_level="ERROR", log_to_driver=False)
     try:
         assert len({actor["Address"]["NodeID"] for actor in model_actors()}) == 2  # replicas on both nodes
@@ -145,91 +163,122 @@ def test_two_node_job_matches_the_local_engine(cluster, ray_checkpoint, archive,
         ray.shutdown()
 
 
-def test_embeddings_on_ray_equal_the_local_ones(cluster, ray_checkpoint, archive, tmp_path):
-    from ast_audio import AudioClassifier
-
-    song = str(archive / "song.mp3")
-    assert main(["embed", song, str(archive / "long.wav"), "--model", ray_checkpoint, "--engine", "ray", "--address",
-                 cluster, "-o", str(tmp_path / "emb")]) == 0
-    table = pq.read_table(str(tmp_path / "emb"))
-    import pyarrow as pa
-
-    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 64)
-    rows = {r["path"]: r for r in table.to_pylist()}
-    local = AudioClassifier.from_pretrained(ray_checkpoint).classify([song, str(archive / "long.wav")])
-    for result in local:
-        np.testing.assert_allclose(rows[result.source]["embedding"], result.embedding, atol=1e-5)
+def test_a_pipeline_that_cannot_run_is_refused_naming_the_options(cluster, ray_checkpoint, archive, tmp_path, capsys):
+    started = time.monotonic()
+    code = main(["classify", str(archive / "clip00.flac"), "--model", ray_checkpoint, "--engine", "ray", "--address",
+                 cluster, "-o", str(tmp_path / "out"), "--num-workers", "2", "--cpus-per-worker", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and time.monotonic() - started < 60, err
+    assert "--num-workers 2 x --cpus-per-worker 1 leave no CPU of the cluster (2 CPUs on 2 nodes (1, 1))" in err
+    assert "a --cpus-per-worker of at most 0.75" in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_tag_reads_long_files_in_the_replica_and_equals_the_local_engine(cluster, ray_checkpoint, archive):
-    """The Python entry point on a Ray Dataset input; long.wav (30 windows) is over max_windows_per_row, so
-    its replica reads it window by window instead of receiving its features."""
+def test_cluster_fit_rule():
+    """The rule on node resources alone: the default lowered to leave every decoding task room, a value given
+    kept or refused, GPUs the nodes lack refused."""
+    from ast_audio.distributed.resources import fit
+    from ast_audio.errors import UsageError
+
+    two = [{"CPU": 1.0}, {"CPU": 1.0}]
+    assert fit(two, 1, None, 0, 1).cpus_per_worker == 1.0 and fit(two, 1, None, 0, 1).note is None
+    assert fit(two, 2, None, 0, 2).cpus_per_worker == 0.75
+    assert fit([{"CPU": 2.0}], 2, None, 0, 2).cpus_per_worker == 0.75
+    assert fit([{"CPU": 16.0, "GPU": 4.0}], 4, None, 1, 16).cpus_per_worker == 1.0
+    assert fit([{"CPU": 4.0, "GPU": 4.0}], 4, None, 1, 16).cpus_per_worker == 0.5  # one per GPU, few CPUs
+    assert fit(two, 2, 0.5, 0, 2).cpus_per_worker == 0.5
+    with pytest.raises(UsageError, match="cannot hold --num-workers 2 model replicas of a CPU share and 1 GPUs"):
+        fit([{"CPU": 8.0, "GPU": 1.0}], 2, None, 1, 8)
+    with pytest.raises(UsageError, match="cannot hold --num-workers 2 model replicas of 1.5 CPUs each"):
+        fit(two, 2, 1.5, 0, 2)
+
+
+def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(cluster, ray_checkpoint, archive):
+    """`tag` on a Ray Dataset input: long.wav (12 windows) is over max_windows_per_row, so its replica reads it
+    window by window; records and embeddings equal the local engine's. Then a pipeline that waits for a GPU the
+    cluster lacks is reported and given up within the bound."""
     from ast_audio import AudioClassifier
     from ast_audio.distributed import tag
+    from ast_audio.distributed.stream import StalledError, stream_rows
+    from ast_audio.inference.tabular import clip_record, schema
 
-    paths = [str(archive / name) for name in ("long.wav", "clip00.flac", "song.mp3", "broken.mp3")]
+    paths = [str(archive / name) for name in ("long.wav", "clip00.flac", "broken.mp3")]
     ray.init(address=cluster, logging_level="ERROR", log_to_driver=False)
     try:
-        rows = tag(ray.data.from_items([{"path": p} for p in paths]), ray_checkpoint, max_windows_per_row=8,
-                   batch_size=3, top_k=5).take_all()
+        dataset = tag(ray.data.from_items([{"path": p} for p in paths]), ray_checkpoint, max_windows_per_row=8,
+                      batch_size=3, top_k=3, embeddings=True)
+        tables = list(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
+        rows = {row["path"]: row for table in tables for row in table.to_pylist()}
+        reports = []
+        stalled = ray.data.from_items([{"x": 1}]).map(lambda row: row, num_gpus=1)
+        started = time.monotonic()
+        with pytest.raises(StalledError, match=r"^no result for \d s, giving up: GPU$"):
+            list(stream_rows(stalled, report_after_s=1, give_up_after_s=3, waiting=lambda: "GPU", report=reports.append))
+        assert time.monotonic() - started < 30 and reports and reports[0] == "no result for 1 s: GPU", reports
     finally:
         ray.shutdown()
-    got = {row["path"]: row for row in rows}
-    assert sorted(got) == sorted(paths)
-    assert "not an audio file" in got[paths[3]]["error"]
-    for result in AudioClassifier.from_pretrained(ray_checkpoint, batch_size=3).classify(paths[:3]):
-        row = got[result.source]
-        assert row["error"] is None and row["labels"] == [item["label"] for item in result.top(5)]
-        np.testing.assert_allclose(row["scores"], [item["score"] for item in result.top(5)], atol=1e-5)
-        assert [(w["start"], w["end"]) for w in row["timeline"]] == [(w["start"], w["end"]) for w in result.timeline()]
-    assert len(got[paths[0]]["timeline"]) == 30
+    assert sorted(rows) == sorted(paths)
+    assert "not an audio file" in rows[paths[2]]["error"]
+    local = AudioClassifier.from_pretrained(ray_checkpoint, batch_size=3).classify(paths[:2])
+    for result in local:
+        expected = clip_record(result, 3, True, embeddings=True)
+        assert_same_record({**rows[result.source], "embedding": None}, {**expected, "embedding": None}, result.source)
+        np.testing.assert_allclose(rows[result.source]["embedding"], result.embedding, atol=1e-5)
+    assert len(rows[paths[0]]["windows"]) == 12
+    assert all(table.schema == schema(64) for table in tables)
 
 
-def test_stopped_job_resumes_where_it_stopped(cluster, ray_checkpoint, archive, tmp_path):
-    folder = tmp_path / "small"
+def test_resume_adds_the_rest_with_the_same_options_only(cluster, ray_checkpoint, archive, tmp_path, capsys):
+    """A job over two clips, then the folder of four: without --resume refused, with another --model refused
+    naming it, with --resume the other two added (JSON lines in the local form). A file a killed job left
+    half-written does not count and reading the directory leaves it in place; the resume sets it aside."""
+    from ast_audio.commands._ray import written_inputs
+
+    folder = tmp_path / "clips"
     folder.mkdir()
-    clips = sorted(n for n in os.listdir(archive) if n.startswith("clip"))
-    for name in clips:
-        shutil.copy(archive / name, folder / name)
-    output = tmp_path / "resumed"
-    # One file per model batch and two rows per output file: the first rows are on disk while the rest run.
-    arguments = ["classify", str(folder), "--model", ray_checkpoint, "--engine", "ray", "--address", cluster,
-                 "-o", str(output), "--chunk-files", "2", "--batch-size", "1"]
-    process = subprocess.Popen([sys.executable, "-m", "ast_audio", *arguments], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-        if output.is_dir() and list(output.glob("*.parquet")):
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=120)
-    first = {r["path"] for r in pq.read_table(str(output)).to_pylist()}
-    assert 0 < len(first) < len(clips), len(first)
-    refused = subprocess.run([sys.executable, "-m", "ast_audio", *arguments], capture_output=True, text=True)
-    assert refused.returncode == 1 and "pass --resume" in refused.stderr
-    again = subprocess.run([sys.executable, "-m", "ast_audio", *arguments, "--resume"], capture_output=True, text=True,
-                           timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert f"{len(first)} of {len(clips)} files already done, {len(clips) - len(first)} to do" in again.stderr
-    assert len(read_rows(output)) == len(clips)
+    for i in range(4):
+        shutil.copy(archive / f"clip{i:02d}.flac", folder / f"clip{i:02d}.flac")
+    output = tmp_path / "tags"
+    common = ["--model", ray_checkpoint, "--engine", "ray", "--address", cluster, "-f", "jsonl", "-o", str(output)]
+    assert main(["classify", str(folder / "clip00.flac"), str(folder / "clip01.flac"), *common, "-q"]) == 0
+    half = output / "20000101T000000-1-00000.jsonl"
+    half.write_text(json.dumps({"path": str(folder / "clip02.flac"), "error": None})[:20])
+    before = sorted(os.listdir(output))
+    assert written_inputs(str(output)) == {str(folder / "clip00.flac"), str(folder / "clip01.flac")}
+    assert sorted(os.listdir(output)) == before  # reading changes nothing
+    capsys.readouterr()
+    assert main(["classify", str(folder), *common]) == 1
+    assert "already holds results: pass --resume" in capsys.readouterr().err
+    other = save_small_checkpoint(tmp_path / "other", labels=5, seed=6)
+    assert main(["classify", str(folder), *common[2:], "--model", other, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot resume: it was written with other options (model was" in err and other in err, err
+    assert main(["classify", str(folder), *common, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "2 of 4 files already done, 2 to do" in err and "set aside as .20000101T000000-1-00000.jsonl.incomplete" in err
+    rows = json_lines(*(output / name for name in os.listdir(output) if name.endswith(".jsonl")))
+    assert sorted(rows) == sorted(str(path) for path in folder.iterdir())
+    assert all(list(row) == ["path", "duration", "pooling", "labels", "windows"] for row in rows.values())
+    assert all(list(label) == ["label", "score"] for row in rows.values() for label in row["labels"])
 
 
 def test_killed_actor_is_replaced_and_every_input_written_once(cluster, ray_checkpoint, archive, tmp_path):
     folder = tmp_path / "few"
     folder.mkdir()
-    for name in [*sorted(n for n in os.listdir(archive) if n.startswith("clip"))[:6], "broken.mp3"]:
+    for name in ["clip00.flac", "clip01.flac", "clip02.flac", "clip03.flac", "broken.mp3"]:
         shutil.copy(archive / name, folder / name)
     output = tmp_path / "fault"
     job = subprocess.Popen([sys.executable, "-m", "ast_audio", "classify", str(folder), "--model", ray_checkpoint,
                             "--engine", "ray", "--address", cluster, "-o", str(output), "--batch-size", "1",
-                            "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            "--threads", "1", "--stall-timeout", "120"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
     ray.init(address=cluster, logging_level="ERROR", log_to_driver=False)
     killed = None
     try:
+        seen = {actor["ActorID"] for actor in model_actors()}  # the earlier tests' replicas
         deadline = time.monotonic() + 180
         while killed is None and time.monotonic() < deadline and job.poll() is None:
-            alive = [actor for actor in model_actors() if actor["State"] == "ALIVE" and actor["Pid"]]
+            alive = [actor for actor in model_actors()
+                     if actor["State"] == "ALIVE" and actor["Pid"] and actor["ActorID"] not in seen]
             if alive:
                 killed = alive[0]["Pid"]
                 os.kill(killed, signal.SIGKILL)
@@ -239,25 +288,9 @@ def test_killed_actor_is_replaced_and_every_input_written_once(cluster, ray_chec
     _, err = job.communicate(timeout=300)
     assert killed is not None, "no model actor was seen alive"
     assert job.returncode == 3, err
-    rows = read_rows(output)
-    assert len(rows) == 7 and sum(r["error"] is not None for r in rows.values()) == 1
-
-
-def test_a_half_written_output_file_is_set_aside_and_its_inputs_done_again(tmp_path, capsys):
-    from ast_audio.commands._ray import written_inputs
-    from ast_audio.inference.results import ClipResult
-    from ast_audio.inference.tabular import clip_record, write_parquet
-
-    output = tmp_path / "tags"
-    output.mkdir()
-    write_parquet([clip_record(ClipResult(source=f"a{i}.wav", error="x")) for i in range(3)], output / "one.parquet")
-    write_parquet([clip_record(ClipResult(source=f"b{i}.wav", error="x")) for i in range(3)], output / "two.parquet")
-    whole = (output / "two.parquet").read_bytes()
-    (output / "two.parquet").write_bytes(whole[: len(whole) // 2])  # as a job killed while writing leaves it
-    assert written_inputs(str(output)) == {"a0.wav", "a1.wav", "a2.wav"}
-    assert sorted(os.listdir(output)) == [".two.parquet.incomplete", "one.parquet"]
-    assert "two.parquet: unreadable" in capsys.readouterr().err
-    assert pq.read_table(str(output)).num_rows == 3  # the directory reads again
+    rows = pq.read_table(str(output)).to_pylist()
+    assert len(rows) == 5 and len({r["path"] for r in rows}) == 5
+    assert sum(r["error"] is not None for r in rows) == 1
 
 
 @pytest.mark.parametrize("option", ["num_workers", "max_windows_per_row", "decode_tasks_per_worker"])
@@ -268,19 +301,3 @@ def test_counts_below_one_are_refused_before_ray_starts(option, ray_checkpoint):
     with pytest.raises(ConfigError, match=f"{option} must be at least 1, got 0"):
         tag(["a.wav"], ray_checkpoint, **{option: 0})
     assert not ray.is_initialized()
-
-
-def test_json_lines_output_on_ray(cluster, ray_checkpoint, archive, tmp_path):
-    import json
-
-    from ast_audio.commands._ray import written_inputs
-
-    paths = [str(archive / "clip00.flac"), str(archive / "broken.mp3")]
-    output = tmp_path / "lines"
-    assert main(["classify", *paths, "--model", ray_checkpoint, "--engine", "ray", "--address", cluster,
-                 "-f", "jsonl", "-o", str(output), "-q"]) == 3
-    rows = [json.loads(line) for name in output.glob("*.json") for line in name.read_text().splitlines()]
-    assert sorted(row["path"] for row in rows) == sorted(paths) and written_inputs(str(output)) == set(paths)
-    by_path = {row["path"]: row for row in rows}
-    assert by_path[paths[0]]["error"] is None and len(by_path[paths[0]]["labels"]) == 5
-    assert "not an audio file" in by_path[paths[1]]["error"]

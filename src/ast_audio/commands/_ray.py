@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import os
 import sys
+from typing import Any
 
-from ast_audio.commands._common import exit_code, input_listing
+from ast_audio.commands._common import Progress, exit_code, input_listing, model_options
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,137 +17,185 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="local: this process (default); ray: a Ray Data pipeline on a Ray cluster")
     group.add_argument("--address", help="Ray cluster to join: 'auto' or HOST:PORT (default: start one on this machine)")
     group.add_argument("--num-workers", type=int, default=1, help="model replicas (Ray actors; default 1)")
-    group.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each model replica reserves")
+    group.add_argument("--cpus-per-worker", type=float,
+                       help="CPUs each model replica reserves (default 1, lowered where the cluster needs CPUs for "
+                            "decoding beside the replicas, with a note; a value given is kept, or the job refused "
+                            "if it leaves no CPU to decode)")
     group.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each model replica reserves")
     group.add_argument("--decode-tasks-per-worker", type=int,
                        help="decoding+features tasks at once per model replica (default 1 on CPU, 4 with GPUs)")
     group.add_argument("--chunk-files", type=int, default=256,
                        help="rows per output file: rows are written as each file fills, so a stopped job resumes "
                             "after the last file written (default 256)")
+    group.add_argument("--stall-timeout", type=float, default=900, metavar="SECONDS",
+                       help="give up when no file has finished for this long (default 900); after a tenth of it "
+                            "without a result, what the job waits for is reported on stderr")
+
+
+def job_options(args: argparse.Namespace, command: str, embeddings: bool) -> dict[str, Any]:
+    """The options that decide an output directory's rows (numbers and form): a resumed job must have the same."""
+    options = {**model_options(args), "format": args.format, "embeddings": embeddings}
+    if command == "classify":
+        options.update(top_k=args.top_k, pooling=args.pooling, timeline=args.timeline)
+    return options
+
+
+def ray_options(args: argparse.Namespace, embeddings: bool):
+    from ast_audio.distributed.tagging import RayOptions
+
+    return RayOptions(
+        model=args.model, window=args.window, hop=args.hop, pooling=getattr(args, "pooling", "mean"),
+        top_k=getattr(args, "top_k", 5), timeline=getattr(args, "timeline", True), embeddings=embeddings,
+        strict=args.strict, batch_size=args.batch_size, backend=args.backend, int8=args.int8, dtype=args.dtype,
+        device=args.device, threads=args.threads, num_workers=args.num_workers,
+        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, local_files_only=args.offline,
+        decode_tasks_per_worker=args.decode_tasks_per_worker,
+    )
 
 
 def run_on_ray(args: argparse.Namespace, command: str, output_dir: str | None, embeddings: bool) -> int:
     """Tag the inputs on Ray into `output_dir` (Parquet, or JSON lines with --format jsonl); --resume skips the
-    inputs the directory already holds."""
-    from ast_audio.distributed.tagging import RayOptions, require_ray, tag
+    inputs the directory already holds (written with the same options). Progress and errors on stderr as for
+    the local engine."""
+    from ast_audio.distributed.directory import RowFiles, record_options
     from ast_audio.errors import ConfigError
     from ast_audio.inference.output import output_lock
 
-    fmt = getattr(args, "format", "parquet")
-    if fmt not in ("parquet", "jsonl"):
-        raise ConfigError(f"--engine ray writes parquet or jsonl, not {fmt!r}")
+    args.format = getattr(args, "format", None) or "parquet"
     if not output_dir:
         raise ConfigError("--engine ray writes a directory: pass --output DIR")
-    ray = require_ray()
+    if args.stall_timeout <= 0:
+        raise ConfigError(f"--stall-timeout must be a positive number of seconds, got {args.stall_timeout:g}")
+    files = RowFiles(output_dir, args.format, max(1, args.chunk_files), embeddings)
+    ray = require_ray_quietly(getattr(args, "verbose", False))
     listing = input_listing(args)
+    options = job_options(args, command, embeddings)
     with output_lock(output_dir):
-        done = written_inputs(output_dir)
-        if done and not args.resume:
-            raise ConfigError(f"{output_dir} already holds results: pass --resume to add the rest, or another --output")
+        done = _resume(args, command, output_dir, options)
         todo = [path for path in listing.files if path not in done]
         if done:
             print(f"ast-audio {command}: resuming: {len(listing.files) - len(todo)} of {len(listing.files)} files "
                   f"already done, {len(todo)} to do", file=sys.stderr)
-        options = RayOptions(
-            model=args.model, window=args.window, hop=args.hop, pooling=getattr(args, "pooling", "mean"),
-            top_k=getattr(args, "top_k", 5), timeline=getattr(args, "timeline", True), embeddings=embeddings,
-            strict=args.strict, batch_size=args.batch_size, backend=args.backend, int8=args.int8, dtype=args.dtype,
-            device=args.device, threads=args.threads, num_workers=args.num_workers,
-            cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, local_files_only=args.offline,
-            decode_tasks_per_worker=args.decode_tasks_per_worker,
-        )
-        started_here = not ray.is_initialized()
+        started_here = todo and not ray.is_initialized()
         if started_here:
-            _quiet_ray(progress=not args.quiet and sys.stderr.isatty())
-            ray.init(address=args.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            _join_ray(ray, args.address, getattr(args, "verbose", False))
         try:
-            if todo:
-                _write(tag(todo, options), output_dir, fmt, max(1, args.chunk_files))
-            _write_problems(listing.problems, output_dir, fmt, embeddings)
+            config = _fitted(args, command, embeddings) if todo else None
+            record_options(output_dir, options)
+            progress = _tag_into(args, command, config, todo, listing.problems, files)
         finally:
             if started_here:
                 ray.shutdown()
-        failed = errors_of(output_dir, set(todo) | {path for path, _ in listing.problems})
-    total = len(todo) + len(listing.problems)
-    for error in failed:
-        print(f"ast-audio {command}: {error}", file=sys.stderr)
-    if failed:
-        print(f"ast-audio {command}: {len(failed)} of {total} files failed", file=sys.stderr)
-    print(f"ast-audio {command}: {total - len(failed)} of {total} files written to {output_dir}", file=sys.stderr)
-    return exit_code(total, len(failed)) if total else 0
+    if progress.failed:
+        print(f"ast-audio {command}: {progress.failed} of {progress.files} files failed", file=sys.stderr)
+    if not args.quiet:
+        print(f"ast-audio {command}: {progress.files - progress.failed} of {progress.files} files written to "
+              f"{output_dir}", file=sys.stderr)
+    return exit_code(progress.files, progress.failed) if progress.files else 0
 
 
-def _quiet_ray(progress: bool) -> None:
-    """Ray's INFO lines stay off the user's terminal; Ray Data's progress bars (rows through each stage) show
-    with `progress`."""
-    import logging
+def _fitted(args: argparse.Namespace, command: str, embeddings: bool):
+    """The job's RayOptions, its CPUs per replica fitted to the cluster (a note on stderr where lowered)."""
+    from ast_audio.distributed.tagging import fit_to_cluster
 
-    import ray.data
-
-    ray.data.DataContext.get_current().enable_progress_bars = progress
-    logging.getLogger("ray").setLevel(logging.ERROR)
-
-
-def _write(rows, output_dir: str, fmt: str, rows_per_file: int) -> None:
-    """Stream the rows into the output directory, a file per `rows_per_file` rows as they come (new files beside
-    the earlier ones)."""
-    os.makedirs(output_dir, exist_ok=True)
-    if fmt == "parquet":
-        rows.write_parquet(output_dir, mode="append", min_rows_per_file=rows_per_file)
-    else:
-        rows.write_json(output_dir, mode="append", min_rows_per_file=rows_per_file)
+    config, note = fit_to_cluster(ray_options(args, embeddings))
+    if note and not args.quiet:
+        print(f"ast-audio {command}: {note}", file=sys.stderr)
+    return config
 
 
-def _write_problems(problems: list[tuple[str, str]], output_dir: str, fmt: str, embeddings: bool) -> None:
-    """The places that could not be read, as error rows of their own file."""
+def _resume(args: argparse.Namespace, command: str, output_dir: str, options: dict[str, Any]) -> set[str]:
+    """The inputs an earlier run wrote into `output_dir`, after checking this run may add to it: refused without
+    --resume, or with options that differ; with --resume, files a killed run left unreadable are set aside."""
+    from ast_audio.distributed import directory
+    from ast_audio.errors import ConfigError
+
+    contents = directory.read(output_dir)
+    if not args.resume:
+        if contents.rows or contents.unreadable:
+            raise ConfigError(f"{output_dir} already holds results: pass --resume to add the rest, or another --output")
+        return set()
+    directory.check_options(output_dir, options, contents)
+    for line in directory.set_aside_unreadable(output_dir, contents):
+        print(f"ast-audio {command}: {line}", file=sys.stderr)
+    return contents.inputs
+
+
+def _tag_into(args: argparse.Namespace, command: str, config, todo: list[str], problems: list[tuple[str, str]],
+              files) -> Progress:
+    """Run the pipeline of `config` over `todo` and write its rows, and the `problems` (places that could not be
+    read) as error rows, into `files`, with progress and each error on stderr. Returns the closed Progress."""
+    from ast_audio.distributed.resources import waiting_for
+    from ast_audio.distributed.stream import stream_rows
+    from ast_audio.distributed.tagging import tag
     from ast_audio.inference.results import ClipResult
-    from ast_audio.inference.tabular import clip_record, write_parquet
-    from ast_audio.io_utils import atomic_write_text
+    from ast_audio.inference.tabular import clip_record
 
-    if not problems:
+    def report(message: str) -> None:
+        print(f"ast-audio {command}: {message}", file=sys.stderr)
+
+    progress = Progress(args, command, len(todo) + len(problems))
+    stream = stream_rows(
+        tag(todo, config), report_after_s=args.stall_timeout / 10, give_up_after_s=args.stall_timeout, report=report,
+        waiting=lambda: waiting_for(config.num_workers, config.cpus_per_worker, config.gpus_per_worker),
+    ) if todo else iter(())
+    try:
+        unreadable = [clip_record(ClipResult(source=path, error=f"{path}: {reason}"), embeddings=files.embeddings)
+                      for path, reason in problems]
+        rows = itertools.chain(unreadable, stream)
+        for row in rows:
+            files.add(row)
+            progress(row["duration"] or 0.0)
+            progress.file_done(ClipResult(source=row["path"], error=row["error"]))  # what it reads of a result
+            if row["error"] is not None:
+                print(f"ast-audio {command}: {row['error']}", file=sys.stderr)
+            elif row["warning"]:
+                print(f"ast-audio {command}: {row['path']}: warning: {row['warning']}", file=sys.stderr)
+    finally:
+        getattr(stream, "close", lambda: None)()  # a stopped job's pipeline and stall watch end here, not at exit
+        files.flush()  # what came before a stop or an error is kept, for --resume
+        progress.close()
+    return progress
+
+
+def require_ray_quietly(verbose: bool):
+    """Ray, with its own log lines, warnings and progress bars off stderr unless `verbose` (the job's progress
+    is ours, as for the local engine)."""
+    import logging
+    import warnings
+
+    from ast_audio.distributed.tagging import require_ray
+
+    ray = require_ray()
+    if not verbose:
+        for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    return ray
+
+
+def _join_ray(ray, address: str | None, verbose: bool) -> None:
+    """Connect to the cluster at `address` (or start one here). Unless `verbose`, Ray's C++ core logs only fatal
+    errors: it writes to stderr an error-level line at every model replica's start (Ray Data keeps its actors'
+    constructor arguments in the object store), and a line saying it read that level, silenced here."""
+    if verbose:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level="INFO")
         return
-    records = [clip_record(ClipResult(source=path, error=f"{path}: {reason}"), embeddings=embeddings)
-               for path, reason in problems]
-    name = os.path.join(output_dir, f"unreadable-{os.getpid()}.{fmt if fmt == 'parquet' else 'json'}")
-    if fmt == "parquet":
-        write_parquet(records, name, embeddings)
-    else:
-        atomic_write_text(name, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def _rows(output_dir: str) -> list[dict]:
-    """Every row of an output directory (Parquet or JSON lines files): path and error. A file a killed job
-    left half-written is set aside as .NAME.incomplete, which readers of the directory skip (its inputs are
-    then done again)."""
-    rows: list[dict] = []
-    if not os.path.isdir(output_dir):
-        return rows
-    for name in sorted(os.listdir(output_dir)):
-        path = os.path.join(output_dir, name)
-        try:
-            if name.endswith(".parquet"):
-                import pyarrow.parquet as pq
-
-                rows += pq.read_table(path, columns=["path", "error"]).to_pylist()
-            elif name.endswith(".json"):
-                with open(path, encoding="utf-8") as handle:
-                    rows += [_path_and_error(json.loads(line)) for line in handle if line.strip()]
-        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            os.replace(path, os.path.join(output_dir, f".{name}.incomplete"))
-            print(f"ast-audio: {path}: unreadable ({exc}); set aside as .{name}.incomplete, its inputs are done again",
-                  file=sys.stderr)
-    return rows
-
-
-def _path_and_error(row: dict) -> dict:
-    return {"path": row.get("path"), "error": row.get("error")}
-
-
-def errors_of(output_dir: str, inputs: set[str]) -> list[str]:
-    """The errors the output directory records for `inputs`."""
-    return [row["error"] for row in _rows(output_dir) if row["path"] in inputs and row.get("error")]
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def written_inputs(output_dir: str) -> set[str]:
-    """The inputs whose rows an output directory holds."""
-    return {row["path"] for row in _rows(output_dir)}
+    """The inputs whose rows an output directory holds (reading it changes nothing)."""
+    from ast_audio.distributed.directory import written_inputs as written
+
+    return written(output_dir)

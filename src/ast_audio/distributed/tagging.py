@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 
+from ast_audio.distributed.resources import DECODE_TASK_CPUS
 from ast_audio.errors import ASTAudioError, ConfigError
 
 
@@ -39,7 +41,7 @@ class RayOptions:
     device: str = "auto"
     threads: int | None = None
     num_workers: int = 1
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float | None = None  # None: 1, or less where the cluster needs CPUs for decoding
     gpus_per_worker: float = 0.0
     local_files_only: bool = False
     decode_tasks_per_worker: int | None = None
@@ -137,10 +139,13 @@ class _Model:
     model together, `batch_size` at a time; a deferred (long) file is read and scored here, window by window,
     as the local engine does. A file's windows never leave one actor, so no shuffle assembles them."""
 
-    def __init__(self, options: RayOptions, spec: _WindowSpec) -> None:
+    def __init__(self, options: RayOptions) -> None:
         from ast_audio.allocator import keep_freed_memory
 
         keep_freed_memory()  # as the local engine: reuse batch buffers instead of faulting them in each batch
+        # Built here, not shipped: constructor arguments over Ray's inline limit go to the object store, which
+        # makes restarting a killed replica depend on them (and Ray says so on stderr at every start).
+        spec = _WindowSpec.for_options(options)
         classifier = options.classifier()
         self.runner = classifier.runner
         self.embedding_size = classifier.config.hidden_size if options.embeddings else None
@@ -200,13 +205,27 @@ class _Model:
                                     strict=spec.strict))
 
 
+def fit_to_cluster(config: RayOptions) -> tuple[RayOptions, str | None]:
+    """`config` with the CPUs per replica the connected cluster can run beside the decoding tasks (see
+    `ast_audio.distributed.resources` for the rule), and a one-line note where they were lowered. Raises
+    ConfigError, naming the options to change, for a pipeline the cluster cannot run."""
+    from ast_audio.distributed.resources import fit, live_nodes
+
+    chosen = fit(live_nodes(), config.num_workers, config.cpus_per_worker, config.gpus_per_worker,
+                 config.decode_tasks)
+    return dataclasses.replace(config, cpus_per_worker=chosen.cpus_per_worker), chosen.note
+
+
 def tag(inputs: Any, model: str | RayOptions, **options: Any):
-    """One row per input file (see `ast_audio.inference.tabular` for the columns), as a `ray.data.Dataset`.
+    """One row per input file (the columns of `ast_audio.inference.tabular.schema`: the local engine's record,
+    typed), as a `ray.data.Dataset`.
 
     `inputs`: paths, or a Ray Dataset with a "path" column. `model` and keyword options as `RayOptions`
     (window, hop, pooling, top_k, timeline, embeddings, strict, batch_size, backend, int8, num_workers,
     cpus_per_worker, gpus_per_worker, ...). Bad files come back as rows with `error` set. Rows stream out
-    as their files are done (no barrier), in no particular order.
+    as their files are done (no barrier), in no particular order. Connects to Ray (`ray.init()`) if no
+    connection is open, and checks that the pipeline fits the cluster: ConfigError if it cannot run; a
+    warning where the CPUs per replica were lowered to leave room for decoding.
     """
     ray = require_ray()
     config = model if isinstance(model, RayOptions) else RayOptions(model=os.fspath(model), **options)
@@ -216,15 +235,21 @@ def tag(inputs: Any, model: str | RayOptions, **options: Any):
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
+    if not ray.is_initialized():
+        ray.init()
+    config, note = fit_to_cluster(config)
+    if note:
+        warnings.warn(note, stacklevel=2)
     if not isinstance(inputs, ray.data.Dataset):
         inputs = ray.data.from_items([{"path": os.fspath(p)} for p in inputs])
     spec = _WindowSpec.for_options(config)
-    # Decoding and features are light beside the model: a quarter CPU each, so they fit beside the actors;
-    # a bounded number at once, or Ray starts a process (importing torch) per quarter CPU, on the model's cores.
-    files = inputs.map(_file_row, fn_kwargs={"spec": spec}, num_cpus=0.25, concurrency=config.decode_tasks)
+    # A bounded number of decoding tasks at once, or Ray starts a process (importing torch) per free quarter
+    # CPU, on the model's cores.
+    files = inputs.map(_file_row, fn_kwargs={"spec": spec}, num_cpus=DECODE_TASK_CPUS,
+                       compute=ray.data.TaskPoolStrategy(size=config.decode_tasks))
     # batch_size counts files here: their windows are batched `batch_size` at a time inside the actor.
     return files.map_batches(
-        _Model, fn_constructor_kwargs={"options": config, "spec": spec}, batch_size=config.batch_size,
+        _Model, fn_constructor_kwargs={"options": config}, batch_size=config.batch_size,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=config.num_workers),
         num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,
     )

@@ -8,35 +8,35 @@ from typing import Any
 from ast_audio.inference.results import ClipResult
 
 
+# The columns of a row, in the order of `ClipResult.to_dict`'s keys (so a row less its nulls is that record).
+COLUMNS = ("path", "duration", "pooling", "labels", "warning", "windows", "error")
+
+
 def clip_record(result: ClipResult, top_k: int = 5, timeline: bool = True, embeddings: bool = False) -> dict[str, Any]:
-    """One input's row: path, duration, the top labels and scores, the timeline (start, end, labels, scores
-    per window), the embedding (with `embeddings`), error and warning."""
-    record: dict[str, Any] = {"path": result.source, "duration": None, "labels": [], "scores": [], "timeline": [],
-                              "error": result.error, "warning": result.warning}
+    """One input's row: the record `ClipResult.to_dict` gives (the local engine's JSON), with every column of
+    `COLUMNS` present (None where the record has no such key), and with `embeddings` the clip's `embedding`."""
+    record: dict[str, Any] = dict.fromkeys(COLUMNS)
+    record.update(result.to_dict(top_k, timeline))
     if embeddings:
-        record["embedding"] = None
-    if not result.ok:
-        return record
-    top = result.top(top_k)
-    record.update(duration=round(result.duration, 3), labels=[i["label"] for i in top],
-                  scores=[i["score"] for i in top])
-    if timeline:
-        record["timeline"] = [{"start": w["start"], "end": w["end"], "labels": [i["label"] for i in w["labels"]],
-                               "scores": [i["score"] for i in w["labels"]]} for w in result.timeline(top_k)]
-    if embeddings:
-        record["embedding"] = [float(x) for x in result.embedding]
+        record["embedding"] = [float(x) for x in result.embedding] if result.ok else None
     return record
 
 
+def json_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A row back in the JSON form of `ClipResult.to_dict` (its null columns left out)."""
+    return {key: value for key, value in row.items() if value is not None}
+
+
 def schema(embedding_size: int | None = None):
-    """The rows' Arrow schema; `embedding_size` adds a fixed-size list column of float32."""
+    """The rows' Arrow schema, the typed form of the JSON record: `labels` list<struct<label, score>>, `windows`
+    list<struct<start, end, labels>> (seconds); `embedding_size` adds a fixed-size list column of float32."""
     import pyarrow as pa
 
-    window = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("labels", pa.list_(pa.string())),
-                        ("scores", pa.list_(pa.float64()))])
-    fields = [("path", pa.string()), ("duration", pa.float64()), ("labels", pa.list_(pa.string())),
-              ("scores", pa.list_(pa.float64())), ("timeline", pa.list_(window)), ("error", pa.string()),
-              ("warning", pa.string())]
+    label = pa.struct([("label", pa.string()), ("score", pa.float64())])
+    window = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("labels", pa.list_(label))])
+    fields = [("path", pa.string()), ("duration", pa.float64()), ("pooling", pa.string()),
+              ("labels", pa.list_(label)), ("warning", pa.string()), ("windows", pa.list_(window)),
+              ("error", pa.string())]
     if embedding_size:
         fields.append(("embedding", pa.list_(pa.float32(), embedding_size)))
     return pa.schema(fields)
