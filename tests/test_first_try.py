@@ -119,6 +119,7 @@ def _output_mistakes(tmp_path):
         (["embed", clip, "--model", missing_model, "-o", str(a_file)], f"--output-dir {a_file}: is a file"),
         (["embed", clip, "--model", missing_model, "-o", str(a_file / "emb")], f"{a_file} is a file, not a folder"),
         ([*classify, "-o", str(tmp_path / "r.csv"), "-f", "jsonl"], "the extension says csv but --format is jsonl"),
+        ([*classify, "-o", ""], "--output: an empty name; expected a file name"),
     ]
 
 

@@ -80,6 +80,8 @@ def _locked_file(lock_path: str, path: str, attempts: int = 20) -> int:
 def check_output_file(path: str, option: str = "--output", example: str = "results.jsonl") -> None:
     """Raise `UsageError` (one line naming `option` and `path`) unless a file can be written at `path`:
     not a folder, writable if it exists, and its folder writable or creatable (missing folders are created)."""
+    if not path:
+        raise UsageError(f"{option}: an empty name; expected a file name, e.g. {example}")
     if path.endswith(os.sep) or os.path.isdir(path):
         raise UsageError(f"{option} {path}: is a folder; expected a file name, e.g. {os.path.join(path, example)}")
     if os.path.exists(path) and not os.access(path, os.W_OK):
@@ -89,6 +91,8 @@ def check_output_file(path: str, option: str = "--output", example: str = "resul
 
 def check_output_folder(path: str, option: str = "--output-dir") -> None:
     """Raise `UsageError` unless `path` is a writable folder or one that can be created (with its parents)."""
+    if not path:
+        raise UsageError(f"{option}: an empty name; expected a folder")
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"{option} {path}: is a file; expected a folder (it is created if missing)")
     _check_folder_on_the_way(os.path.abspath(path), option, path)
