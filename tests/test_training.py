@@ -522,3 +522,71 @@ def test_saved_problem_type_makes_classify_score_as_trained(dataset, tmp_path):
         # The clip (0.5 s) is a little longer than the model's input (48 frames: 0.495 s): its first window is what
         # the extractor makes of the whole clip.
         np.testing.assert_allclose(result.window_scores[0], expected, atol=1e-5)
+
+
+def _strict_json(text: str):
+    """json.loads that refuses the bare tokens NaN and Infinity, as strict JSON readers do."""
+    def refuse(token):
+        raise ValueError(f"not valid JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_tiny_model_fits_its_training_clips(dataset, tmp_path):
+    """The scratch_small recipe's optimizer and schedule, on a tiny model, fit 18 clips completely (100% training
+    accuracy, each clip named by its own folder), and min_steps raises the epochs to make its steps: a broken
+    optimizer, schedule or label mapping cannot pass."""
+    from ast_audio.training.evaluation import score_clips
+
+    # A model this small takes a larger rate than the recipe's; the rest (AdamW, warmup, cosine per step,
+    # clipping) is the recipe's. SpecAugment is off: masking the only bins of a pure tone is no test of fitting.
+    overrides = dict(train=str(dataset), validation_fraction=0.25, model=TINY, frames=48, batch_size=6, epochs=1,
+                     min_steps=60, lr=3e-3, freqm=0, timem=0, output_dir=str(tmp_path / "run"), device="cpu")
+    trainer = Trainer(load_train_config("scratch_small", overrides))
+    assert len(trainer.data.train) == 18 and trainer.config.epochs == 20  # 3 steps an epoch: 20 epochs make 60
+    trainer.train()
+    model = ASTForAudioClassification.from_pretrained(tmp_path / "run" / "final")
+    scores, _ = score_clips(model, trainer.data.train, trainer.extractor, batch_size=32, device=torch.device("cpu"))
+    named = [model.config.id2label[int(i)] for i in scores.argmax(1)]
+    assert named == [os.path.basename(os.path.dirname(clip.path)) for clip in trainer.data.train]
+
+
+def test_one_class_is_refused_before_a_model_is_built(dataset, tmp_path, capsys):
+    (tmp_path / "one").mkdir()
+    os.symlink(dataset / "low", tmp_path / "one" / "low")
+    code = main(["train", "--train", str(tmp_path / "one"), "-o", str(tmp_path / "run"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "only the class 'low'" in err and "at least two classes" in err and str(tmp_path / "one") in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_undefined_metrics_are_null_in_every_json(dataset, tmp_path, capsys):
+    """A validation or evaluation set of one class has no mAP or AUC: results.json, the train summary and
+    evaluate -o say null (valid JSON), never NaN."""
+    assert evaluate_predictions(np.array([[0.9, 0.1], [0.8, 0.2]]), np.array([[1, 0], [1, 0]]))["mAP"] is None
+    (tmp_path / "one").mkdir()
+    os.symlink(dataset / "low", tmp_path / "one" / "low")
+    run = tmp_path / "run"
+    code = main(["train", "--train", str(dataset), "--validation", str(tmp_path / "one"), "-o", str(run), "--epochs",
+                 "1", "--batch-size", "6", "--device", "cpu", "--set", "frames=48", "--set", f"model={json.dumps(TINY)}",
+                 "-q"])
+    assert code == 0
+    summary = _strict_json(capsys.readouterr().out)
+    results = _strict_json((run / "results.json").read_text())
+    assert results["validation"]["mAP"] is None and results["validation"]["mAUC"] is None
+    assert summary["validation"]["mAP"] is None and results["validation"]["clips"] == 8
+    assert main(["evaluate", str(run / "final"), str(tmp_path / "one"), "-o", str(tmp_path / "eval.json")]) == 0
+    assert _strict_json((tmp_path / "eval.json").read_text())["mAUC"] is None
+
+
+def test_train_help_lists_every_shipped_recipe(capsys):
+    from ast_audio.training.config import RECIPES_DIR
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    shipped = [os.path.splitext(name)[0] for name in os.listdir(RECIPES_DIR) if name.endswith((".yaml", ".json"))]
+    assert "scratch_small" in shipped and len(shipped) >= 5
+    for name in shipped:
+        assert name in text, name

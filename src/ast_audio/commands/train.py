@@ -5,26 +5,32 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "fine-tune AST with a YAML/JSON config or a recipe (esc50, speechcommands, audioset, ...)"
+from ast_audio.training.config import shipped_recipes
+
+_RECIPES = ", ".join(shipped_recipes())  # listed from the package's recipes folder, so --help never goes stale
+HELP = f"train or fine-tune AST with a YAML/JSON config or a shipped recipe ({_RECIPES})"
 DESCRIPTION = (
-    "Train or fine-tune AST. CONFIG is a YAML/JSON file or a shipped recipe name (esc50, speechcommands, "
-    "audioset, audioset_balanced); flags and --set key=value override it. Data: a folder with one sub-folder "
-    "per class, a release JSON manifest ({'data': [{'wav', 'labels'}]}, with --labels-csv), or a CSV "
-    "(path,label[,label...]). The output directory gets best/, final/ (and averaged/) checkpoints that "
-    "classify and evaluate load, metrics.csv per epoch, results.json, and last.pt to resume from. "
-    "Runs under torchrun --nproc-per-node N unchanged."
+    f"Train or fine-tune AST. CONFIG is a YAML/JSON file or a shipped recipe name ({_RECIPES}; scratch_small "
+    "trains from random weights on a small dataset, the others start from pretrained weights); flags and --set "
+    "key=value override it. Data: a folder with one sub-folder per class (at least two classes), a release JSON "
+    "manifest ({'data': [{'wav', 'labels'}]}, with --labels-csv), or a CSV (path,label[,label...]). The output "
+    "directory gets best/, final/ (and averaged/) checkpoints that classify and evaluate load, metrics.csv per "
+    "epoch, results.json (metrics; null where undefined), and last.pt to resume from. Runs under torchrun "
+    "--nproc-per-node N unchanged."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", help="YAML/JSON config file or recipe name")
+    parser.add_argument("config", nargs="?", help="YAML/JSON config file or recipe name (default: scratch_small "
+                        "when training from scratch, else the release's fine-tuning settings)")
     parser.add_argument("--train", help="training data (folder, JSON manifest or CSV)")
     parser.add_argument("--validation", help="validation data (default: a seeded share of the training data)")
     parser.add_argument("--test", help="test data, evaluated once at the end")
     parser.add_argument("--labels-csv", help="class_labels_indices.csv for manifests that name labels by mid")
     parser.add_argument("--init", help="'scratch', an AST checkpoint dir / Hub id, or timm:PATH")
     parser.add_argument("--output-dir", "-o", help="run directory (default runs/ast)")
-    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--epochs", type=int, help="run exactly this many epochs (without it, a recipe's min_steps "
+                        "may raise its epochs on small data)")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int, help="global batch size")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
@@ -45,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ast_audio.inference.threads import available_cores
-    from ast_audio.training.config import load_train_config, parse_overrides, read_stats
+    from ast_audio.training.config import default_recipe, load_train_config, parse_overrides, read_stats
+    from ast_audio.training.metrics import json_safe
 
     # One line per epoch on stderr by default (-v adds the details, -q keeps only warnings).
     logging.getLogger("ast_audio.training").setLevel(logging.WARNING if args.quiet else logging.INFO)
@@ -57,7 +64,13 @@ def run(args: argparse.Namespace) -> int:
             overrides[flag] = value
     if args.stats:
         overrides.update(read_stats(args.stats))
-    config = load_train_config(args.config, overrides)
+    if "epochs" in overrides:  # a length the user chose: the recipe's min_steps does not stretch it
+        overrides.setdefault("min_steps", 0)
+    recipe = args.config or default_recipe(overrides.get("init"))
+    if recipe != args.config:
+        logging.getLogger("ast_audio.training").info("no config given: training from scratch with the %s recipe",
+                                                    recipe)
+    config = load_train_config(recipe, overrides)
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
@@ -65,12 +78,12 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or max(1, available_cores() - config.num_workers))
     from ast_audio.training.trainer import Trainer
 
-    trainer = Trainer(config, provenance={"command_line": args.command_line, "recipe": args.config})
+    trainer = Trainer(config, provenance={"command_line": args.command_line, "recipe": recipe})
     results = trainer.train(resume=args.resume)
     if trainer.dist.main:
         summary = {k: v for k, v in results.items() if k not in ("validation", "test")}
         for split in ("validation", "test"):
             if split in results:
                 summary[split] = {k: results[split][k] for k in ("accuracy", "mAP", "mAUC", "d_prime")}
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(json_safe(summary), indent=2, allow_nan=False))
     return 0

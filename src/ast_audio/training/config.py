@@ -43,6 +43,9 @@ class TrainConfig:
     momentum: float = 0.9  # sgd only
     weight_decay: float = 5e-7
     epochs: int = 25
+    # A transformer needs many optimizer steps, whatever the dataset's size: on small data, epochs is raised
+    # until the run makes at least min_steps steps (0: epochs as given).
+    min_steps: int = 0
     batch_size: int = 48  # global batch (split over processes)
     grad_accumulation: int = 1
     max_grad_norm: float = 0.0  # 0: no clipping
@@ -89,6 +92,8 @@ class TrainConfig:
         for name in ("lr", "weight_decay", "mean", "std", "mixup", "max_grad_norm", "gain_db", "validation_fraction"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), (int, float)):
                 raise ConfigError(f"{name} must be a number, got {getattr(self, name)!r}")
+        if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 0:
+            raise ConfigError(f"min_steps must be a whole number >= 0, got {self.min_steps!r}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.mixup <= 1.0:
@@ -168,16 +173,30 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+RECIPE_EXTENSIONS = (".yaml", ".yml", ".json")
+
+
+def shipped_recipes() -> list[str]:
+    """The names of the recipes in the package's recipes folder (sorted), e.g. esc50, scratch_small."""
+    return sorted(os.path.splitext(f)[0] for f in os.listdir(RECIPES_DIR) if f.endswith(RECIPE_EXTENSIONS))
+
+
+def default_recipe(init: str | None) -> str | None:
+    """The recipe a run without a config file starts from: scratch_small when it trains from scratch (`init`
+    None, "" or "scratch"), since the dataclass defaults are the release's fine-tuning settings, which assume a
+    pretrained start; None (those defaults) when it starts from a checkpoint."""
+    return "scratch_small" if init in (None, "", "scratch") else None
+
+
 def resolve_recipe(name: str) -> str:
-    """A config path, or the name of a shipped recipe (esc50, speechcommands, audioset, audioset_balanced)."""
+    """A config path, or the name of a shipped recipe (`shipped_recipes`)."""
     if os.path.isfile(name):
         return name
-    for ext in (".yaml", ".yml", ".json"):
+    for ext in RECIPE_EXTENSIONS:
         candidate = os.path.join(RECIPES_DIR, name + ext)
         if os.path.isfile(candidate):
             return candidate
-    shipped = sorted(os.path.splitext(f)[0] for f in os.listdir(RECIPES_DIR))
-    raise ConfigError(f"{name}: no such config file or recipe (recipes: {', '.join(shipped)})")
+    raise ConfigError(f"{name}: no such config file or recipe (recipes: {', '.join(shipped_recipes())})")
 
 
 def load_train_config(path: str | None, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -148,6 +148,12 @@ class AugmentConfig:
     gain_db: float = 0.0  # random gain in [-gain_db, +gain_db] dB on the waveform
 
 
+# The unaugmented fbank of each clip is kept in memory, up to this many bytes per dataset (per DataLoader
+# worker): small-data training revisits each clip hundreds of times, and decoding plus the fbank cost more
+# than a small model's step.
+FEATURE_CACHE_BYTES = 512 * 2**20
+
+
 class ClipDataset(torch.utils.data.Dataset):
     """Items are (index, epoch) pairs from `EpochBatchSampler`; returns (features (T, F), target (labels,)).
 
@@ -166,6 +172,8 @@ class ClipDataset(torch.utils.data.Dataset):
         self.augment = augment or AugmentConfig()
         self.training = training
         self.seed = seed
+        self._fbank_cache: dict[int, torch.Tensor] = {}
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -186,14 +194,13 @@ class ClipDataset(torch.utils.data.Dataset):
         index, epoch = item if isinstance(item, tuple) else (item, 0)
         rng = np.random.default_rng([self.seed, epoch, index])
         augment = self.augment if self.training else AugmentConfig()
-        waveform, target = self._mixed(index, augment, rng)
-        if augment.gain_db > 0:
-            waveform = waveform * 10 ** (rng.uniform(-augment.gain_db, augment.gain_db) / 20)
-        waveform = np.asarray(waveform, dtype=np.float32)
-        shortest = self.extractor.fbank_options.window_size
-        if len(waveform) < shortest:
-            waveform = np.pad(waveform, (0, shortest - len(waveform)))
-        feats = self.extractor.raw_fbank(torch.from_numpy(waveform))
+        if augment.mixup == 0 and augment.gain_db == 0:  # the waveform is the file's: its fbank can be reused
+            feats, target = self._cached_fbank(index), self._target(self.clips[index])
+        else:
+            waveform, target = self._mixed(index, augment, rng)
+            if augment.gain_db > 0:
+                waveform = waveform * 10 ** (rng.uniform(-augment.gain_db, augment.gain_db) / 20)
+            feats = self._fbank(waveform)
         longer = feats.shape[0] - self.extractor.max_length
         offset = int(rng.integers(0, longer + 1)) if self.training and longer >= 0 else 0
         feats = _spec_augment(self.extractor.fit_length(feats, offset=offset), augment, rng)
@@ -203,6 +210,25 @@ class ClipDataset(torch.utils.data.Dataset):
             feats = feats + torch.from_numpy(rng.random(feats.shape, dtype=np.float32)) * float(rng.random()) / 10
             feats = torch.roll(feats, int(rng.integers(-10, 10)), 0)
         return feats, target
+
+    def _fbank(self, waveform: np.ndarray) -> torch.Tensor:
+        """The extractor's unnormalised fbank (frames, mel bins) of a waveform (one window at least)."""
+        waveform = np.asarray(waveform, dtype=np.float32)
+        shortest = self.extractor.fbank_options.window_size
+        if len(waveform) < shortest:
+            waveform = np.pad(waveform, (0, shortest - len(waveform)))
+        return self.extractor.raw_fbank(torch.from_numpy(waveform))
+
+    def _cached_fbank(self, index: int) -> torch.Tensor:
+        """A copy of clip `index`'s fbank (augmentations write into it), from memory when it has been seen."""
+        feats = self._fbank_cache.get(index)
+        if feats is None:
+            feats = self._fbank(self._waveform(index))
+            size = feats.numel() * feats.element_size()
+            if self._cached_bytes + size <= FEATURE_CACHE_BYTES:
+                self._fbank_cache[index] = feats
+                self._cached_bytes += size
+        return feats.clone()
 
     def _mixed(self, index: int, augment: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, torch.Tensor]:
         """The clip's waveform and target, mixed with a random partner's with probability `augment.mixup`."""
@@ -273,8 +299,19 @@ def prepare_data(config: "TrainConfig") -> DataSplits:
     for name, clips in (("train", train), ("validation", validation), ("test", test)):
         if clips is not None:
             check_files(clips, f"{name} data ({getattr(config, name) or config.train})")
+    check_classes(train, labels, config.train)
     multi_label = any(len(clip.labels) != 1 for clip in train)
     return DataSplits(train, validation, test, labels, multi_label)
+
+
+def check_classes(clips: list[Clip], labels: LabelSpace, source: str) -> None:
+    """Refuse training data that holds fewer than two classes: a classifier has nothing to tell apart (and its
+    mAP and AUC are undefined). Raises DataError naming the source and the one class found."""
+    present = sorted({label for clip in clips for label in clip.labels})
+    if len(present) < 2:
+        found = f"only the class '{labels.names[present[0]]}'" if present else "no labelled clips"
+        raise DataError(f"{source}: the training data holds {found}; training a classifier needs at least two "
+                        "classes (a folder: one sub-folder per class)")
 
 
 def balanced_weights(clips: list[Clip], num_labels: int) -> np.ndarray:

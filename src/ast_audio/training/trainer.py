@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -40,7 +41,7 @@ from ast_audio.training.data import (
 )
 from ast_audio.training.distributed import Distributed
 from ast_audio.training.evaluation import score_clips
-from ast_audio.training.metrics import evaluate_predictions
+from ast_audio.training.metrics import evaluate_predictions, json_safe
 from ast_audio.training.optimization import Precision, build_optimizer, lr_at
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Trainer:
                 f"{config.grad_accumulation} accumulation steps"
             )
         self.data = prepare_data(config)
+        self.config = config = self._epochs_for_min_steps(config)
         self.loss_kind = config.loss if config.loss != "auto" else ("bce" if self.data.multi_label else "ce")
         self.metric = config.metric if config.metric != "auto" else ("mAP" if self.data.multi_label else "accuracy")
         # The one feature pipeline: training, validation, evaluate and classify all featurise through it.
@@ -96,6 +98,17 @@ class Trainer:
         self.output_dir = config.output_dir
         if self.dist.main:
             os.makedirs(self.output_dir, exist_ok=True)
+
+    def _epochs_for_min_steps(self, config: TrainConfig) -> TrainConfig:
+        """`config` with epochs raised so the run makes at least min_steps optimizer steps on this data."""
+        per_epoch = steps_per_epoch(len(self.data.train), config)
+        needed = -(-config.min_steps // per_epoch)
+        if needed <= config.epochs:
+            return config
+        if self.dist.main:
+            logger.info("%d epochs of %d optimizer steps (%d training clips) to make min_steps %d (epochs was %d)",
+                        needed, per_epoch, len(self.data.train), config.min_steps, config.epochs)
+        return dataclasses.replace(config, epochs=needed)
 
     # ------------------------------------------------------------------------------------ model
     def _check_init(self) -> None:
@@ -233,11 +246,10 @@ class Trainer:
             weights=balanced_weights(self.data.train, len(self.data.labels)) if config.balanced_sampling else None,
             rank=self.dist.rank, world_size=self.dist.world_size, drop_last=len(dataset) >= micro_batch,
         )
-        steps_per_epoch = max(1, len(sampler) // config.grad_accumulation)
+        per_epoch = max(1, len(sampler) // config.grad_accumulation)  # as steps_per_epoch counts them
         run = _Run(
             self.dist.wrap(self.model, self.device), trainable, build_optimizer(config, trainable),
-            Precision(config.precision, self.device), dataset, sampler, steps_per_epoch,
-            steps_per_epoch * config.grad_accumulation,
+            Precision(config.precision, self.device), dataset, sampler, per_epoch, per_epoch * config.grad_accumulation,
             {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": None, "stale": 0, "average": None,
              "averaged": 0, "history": []},
         )
@@ -334,8 +346,9 @@ class Trainer:
 
     def _after_epoch(self, state: dict, metrics: dict, train: tuple[float, float], optimizer, started: float) -> None:
         config, epoch = self.config, state["epoch"]
-        value = metrics[self.metric]
-        improved = state["best"] is None or value > state["best"]
+        value = metrics[self.metric]  # None where undefined (e.g. mAP of a validation set of one class)
+        # The first epoch is the best so far even when its metric is undefined: best/ always exists.
+        improved = state["best_epoch"] is None or (value is not None and (state["best"] is None or value > state["best"]))
         if improved:
             state["best"], state["best_epoch"], state["stale"] = value, epoch, 0
             if self.dist.main:
@@ -359,8 +372,9 @@ class Trainer:
             self._write_log(state["history"])
             remaining = (config.epochs - epoch) * sum(r["seconds"] for r in state["history"]) / len(state["history"])
             logger.info(
-                "epoch %d/%d: train loss %.4f, accuracy %.3f; validation loss %.4f, %s %.4f%s; lr %.3g; %.1f s, ETA %s",
-                epoch, config.epochs, train[0], train[1], metrics["loss"], self.metric, value,
+                "epoch %d/%d: train loss %.4f, accuracy %.3f; validation loss %.4f, %s %s%s; lr %.3g; %.1f s, ETA %s",
+                epoch, config.epochs, train[0], train[1], metrics["loss"], self.metric,
+                "undefined" if value is None else f"{value:.4f}",
                 " (best)" if improved else "", row["lr"], row["seconds"], _duration(remaining),
             )
 
@@ -390,7 +404,8 @@ class Trainer:
         if self.data.test:
             results["test"] = self.evaluate(selected, self.data.test)
         if self.dist.main:
-            atomic_write_text(os.path.join(self.output_dir, "results.json"), json.dumps(results, indent=2) + "\n")
+            atomic_write_text(os.path.join(self.output_dir, "results.json"),
+                              json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
         return results
 
 
@@ -419,6 +434,14 @@ def _stop_requests():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def steps_per_epoch(clips: int, config: TrainConfig) -> int:
+    """Optimizer steps in one epoch over `clips` training clips: whole micro-batches (a last partial one only
+    when the data is smaller than one), grouped by grad_accumulation; at least 1."""
+    micro_batch = config.batch_size // config.grad_accumulation
+    batches = clips // micro_batch if clips >= micro_batch else 1
+    return max(1, batches // config.grad_accumulation)
 
 
 def loss_of_scores(scores: np.ndarray, targets: np.ndarray, loss_kind: str) -> float:
