@@ -7,6 +7,8 @@ import itertools
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -132,13 +134,31 @@ def test_output_paths_are_checked_before_the_model_loads(tmp_path, capsys):
                                                                                           "out"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_an_output_folder_without_permission_is_refused(tmp_path, capsys):
+def _obey_file_permissions() -> None:
+    """In the child: drop CAP_DAC_OVERRIDE (1) and CAP_DAC_READ_SEARCH (2), so that root obeys permissions."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux capabilities")
+def test_an_output_without_permission_is_refused(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
+    read_only = tmp_path / "read-only.jsonl"
+    read_only.write_text("")
+    read_only.chmod(0o444)
     clip = write(tmp_path / "clip.wav", 1.0)
-    code, _, err = run_cli(["classify", clip, "--model", str(tmp_path / "m"), "-o", str(locked / "r.jsonl")], capsys)
-    assert code == 2 and f"no permission to write in the folder {locked}" in err
+    for output, message in [(locked / "r.jsonl", f"no permission to write in the folder {locked}"),
+                            (locked / "new" / "r.jsonl", f"no permission to write in the folder {locked}"),
+                            (read_only, f"--output {read_only}: no permission to write this file")]:
+        done = subprocess.run([sys.executable, "-m", "ast_audio", "classify", clip, "--model", str(tmp_path / "m"),
+                               "-o", str(output)], capture_output=True, text=True, timeout=60,
+                              preexec_fn=_obey_file_permissions)
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done
 
 
 # ------------------------------------------------------------------------------------------ lost progress
