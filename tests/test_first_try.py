@@ -176,6 +176,7 @@ def test_a_stopped_run_is_not_overwritten_without_a_word(four_files, checkpoint,
 
     output = tmp_path / "out.jsonl"
     arguments = ["classify", str(four_files), "--model", checkpoint, "-o", str(output), "-q"]
+    (tmp_path / ".out.jsonl.lock").write_text("12345\n")  # left by a killed run: no one holds it
     assert main(arguments) == 0  # the extension chose JSON lines
     complete = output.read_text()
     assert len([json.loads(line) for line in complete.splitlines()]) == 4
