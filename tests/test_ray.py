@@ -3,6 +3,7 @@ processes on 127.0.0.1 (once per test run, stopped by their pids), jobs submitte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -50,20 +51,37 @@ def cluster():
     address = f"127.0.0.1:{port}"
     worker = None
     try:
-        _wait_for_nodes(address, 1, head)
+        _wait_for_port(port, head)
         worker = subprocess.Popen([RAY, "start", "--address", address, *common], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True)
         _wait_for_nodes(address, 2, worker)
         yield address
     finally:
-        for process in (worker, head):
-            if process is not None and process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)  # the group ray start made: its raylet and workers
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+        started = [process for process in (worker, head) if process is not None and process.poll() is None]
+        for process in started:
+            os.killpg(process.pid, signal.SIGTERM)  # the group ray start made: its raylet and workers
+        deadline = time.monotonic() + 5  # a node stops in about a second; one that lingers is killed
+        for process in started:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # what is left of the group
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the head's GCS accepts connections on `port`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"ray start exited with {process.returncode}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the Ray head did not listen on {port} in {timeout} s")
 
 
 def _wait_for_nodes(address: str, count: int, process: subprocess.Popen, timeout: float = 180) -> None:
@@ -74,8 +92,17 @@ def _wait_for_nodes(address: str, count: int, process: subprocess.Popen, timeout
         done = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True)
         if done.returncode == 0 and done.stdout.count("node_") >= count:
             return
-        time.sleep(1)
+        time.sleep(0.5)
     raise RuntimeError(f"the Ray cluster did not reach {count} nodes in {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def driver(cluster):
+    """This test process joined to the cluster once: the in-process jobs (`main`) run through this connection
+    (a job joins and leaves Ray only where it is not connected yet), so Ray reuses its worker processes."""
+    ray.init(address=cluster, logging_level="ERROR", log_to_driver=False)
+    yield cluster
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -128,49 +155,15 @@ def json_lines(*files) -> dict[str, dict]:
     return {r["path"]: r for r in rows}
 
 
-def test_replicas_taking_every_cpu_are_fitted_and_give_the_local_records(cluster, ray_checkpoint, archive, tmp_path,
-                                                                          capsys):
-    """Two replicas of the default 1 CPU would take both CPUs of the cluster and leave decoding none (the job
-    hung for ever): they are lowered to fit, with a note, and the job finishes within its stall bound. Each
-    row, read from Ray's Parquet, is the local engine's JSON lines record; the Parquet schema is its typed form."""
-    from ast_audio.inference.tabular import json_record, schema
+@pytest.mark.parametrize("option", ["num_workers", "max_windows_per_row", "decode_tasks_per_worker"])
+def test_counts_below_one_are_refused_before_ray_starts(option, ray_checkpoint):
+    """(Before any test joins the cluster.)"""
+    from ast_audio.distributed import tag
+    from ast_audio.errors import ConfigError
 
-    assert main(["classify", str(archive), "--model", ray_checkpoint, "-f", "jsonl", "-o", str(tmp_path / "l.jsonl"),
-                 "-q"]) == 3
-    local = json_lines(tmp_path / "l.jsonl")
-    capsys.readouterr()
-    started = time.monotonic()
-    code = main(["classify", str(archive), "--model", ray_checkpoint, "--engine", "ray", "--address", cluster,
-                 "-o", str(tmp_path / "ray"), "--num-workers", "2", "--batch-size", "4", "--stall-timeout", "300"])
-    err = capsys.readouterr().err
-    assert code == 3 and time.monotonic() - started < 300, err
-    assert "each model replica reserves 0.75 CPU (not 1)" in err and "2 of 8 files failed" in err, err
-    assert "6 of 8 files, 0.004 h of audio in" in err, err  # the closing line of the local engine's progress
-    assert err.count("\n") == 6, err  # the note, two errors, the closing lines: nothing of Ray's own
-    table = pq.read_table(str(tmp_path / "ray"))
-    assert table.schema == schema()
-    rows = {row["path"]: json_record(row) for row in table.to_pylist()}
-    assert rows.keys() == local.keys() and len(rows) == 8
-    for path, record in local.items():
-        assert_same_record(rows[path], record, path)
-    assert "not an audio file" in rows[str(archive / "broken.mp3")]["error"]
-    assert "empty file" in rows[str(archive / "empty.wav")]["error"]
-    assert len(rows[str(archive / "long.wav")]["windows"]) == 12  # its windows span several model batches
-    ray.init(address=cluster, logging_level="ERROR", log_to_driver=False)
-    try:
-        assert len({actor["Address"]["NodeID"] for actor in model_actors()}) == 2  # replicas on both nodes
-    finally:
-        ray.shutdown()
-
-
-def test_a_pipeline_that_cannot_run_is_refused_naming_the_options(cluster, ray_checkpoint, archive, tmp_path, capsys):
-    started = time.monotonic()
-    code = main(["classify", str(archive / "clip00.flac"), "--model", ray_checkpoint, "--engine", "ray", "--address",
-                 cluster, "-o", str(tmp_path / "out"), "--num-workers", "2", "--cpus-per-worker", "1"])
-    err = capsys.readouterr().err
-    assert code == 2 and time.monotonic() - started < 60, err
-    assert "--num-workers 2 x --cpus-per-worker 1 leave no CPU of the cluster (2 CPUs on 2 nodes (1, 1))" in err
-    assert "a --cpus-per-worker of at most 0.75" in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(ConfigError, match=f"{option} must be at least 1, got 0"):
+        tag(["a.wav"], ray_checkpoint, **{option: 0})
+    assert not ray.is_initialized()
 
 
 def test_cluster_fit_rule():
@@ -192,7 +185,49 @@ def test_cluster_fit_rule():
         fit(two, 2, 1.5, 0, 2)
 
 
-def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(cluster, ray_checkpoint, archive):
+def test_replicas_taking_every_cpu_are_fitted_and_give_the_local_records(driver, ray_checkpoint, archive, tmp_path,
+                                                                          capsys):
+    """Two replicas of the default 1 CPU would take both CPUs of the cluster and leave decoding none (the job
+    hung for ever): they are lowered to fit, with a note, and the job finishes within its stall bound. Each
+    row, read from Ray's Parquet, is the local engine's JSON lines record; the Parquet schema is its typed form."""
+    from ast_audio.inference.tabular import json_record, schema
+
+    assert main(["classify", str(archive), "--model", ray_checkpoint, "-f", "jsonl", "-o", str(tmp_path / "l.jsonl"),
+                 "-q"]) == 3
+    local = json_lines(tmp_path / "l.jsonl")
+    capsys.readouterr()
+    started = time.monotonic()
+    code = main(["classify", str(archive), "--model", ray_checkpoint, "--engine", "ray", "--address", driver,
+                 "-o", str(tmp_path / "ray"), "--num-workers", "2", "--batch-size", "4", "--stall-timeout", "300"])
+    err = capsys.readouterr().err
+    assert code == 3 and time.monotonic() - started < 300, err
+    assert "each model replica reserves 0.75 CPU (not 1)" in err and "2 of 8 files failed" in err, err
+    assert "6 of 8 files, 0.004 h of audio in" in err, err  # the closing line of the local engine's progress
+    assert err.count("\n") == 6, err  # the note, two errors, the closing lines: nothing of Ray's own
+    table = pq.read_table(str(tmp_path / "ray"))
+    assert table.schema == schema()
+    rows = {row["path"]: json_record(row) for row in table.to_pylist()}
+    assert rows.keys() == local.keys() and len(rows) == 8
+    for path, record in local.items():
+        assert_same_record(rows[path], record, path)
+    assert "not an audio file" in rows[str(archive / "broken.mp3")]["error"]
+    assert "empty file" in rows[str(archive / "empty.wav")]["error"]
+    assert len(rows[str(archive / "long.wav")]["windows"]) == 12  # its windows span several model batches
+    assert len({actor["Address"]["NodeID"] for actor in model_actors()}) == 2  # replicas on both nodes
+
+
+def test_a_pipeline_that_cannot_run_is_refused_naming_the_options(driver, ray_checkpoint, archive, tmp_path, capsys):
+    started = time.monotonic()
+    code = main(["classify", str(archive / "clip00.flac"), "--model", ray_checkpoint, "--engine", "ray", "--address",
+                 driver, "-o", str(tmp_path / "out"), "--num-workers", "2", "--cpus-per-worker", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and time.monotonic() - started < 60, err
+    assert "--num-workers 2 x --cpus-per-worker 1 leave no CPU of the cluster (2 CPUs on 2 nodes (1, 1))" in err
+    assert "a --cpus-per-worker of at most 0.75" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(driver, ray_checkpoint, archive):
     """`tag` on a Ray Dataset input: long.wav (12 windows) is over max_windows_per_row, so its replica reads it
     window by window; records and embeddings equal the local engine's. Then a pipeline that waits for a GPU the
     cluster lacks is reported and given up within the bound."""
@@ -202,20 +237,17 @@ def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(c
     from ast_audio.inference.tabular import clip_record, schema
 
     paths = [str(archive / name) for name in ("long.wav", "clip00.flac", "broken.mp3")]
-    ray.init(address=cluster, logging_level="ERROR", log_to_driver=False)
-    try:
-        dataset = tag(ray.data.from_items([{"path": p} for p in paths]), ray_checkpoint, max_windows_per_row=8,
-                      batch_size=3, top_k=3, embeddings=True)
-        tables = list(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
-        rows = {row["path"]: row for table in tables for row in table.to_pylist()}
-        reports = []
-        stalled = ray.data.from_items([{"x": 1}]).map(lambda row: row, num_gpus=1)
-        started = time.monotonic()
-        with pytest.raises(StalledError, match=r"^no result for \d s, giving up: GPU$"):
-            list(stream_rows(stalled, report_after_s=1, give_up_after_s=3, waiting=lambda: "GPU", report=reports.append))
-        assert time.monotonic() - started < 30 and reports and reports[0] == "no result for 1 s: GPU", reports
-    finally:
-        ray.shutdown()
+    dataset = tag(ray.data.from_items([{"path": p} for p in paths]), ray_checkpoint, max_windows_per_row=8,
+                  batch_size=3, top_k=3, embeddings=True)
+    tables = list(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
+    rows = {row["path"]: row for table in tables for row in table.to_pylist()}
+    reports = []
+    stalled = ray.data.from_items([{"x": 1}]).map(lambda row: row, num_gpus=1)
+    started = time.monotonic()
+    with pytest.raises(StalledError, match=r"^no result for 2\.\d s, giving up: GPU$"):
+        list(stream_rows(stalled, report_after_s=0.5, give_up_after_s=2, waiting=lambda: "GPU", report=reports.append))
+    assert time.monotonic() - started < 30 and reports, reports
+    assert reports[0].startswith("no result for 0.") and reports[0].endswith(" s: GPU"), reports
     assert sorted(rows) == sorted(paths)
     assert "not an audio file" in rows[paths[2]]["error"]
     local = AudioClassifier.from_pretrained(ray_checkpoint, batch_size=3).classify(paths[:2])
@@ -227,7 +259,7 @@ def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(c
     assert all(table.schema == schema(64) for table in tables)
 
 
-def test_resume_adds_the_rest_with_the_same_options_only(cluster, ray_checkpoint, archive, tmp_path, capsys):
+def test_resume_adds_the_rest_with_the_same_options_only(driver, ray_checkpoint, archive, tmp_path, capsys):
     """A job over two clips, then the folder of four: without --resume refused, with another --model refused
     naming it, with --resume the other two added (JSON lines in the local form). A file a killed job left
     half-written does not count and reading the directory leaves it in place; the resume sets it aside."""
@@ -238,7 +270,7 @@ def test_resume_adds_the_rest_with_the_same_options_only(cluster, ray_checkpoint
     for i in range(4):
         shutil.copy(archive / f"clip{i:02d}.flac", folder / f"clip{i:02d}.flac")
     output = tmp_path / "tags"
-    common = ["--model", ray_checkpoint, "--engine", "ray", "--address", cluster, "-f", "jsonl", "-o", str(output)]
+    common = ["--model", ray_checkpoint, "--engine", "ray", "--address", driver, "-f", "jsonl", "-o", str(output)]
     assert main(["classify", str(folder / "clip00.flac"), str(folder / "clip01.flac"), *common, "-q"]) == 0
     half = output / "20000101T000000-1-00000.jsonl"
     half.write_text(json.dumps({"path": str(folder / "clip02.flac"), "error": None})[:20])
@@ -254,50 +286,40 @@ def test_resume_adds_the_rest_with_the_same_options_only(cluster, ray_checkpoint
     assert "cannot resume: it was written with other options (model was" in err and other in err, err
     assert main(["classify", str(folder), *common, "--resume"]) == 0
     err = capsys.readouterr().err
-    assert "2 of 4 files already done, 2 to do" in err and "set aside as .20000101T000000-1-00000.jsonl.incomplete" in err
+    assert "2 of 4 files already done, 2 to do" in err, err
+    assert "set aside as .20000101T000000-1-00000.jsonl.incomplete" in err, err
     rows = json_lines(*(output / name for name in os.listdir(output) if name.endswith(".jsonl")))
     assert sorted(rows) == sorted(str(path) for path in folder.iterdir())
     assert all(list(row) == ["path", "duration", "pooling", "labels", "windows"] for row in rows.values())
     assert all(list(label) == ["label", "score"] for row in rows.values() for label in row["labels"])
 
 
-def test_killed_actor_is_replaced_and_every_input_written_once(cluster, ray_checkpoint, archive, tmp_path):
+def test_killed_actor_is_replaced_and_every_input_written_once(driver, ray_checkpoint, archive, tmp_path):
+    """A job in its own process (joining the cluster itself: Ray's own lines stay off its stderr) whose model
+    replica is killed: Ray starts another, and every input is written once."""
     folder = tmp_path / "few"
     folder.mkdir()
     for name in ["clip00.flac", "clip01.flac", "clip02.flac", "clip03.flac", "broken.mp3"]:
         shutil.copy(archive / name, folder / name)
     output = tmp_path / "fault"
+    seen = {actor["ActorID"] for actor in model_actors()}  # the earlier tests' replicas
     job = subprocess.Popen([sys.executable, "-m", "ast_audio", "classify", str(folder), "--model", ray_checkpoint,
-                            "--engine", "ray", "--address", cluster, "-o", str(output), "--batch-size", "1",
+                            "--engine", "ray", "--address", driver, "-o", str(output), "--batch-size", "1",
                             "--threads", "1", "--stall-timeout", "120"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
-    ray.init(address=cluster, logging_level="ERROR", log_to_driver=False)
     killed = None
-    try:
-        seen = {actor["ActorID"] for actor in model_actors()}  # the earlier tests' replicas
-        deadline = time.monotonic() + 180
-        while killed is None and time.monotonic() < deadline and job.poll() is None:
-            alive = [actor for actor in model_actors()
-                     if actor["State"] == "ALIVE" and actor["Pid"] and actor["ActorID"] not in seen]
-            if alive:
-                killed = alive[0]["Pid"]
-                os.kill(killed, signal.SIGKILL)
-            time.sleep(0.05)
-    finally:
-        ray.shutdown()
+    deadline = time.monotonic() + 180
+    while killed is None and time.monotonic() < deadline and job.poll() is None:
+        alive = [actor for actor in model_actors()
+                 if actor["State"] == "ALIVE" and actor["Pid"] and actor["ActorID"] not in seen]
+        if alive:
+            killed = alive[0]["Pid"]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
     _, err = job.communicate(timeout=300)
     assert killed is not None, "no model actor was seen alive"
     assert job.returncode == 3, err
+    assert all(line.startswith("ast-audio classify: ") for line in err.splitlines()), err
     rows = pq.read_table(str(output)).to_pylist()
     assert len(rows) == 5 and len({r["path"] for r in rows}) == 5
     assert sum(r["error"] is not None for r in rows) == 1
-
-
-@pytest.mark.parametrize("option", ["num_workers", "max_windows_per_row", "decode_tasks_per_worker"])
-def test_counts_below_one_are_refused_before_ray_starts(option, ray_checkpoint):
-    from ast_audio.distributed import tag
-    from ast_audio.errors import ConfigError
-
-    with pytest.raises(ConfigError, match=f"{option} must be at least 1, got 0"):
-        tag(["a.wav"], ray_checkpoint, **{option: 0})
-    assert not ray.is_initialized()

@@ -41,12 +41,16 @@ class _Watch(threading.Thread):
             now = time.monotonic()
             silent = now - self.last_result
             if silent >= self.give_up_after_s:
-                self.gave_up = f"no result for {silent:.0f} s, giving up: {self.what()}"
+                self.gave_up = f"no result for {_seconds(silent)}, giving up: {self.what()}"
                 _thread.interrupt_main()
                 return
             if silent >= self.report_after_s and now - max(reported, self.last_result) >= self.report_after_s:
                 reported = now
-                self.report(f"no result for {silent:.0f} s: {self.what()}")
+                self.report(f"no result for {_seconds(silent)}: {self.what()}")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
 
 
 def stream_rows(dataset: Any, *, report_after_s: float, give_up_after_s: float,
