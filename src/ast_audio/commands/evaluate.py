@@ -10,7 +10,10 @@ HELP = "score a checkpoint on labelled data (accuracy, mAP, AUC, d-prime, per-cl
 DESCRIPTION = (
     "Evaluate a checkpoint directory on a folder with one sub-folder per class, a release JSON manifest (with "
     "--labels-csv to map mids) or a CSV (path,label[,label...]). Labels are matched to the checkpoint's "
-    "id2label. Prints the metrics as JSON (and writes them with --output)."
+    "id2label. Each clip is scored on its first max_length frames (as in training; use classify for long "
+    "files). Prints the metrics as JSON (and writes them with --output); a metric undefined for every class "
+    "is null. Exit code 0: done; 1: an error; 2: an output path that cannot be written (checked before the "
+    "model loads)."
 )
 
 
@@ -18,9 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint directory (or Hub id)")
     parser.add_argument("data", help="folder, JSON manifest or CSV")
     parser.add_argument("--labels-csv", help="class_labels_indices.csv (index, mid, display_name)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--output", "-o", help="write the metrics JSON here (atomically)")
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per model call (default 16)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--output", "-o",
+                        help="write the metrics JSON here (atomically; missing folders are created)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,10 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from ast_audio.model.modeling import ASTForAudioClassification
     from ast_audio.training.data import LabelSpace, check_files, load_clips
     from ast_audio.training.evaluation import score_clips
-    from ast_audio.training.metrics import evaluate_predictions
+    from ast_audio.training.metrics import evaluate_predictions, json_safe
 
     if args.output:
-        check_output_file(args.output)
+        check_output_file(args.output, example="metrics.json")
     device = resolve_device(args.device)
     model = ASTForAudioClassification.from_pretrained(args.checkpoint, device=device)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -45,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     clips, _ = load_clips(args.data, labels)
     check_files(clips, args.data)
     scores, targets = score_clips(model, clips, extractor, batch_size=args.batch_size, device=device)
-    metrics = evaluate_predictions(scores, targets, names)
-    text = json.dumps(metrics, indent=2) + "\n"
+    metrics = json_safe(evaluate_predictions(scores, targets, names))
+    text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"
     if args.output:
         atomic_write_text(args.output, text)
     sys.stdout.write(text)
