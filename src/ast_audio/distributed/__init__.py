@@ -2,10 +2,13 @@
 
 files -> decoding, window planning and features (CPU tasks, one row per file with its windows' features)
 -> model actors (an actor pool, one GPU each where there are GPUs; the windows of a batch of files go through
-the model `batch_size` at a time) -> each file's row (clip scores, timeline, embedding), assembled by the actor
-that scored its windows, with the schema of `ast_audio.inference.tabular` and equal to the local engine's.
-No shuffle: rows stream out as files finish. A file of more than `max_windows_per_row` windows is read by its
-actor window by window, so no row holds an hour of features. Needs ``pip install "ast-audio[ray]"``.
+the model `batch_size` at a time) -> each file's row, assembled by the actor that scored its windows: the local
+engine's record (`ClipResult.to_dict`) in the typed schema of `ast_audio.inference.tabular`. No shuffle: rows
+stream out as files finish. A file of more than `max_windows_per_row` windows is read by its actor window by
+window, so no row holds an hour of features. Needs ``pip install "ast-audio[ray]"``.
+
+Modules: `tagging` (the pipeline), `resources` (does it fit the cluster), `stream` (rows on the driver,
+watched for stalls), `directory` (a job's output directory: row files, options, resume).
 
 >>> import ast_audio.distributed as dist
 >>> rows = dist.tag(["a.flac", "b.mp3"], model="./ast-audioset")    # a ray.data.Dataset, one row per file
