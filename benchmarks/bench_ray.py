@@ -1,7 +1,8 @@
 """Files per second: the local engine against Ray with 1 and 2 model replicas on the same folder, in one run.
 
 Writes N ten-second FLAC files, tags them with `classify --format parquet` (local engine), then with
-`--engine ray` on a local Ray instance with 1 and 2 workers (each reserving --cpus-per-worker CPUs), and
+`--engine ray` on a local Ray instance with 1 and 2 workers (their CPUs fitted to the machine by the engine:
+1 each, or less where decoding needs room), and
 prints files/s, Ray's overhead at 1 worker (target: within 15% of local) and the scaling efficiency at 2
 (speed-up / 2; target >= 0.8 where the machine has the cores). Ray's start is not timed.
 
@@ -55,20 +56,16 @@ def main() -> None:
         return args.files / (time.perf_counter() - started)
 
     local = timed(["-f", "parquet"], os.path.join(tmp, "local.parquet"))
-    import logging
+    from ast_audio.commands._ray import join_ray, require_ray_quietly
 
-    import ray.data
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray").setLevel(logging.ERROR)
-    ray.init(num_cpus=cores, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    require_ray_quietly(verbose=False)  # as the command does: Ray's own lines off stderr
+    join_ray(None, verbose=False, num_cpus=cores)
     rows = [["local", 1, local, 1.0, None]]
     try:
-        cpus = max(0.5, (cores - 0.5) / 2)  # two replicas fit beside the decoding tasks
-        timed(["--engine", "ray", "--num-workers", "1", "--cpus-per-worker", str(cpus)], os.path.join(tmp, "warm"))
+        timed(["--engine", "ray", "--num-workers", "1"], os.path.join(tmp, "warm"))
         for workers in (1, 2):
-            speed = timed(["--engine", "ray", "--num-workers", str(workers), "--cpus-per-worker", str(cpus),
-                           "--threads", str(max(1, cores // workers))], os.path.join(tmp, f"ray{workers}"))
+            speed = timed(["--engine", "ray", "--num-workers", str(workers), "--threads", str(max(1, cores // workers))],
+                          os.path.join(tmp, f"ray{workers}"))
             rows.append(["ray", workers, speed, speed / local, speed / rows[1][2] / workers if workers > 1 else None])
     finally:
         ray.shutdown()

@@ -210,6 +210,8 @@ def test_replicas_taking_every_cpu_are_fitted_and_give_the_local_records(driver,
     assert rows.keys() == local.keys() and len(rows) == 8
     for path, record in local.items():
         assert_same_record(rows[path], record, path)
+    scores = [label["score"] for row in rows.values() for label in row.get("labels", [])]
+    assert sum(score != round(score, 6) for score in scores) > len(scores) / 2  # full precision, not 6 decimals
     assert "not an audio file" in rows[str(archive / "broken.mp3")]["error"]
     assert "empty file" in rows[str(archive / "empty.wav")]["error"]
     assert len(rows[str(archive / "long.wav")]["windows"]) == 12  # its windows span several model batches

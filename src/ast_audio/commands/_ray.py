@@ -58,14 +58,14 @@ def run_on_ray(args: argparse.Namespace, command: str, output_dir: str | None, e
     inputs the directory already holds (written with the same options). Progress and errors on stderr as for
     the local engine."""
     from ast_audio.distributed.directory import RowFiles, record_options
-    from ast_audio.errors import ConfigError
+    from ast_audio.errors import UsageError
     from ast_audio.inference.output import output_lock
 
     args.format = getattr(args, "format", None) or "parquet"
     if not output_dir:
-        raise ConfigError("--engine ray writes a directory: pass --output DIR")
+        raise UsageError("--engine ray writes a directory: pass --output DIR")
     if args.stall_timeout <= 0:
-        raise ConfigError(f"--stall-timeout must be a positive number of seconds, got {args.stall_timeout:g}")
+        raise UsageError(f"--stall-timeout must be a positive number of seconds, got {args.stall_timeout:g}")
     files = RowFiles(output_dir, args.format, max(1, args.chunk_files), embeddings)
     ray = require_ray_quietly(getattr(args, "verbose", False))
     listing = input_listing(args)
@@ -78,7 +78,7 @@ def run_on_ray(args: argparse.Namespace, command: str, output_dir: str | None, e
                   f"already done, {len(todo)} to do", file=sys.stderr)
         started_here = todo and not ray.is_initialized()
         if started_here:
-            _join_ray(ray, args.address, getattr(args, "verbose", False))
+            join_ray(args.address, getattr(args, "verbose", False))
         try:
             config = _fitted(args, command, embeddings) if todo else None
             record_options(output_dir, options)
@@ -175,12 +175,15 @@ def require_ray_quietly(verbose: bool):
     return ray
 
 
-def _join_ray(ray, address: str | None, verbose: bool) -> None:
-    """Connect to the cluster at `address` (or start one here). Unless `verbose`, Ray's C++ core logs only fatal
-    errors: it writes to stderr an error-level line at every model replica's start (Ray Data keeps its actors'
-    constructor arguments in the object store), and a line saying it read that level, silenced here."""
+def join_ray(address: str | None, verbose: bool, **init_options: Any) -> None:
+    """Connect to the cluster at `address` (or start one here, with `init_options` for `ray.init`). Unless
+    `verbose`, Ray's C++ core logs only fatal errors: it writes to stderr an error-level line at every model
+    replica's start (Ray Data keeps its actors' constructor arguments in the object store), and a line saying
+    it read that level, silenced here."""
+    import ray
+
     if verbose:
-        ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level="INFO")
+        ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level="INFO", **init_options)
         return
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     sys.stderr.flush()
@@ -188,7 +191,7 @@ def _join_ray(ray, address: str | None, verbose: bool) -> None:
     try:
         with open(os.devnull, "wb") as devnull:
             os.dup2(devnull.fileno(), 2)
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR", **init_options)
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ast_audio.errors import ConfigError
+from ast_audio.errors import ConfigError, UsageError
 from ast_audio.io_utils import atomic_write_text
 
 JOB_FILE = ".ast-audio-job.json"
@@ -113,7 +113,7 @@ class RowFiles:
 
     def __init__(self, output_dir: str, fmt: str, rows_per_file: int, embeddings: bool) -> None:
         if fmt not in ("parquet", "jsonl"):
-            raise ConfigError(f"--engine ray writes parquet or jsonl, not {fmt!r}")
+            raise UsageError(f"--engine ray writes parquet or jsonl, not {fmt!r}")
         self.output_dir, self.fmt, self.rows_per_file, self.embeddings = output_dir, fmt, rows_per_file, embeddings
         self.run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"  # later runs sort after earlier ones
         self.pending: list[dict[str, Any]] = []
