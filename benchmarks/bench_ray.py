@@ -64,7 +64,8 @@ def main() -> None:
     try:
         timed(["--engine", "ray", "--num-workers", "1"], os.path.join(tmp, "warm"))
         for workers in (1, 2):
-            speed = timed(["--engine", "ray", "--num-workers", str(workers), "--threads", str(max(1, cores // workers))],
+            threads = str(max(1, cores // workers))
+            speed = timed(["--engine", "ray", "--num-workers", str(workers), "--threads", threads],
                           os.path.join(tmp, f"ray{workers}"))
             rows.append(["ray", workers, speed, speed / local, speed / rows[1][2] / workers if workers > 1 else None])
     finally:

@@ -235,6 +235,7 @@ def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(d
     cluster lacks is reported and given up within the bound."""
     from ast_audio import AudioClassifier
     from ast_audio.distributed import tag
+    from ast_audio.distributed.resources import waiting_for
     from ast_audio.distributed.stream import StalledError, stream_rows
     from ast_audio.inference.tabular import clip_record, schema
 
@@ -246,10 +247,12 @@ def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(d
     reports = []
     stalled = ray.data.from_items([{"x": 1}]).map(lambda row: row, num_gpus=1)
     started = time.monotonic()
-    with pytest.raises(StalledError, match=r"^no result for 2\.\d s, giving up: GPU$"):
-        list(stream_rows(stalled, report_after_s=0.5, give_up_after_s=2, waiting=lambda: "GPU", report=reports.append))
+    with pytest.raises(StalledError, match=r"^no result for 2\.\d s, giving up: [\d.]+ of 2 CPUs free; the job needs "
+                       r"1 model replica of 1 CPU \+ 1 GPU and decoding tasks of 0.25 CPU"):
+        list(stream_rows(stalled, report_after_s=0.5, give_up_after_s=2, waiting=lambda: waiting_for(1, 1.0, 1.0),
+                         report=reports.append))
     assert time.monotonic() - started < 30 and reports, reports
-    assert reports[0].startswith("no result for 0.") and reports[0].endswith(" s: GPU"), reports
+    assert reports[0].startswith("no result for 0.") and " s: " in reports[0], reports
     assert sorted(rows) == sorted(paths)
     assert "not an audio file" in rows[paths[2]]["error"]
     local = AudioClassifier.from_pretrained(ray_checkpoint, batch_size=3).classify(paths[:2])
