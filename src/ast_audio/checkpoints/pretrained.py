@@ -10,7 +10,7 @@ import torch
 
 from ast_audio.model.configuration import CONFIG_FIELDS, ASTConfig
 from ast_audio.errors import CheckpointError, CheckpointNotFoundError, ConfigError
-from ast_audio.checkpoints.hub import resolve_file
+from ast_audio.hub import resolve_file
 from ast_audio.checkpoints.files import (
     PT_WEIGHTS_INDEX_NAME,
     PT_WEIGHTS_NAME,

@@ -350,7 +350,7 @@ class ASTFeatureExtractor:
     ) -> "ASTFeatureExtractor":
         """Read preprocessor_config.json from a checkpoint directory (or its `subfolder`), the file itself, or a
         Hub id."""
-        from ast_audio.checkpoints.hub import build_from_json
+        from ast_audio.hub import build_from_json
 
         return build_from_json(
             cls.from_dict, pretrained_model_name_or_path, PREPROCESSOR_CONFIG_NAME, overrides, revision=revision,
@@ -361,7 +361,7 @@ class ASTFeatureExtractor:
     def for_checkpoint(cls, name: str | os.PathLike, model_config: Any, **hub_kwargs: Any) -> "ASTFeatureExtractor":
         """The extractor for a checkpoint's model: its preprocessor_config.json (or, with a warning, AudioSet
         normalisation when it has none), with the model's input length and mel bins, which the model owns."""
-        from ast_audio.checkpoints.hub import resolve_file
+        from ast_audio.hub import resolve_file
 
         geometry = {"max_length": model_config.max_length, "num_mel_bins": model_config.num_mel_bins}
         if not resolve_file(name, PREPROCESSOR_CONFIG_NAME, required=False, **hub_kwargs):

@@ -112,7 +112,7 @@ class AudioClassifier:
         quantize="int8" applies dynamic int8 quantisation to the Linear layers (CPU); compile=True wraps the
         model in torch.compile (the first batches are slow while it compiles).
         """
-        from ast_audio.checkpoints.hub import resolve_file
+        from ast_audio.hub import resolve_file
 
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         network = ASTForAudioClassification.from_pretrained(

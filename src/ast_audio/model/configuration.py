@@ -240,7 +240,7 @@ class ASTConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "ASTConfig":
-        from ast_audio.checkpoints.hub import build_from_json
+        from ast_audio.hub import build_from_json
 
         return build_from_json(cls.from_dict, path, CONFIG_NAME, overrides)
 
@@ -257,7 +257,7 @@ class ASTConfig:
         **overrides: Any,
     ) -> "ASTConfig":
         """Read config.json from a checkpoint directory, a config.json path, or a Hugging Face Hub id."""
-        from ast_audio.checkpoints.hub import build_from_json
+        from ast_audio.hub import build_from_json
 
         return build_from_json(
             cls.from_dict, pretrained_model_name_or_path, CONFIG_NAME, overrides, revision=revision,

@@ -1,4 +1,5 @@
-"""Finding checkpoint files: in a local directory, or on the Hugging Face Hub through huggingface_hub's cache."""
+"""Hub access: finding checkpoint files in a local directory, or on the Hugging Face Hub through huggingface_hub's
+cache. A leaf module: the model, the feature extractor, checkpoints and the classifier all resolve files here."""
 
 from __future__ import annotations
 
