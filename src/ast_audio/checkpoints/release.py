@@ -14,7 +14,7 @@ import torch
 
 from ast_audio.model.configuration import ASTConfig
 from ast_audio.errors import CheckpointError
-from ast_audio.audio.files import read_class_labels
+from ast_audio.labels import read_class_labels
 from ast_audio.features.preprocessor_config import (
     AUDIOSET_MEAN,
     AUDIOSET_STD,

@@ -19,7 +19,8 @@ import torch
 from ast_audio.audio.decode import load_audio
 from ast_audio.errors import ASTAudioError
 from ast_audio.features.extractor import ASTFeatureExtractor
-from ast_audio.audio.files import AUDIO_EXTENSIONS, ManifestEntry, read_class_labels, read_manifest
+from ast_audio.audio.files import AUDIO_EXTENSIONS, ManifestEntry, read_manifest
+from ast_audio.labels import read_class_labels
 
 if TYPE_CHECKING:
     from ast_audio.training.config import TrainConfig
