@@ -23,11 +23,11 @@ import torch
 from ast_audio.checkpoints.adaptation import init_from_ast, init_from_timm
 from ast_audio.errors import ASTAudioError
 from ast_audio.features.extractor import ASTFeatureExtractor
-from ast_audio.inference.backends import resolve_device
 from ast_audio.io_utils import atomic_path, atomic_write_text
 from ast_audio.model.configuration import ASTConfig
 from ast_audio.model.modeling import ASTForAudioClassification
 from ast_audio.model.scoring import problem_type_for_loss
+from ast_audio.runtime import resolve_device
 from ast_audio.training.config import TrainConfig
 from ast_audio.training.data import (
     AugmentConfig,
@@ -50,6 +50,9 @@ LAST_CHECKPOINT = "last.pt"
 # Settings a resumed run may change: how long it runs and how it reports, not what it learns from.
 HARMLESS_ON_RESUME = {"epochs", "early_stopping_patience", "save_every_steps", "max_steps", "eval_batch_size",
                       "num_workers", "device", "test", "output_dir"}
+# Between epochs of equal validation metric, the later one is selected (and counts as an improvement for early
+# stopping) only when its validation loss is lower by more than this fraction: a real gain, not noise.
+LOSS_TIE_BREAK = 0.01
 ENCODER_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
                   "layer_norm_eps", "patch_size", "qkv_bias")
 
@@ -250,7 +253,8 @@ class Trainer:
         run = _Run(
             self.dist.wrap(self.model, self.device), trainable, build_optimizer(config, trainable),
             Precision(config.precision, self.device), dataset, sampler, per_epoch, per_epoch * config.grad_accumulation,
-            {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": None, "stale": 0, "average": None,
+            {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_loss": None, "best_epoch": None, "stale": 0,
+             "average": None,
              "averaged": 0, "history": []},
         )
         saved = self._load_state() if resume else None
@@ -260,7 +264,7 @@ class Trainer:
             run.optimizer.load_state_dict(saved["optimizer"])
             run.precision.load_state_dict(saved.get("scaler"))
             torch.set_rng_state(saved["torch_rng"])
-            run.state.update({k: saved[k] for k in run.state})
+            run.state.update({k: saved[k] for k in run.state if k in saved})  # best_loss: absent before 2026-11
             if self.dist.main:
                 logger.info("resuming from epoch %d, batch %d (step %d)", run.state["epoch"] + 1, run.state["batch"],
                             run.state["step"])
@@ -347,10 +351,9 @@ class Trainer:
     def _after_epoch(self, state: dict, metrics: dict, train: tuple[float, float], optimizer, started: float) -> None:
         config, epoch = self.config, state["epoch"]
         value = metrics[self.metric]  # None where undefined (e.g. mAP of a validation set of one class)
-        # The first epoch is the best so far even when its metric is undefined: best/ always exists.
-        improved = state["best_epoch"] is None or (value is not None and (state["best"] is None or value > state["best"]))
+        improved = _better(value, metrics["loss"], state)
         if improved:
-            state["best"], state["best_epoch"], state["stale"] = value, epoch, 0
+            state["best"], state["best_loss"], state["best_epoch"], state["stale"] = value, metrics["loss"], epoch, 0
             if self.dist.main:
                 self._save_model_dir(self.model, "best", {"epoch": epoch, "step": state["step"], self.metric: value})
         else:
@@ -434,6 +437,23 @@ def _stop_requests():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _better(value: float | None, loss: float, state: dict[str, Any]) -> bool:
+    """Whether an epoch with validation metric `value` (None: undefined) and loss `loss` beats the best so far.
+
+    A higher metric wins; an equal one wins with a validation loss lower by more than LOSS_TIE_BREAK (a small
+    validation set's accuracy saturates early: keeping the first epoch to reach it kept an undertrained
+    model, measured in the README's training-from-scratch notes). The first epoch is the best so far even
+    when its metric is undefined, so best/ always exists."""
+    if state["best_epoch"] is None:
+        return True
+    if value is None:
+        return False
+    if state["best"] is None or value > state["best"]:
+        return True
+    best_loss = state.get("best_loss")
+    return value == state["best"] and best_loss is not None and loss < best_loss * (1 - LOSS_TIE_BREAK)
 
 
 def steps_per_epoch(clips: int, config: TrainConfig) -> int:
