@@ -72,7 +72,7 @@ def main() -> None:
     from ast_audio.features.timing import Timing
     from ast_audio.inference.backends import TorchBackend
     from ast_audio.inference.runner import InferenceRunner
-    from ast_audio.inference.threads import ThreadBudget
+    from ast_audio.runtime import ThreadBudget
 
     torch.manual_seed(0)
     # A 6-layer, 384-wide encoder over the default input: a model call takes a good fraction of a second.

@@ -325,7 +325,7 @@ def test_thread_budget_sets_each_stage_once(checkpoint, monkeypatch):
     """The model's thread and the feature thread each get their count once, not once per batch."""
     import threading
 
-    from ast_audio.inference import threads
+    from ast_audio import runtime
 
     calls = []
     real = torch.set_num_threads
@@ -334,7 +334,7 @@ def test_thread_budget_sets_each_stage_once(checkpoint, monkeypatch):
         calls.append((threading.current_thread().name, count))
         real(count)
 
-    monkeypatch.setattr(threads.torch, "set_num_threads", spy)
+    monkeypatch.setattr(runtime.torch, "set_num_threads", spy)
     previous = torch.get_num_threads()
     worker = threading.Thread(
         target=lambda: calls.append(("result", AudioClassifier.from_pretrained(

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ast_audio.inference.threads import available_cores
+    from ast_audio.runtime import available_cores
     from ast_audio.training.config import default_recipe, load_train_config, parse_overrides, read_stats
     from ast_audio.training.metrics import json_safe
 

@@ -88,19 +88,6 @@ def onnx_session(path: str | os.PathLike, device: torch.device | None = None):
     return onnxruntime.InferenceSession(os.fspath(path), providers=providers)
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None or "auto": CUDA when available, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r} is not a device name (cpu, cuda, cuda:1, mps, ...)") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use cpu")
-    return resolved
-
-
 def build_backend(
     model: ASTForAudioClassification, device: torch.device, *, backend: str = "torch", int8: bool = False,
     compile: bool = False, onnx_path: str | os.PathLike | None = None,

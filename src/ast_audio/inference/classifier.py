@@ -17,14 +17,14 @@ import torch
 from ast_audio.errors import AudioError, ConfigError
 from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.features.timing import Timing
-from ast_audio.inference.backends import build_backend, resolve_device
+from ast_audio.inference.backends import build_backend
 from ast_audio.inference.results import POOLINGS, ClipResult
 from ast_audio.inference.runner import InferenceRunner
 from ast_audio.inference.sources import AudioInput
-from ast_audio.inference.threads import ThreadBudget
 from ast_audio.inference.windows import window_and_hop
 from ast_audio.model.modeling import ASTForAudioClassification
 from ast_audio.model.scoring import SCORE_FUNCTIONS, score_function_for
+from ast_audio.runtime import ThreadBudget, resolve_device
 
 DEFAULT_MODEL = "MIT/ast-finetuned-audioset-10-10-0.4593"
 

@@ -26,9 +26,9 @@ from ast_audio.features.timing import Timing
 from ast_audio.inference.backends import Backend
 from ast_audio.inference.results import POOLINGS, ClipResult
 from ast_audio.inference.sources import AudioInput, AudioSource, input_name
-from ast_audio.inference.threads import ThreadBudget
 from ast_audio.inference.windows import plan_windows
 from ast_audio.model.scoring import logits_to_scores
+from ast_audio.runtime import ThreadBudget
 
 logger = logging.getLogger(__name__)
 

@@ -1,13 +1,15 @@
-"""The thread budget: how many intra-op threads the model stage and the input stage (decoding, fbank) use.
+"""Where and how wide computation runs: the device (`resolve_device`), the cores this process may use
+(`available_cores`) and the thread budget (`ThreadBudget`), shared by inference, training and the commands.
+Keeping freed memory (glibc's allocator) is `ast_audio.allocator`, the other leaf of the process's runtime.
 
-One owner for thread counts: each stage sets its own thread's count once and leaves it so (the model's
-stage is the thread that calls the runner; the input stage is the runner's background thread), and
-`--threads N` reaches both. Measured on the 2-core machine (benchmarks/bench_threads.py): a single-threaded
-input stage computed features 1.9x faster beside the model on a quiet machine, but with another process busy
-on one core the whole pipeline ran at 0.8x; every stage on the machine's cores was the fastest overall in both
-cases, so that is the default. Setting the count per batch instead (and "restoring" the value
-torch.get_num_threads() reports, which is the last count any thread set, while OpenMP keeps one per thread)
-rebuilt thread pools every batch.
+The thread budget says how many intra-op threads the model stage and the input stage (decoding, fbank) use, with one
+owner for thread counts: each stage sets its own thread's count once and leaves it so (the model's stage is the
+thread that calls the runner; the input stage is the runner's background thread), and `--threads N` reaches both.
+Measured on the 2-core machine (benchmarks/bench_threads.py): a single-threaded input stage computed features 1.9x
+faster beside the model on a quiet machine, but with another process busy on one core the whole pipeline ran at
+0.8x; every stage on the machine's cores was the fastest overall in both cases, so that is the default. Setting the
+count per batch instead (and "restoring" the value torch.get_num_threads() reports, which is the last count any
+thread set, while OpenMP keeps one per thread) rebuilt thread pools every batch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,20 @@ import threading
 import torch
 
 from ast_audio.errors import ConfigError
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None or "auto": CUDA when available, else CPU. `ConfigError` for a name torch does not know, or CUDA
+    asked for on a machine without it."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a device name (cpu, cuda, cuda:1, mps, ...)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+    return resolved
 
 
 def available_cores() -> int:
