@@ -106,9 +106,8 @@ def agree(checkpoint: str, per_class: int, device: torch.device, int8: bool, onn
     """Cosine similarity of logits and top-1 agreement of int8 / onnxruntime against float32 PyTorch, on
     labelled real-signal clips, for the random head and for a linear-probe head trained on other clips."""
     from ast_audio import ASTFeatureExtractor, ASTForAudioClassification
-    from ast_audio.export import export_onnx, int8_onnx_path, quantize_onnx_int8
-    from ast_audio.inference.backends import onnx_session
-    from ast_audio.inference.quantize import quantize_int8
+    from ast_audio.onnx import export_onnx, int8_onnx_path, onnx_session, quantize_onnx_int8
+    from ast_audio.quantize import quantize_int8
 
     extractor = ASTFeatureExtractor()
 
@@ -182,9 +181,9 @@ def main() -> None:
     import transformers
 
     from ast_audio import ASTForAudioClassification
-    from ast_audio.export import export_onnx, int8_onnx_path, quantize_onnx_int8
-    from ast_audio.inference.backends import LogitsAndPooled, onnx_session
-    from ast_audio.inference.quantize import quantize_int8
+    from ast_audio.model.logits_and_pooled import LogitsAndPooled
+    from ast_audio.onnx import export_onnx, int8_onnx_path, onnx_session, quantize_onnx_int8
+    from ast_audio.quantize import quantize_int8
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)

@@ -13,9 +13,8 @@ import torch
 
 from ast_audio import ASTAudioError, ASTConfig, ConfigError, ASTFeatureExtractor, ASTForAudioClassification, AudioClassifier
 from ast_audio.cli import main
-from ast_audio.export import export_onnx
-from ast_audio.inference.backends import onnx_session
-from ast_audio.inference.quantize import quantize_int8
+from ast_audio.onnx import export_onnx, onnx_session
+from ast_audio.quantize import quantize_int8
 from conftest import SMALL, save_small_checkpoint
 
 RATE = 16000

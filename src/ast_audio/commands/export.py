@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ast_audio.errors import ASTAudioError
-    from ast_audio.export import ONNX_NAME, compare_with_torch, export_onnx, int8_onnx_path, quantize_onnx_int8
-    from ast_audio.inference.quantize import DEFAULT_FLOAT_LAYERS
+    from ast_audio.onnx import ONNX_NAME, compare_with_torch, export_onnx, int8_onnx_path, quantize_onnx_int8
+    from ast_audio.quantize import DEFAULT_FLOAT_LAYERS
     from ast_audio.model.modeling import ASTForAudioClassification
 
     if args.onnx is None:

@@ -8,24 +8,11 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ast_audio.errors import ASTAudioError, ConfigError
+from ast_audio.errors import ConfigError
+from ast_audio.model.logits_and_pooled import LogitsAndPooled
 from ast_audio.model.modeling import ASTForAudioClassification
 
 BACKENDS = ("torch", "onnxruntime")
-ONNX_INPUTS = ["input_values"]
-ONNX_OUTPUTS = ["logits", "pooler_output"]
-
-
-class LogitsAndPooled(nn.Module):
-    """What inference needs from one forward pass: logits and the pooled embedding (also the ONNX graph's outputs)."""
-
-    def __init__(self, model: ASTForAudioClassification) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = self.model.forward_features(input_values)
-        return self.model.forward_head(pooled), pooled
 
 
 class Backend(Protocol):
@@ -46,7 +33,7 @@ class TorchBackend:
         if int8:
             if device.type != "cpu":
                 raise ConfigError("int8 dynamic quantisation runs on the CPU only; use dtype=float16 on a GPU")
-            from ast_audio.inference.quantize import quantize_int8
+            from ast_audio.quantize import quantize_int8
 
             model = quantize_int8(model)
         self.model = model.to(device).eval()
@@ -59,33 +46,6 @@ class TorchBackend:
     def __call__(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, pooled = self.network(features.to(self.device, non_blocking=True))
         return logits.float().cpu(), pooled.float().cpu()
-
-
-class OnnxBackend:
-    """An exported model (model.onnx or model.int8.onnx) in onnxruntime."""
-
-    name = "onnxruntime"
-
-    def __init__(self, path: str | os.PathLike, device: torch.device) -> None:
-        self.session = onnx_session(path, device)
-
-    def __call__(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, pooled = self.session.run(ONNX_OUTPUTS, {ONNX_INPUTS[0]: features.numpy()})
-        return torch.from_numpy(logits), torch.from_numpy(pooled)
-
-
-def onnx_session(path: str | os.PathLike, device: torch.device | None = None):
-    """An onnxruntime session for an exported model (CUDA provider when `device` is CUDA and available)."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ASTAudioError("the onnxruntime backend needs onnxruntime: pip install 'ast-audio[onnx]'") from None
-    if not os.path.isfile(path):
-        raise ASTAudioError(f"{path}: no such ONNX file; create it with ast-audio export MODEL --onnx {path}")
-    providers = ["CPUExecutionProvider"]
-    if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    return onnxruntime.InferenceSession(os.fspath(path), providers=providers)
 
 
 def build_backend(
@@ -101,4 +61,6 @@ def build_backend(
         raise ConfigError("torch.compile applies to the torch backend, not onnxruntime")
     if onnx_path is None:  # with int8, onnx_path is the int8 file (model.int8.onnx)
         raise ConfigError("the onnxruntime backend needs onnx_path (ast-audio export writes model.onnx)")
+    from ast_audio.onnx import OnnxBackend
+
     return OnnxBackend(onnx_path, device)

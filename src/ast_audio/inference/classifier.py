@@ -120,7 +120,7 @@ class AudioClassifier:
         )
         extractor = ASTFeatureExtractor.for_checkpoint(model, network.config, **hub)
         if backend == "onnxruntime" and onnx_path is None:
-            from ast_audio.export import ONNX_INT8_NAME, ONNX_NAME
+            from ast_audio.onnx import ONNX_INT8_NAME, ONNX_NAME
 
             name = ONNX_INT8_NAME if quantize == "int8" else ONNX_NAME
             onnx_path = resolve_file(model, name, required=False, **hub)

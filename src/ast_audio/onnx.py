@@ -1,4 +1,7 @@
-"""ONNX files: export (checked with onnxruntime) and onnxruntime's dynamic int8 quantisation of the export."""
+"""ONNX in one place: the graph's input and output names, export (checked with onnxruntime), onnxruntime's dynamic
+int8 quantisation of the export, sessions, and the onnxruntime backend the inference engine runs.
+
+onnx and onnxruntime are imported on first use (the `onnx` extra)."""
 
 from __future__ import annotations
 
@@ -14,15 +17,17 @@ import numpy as np
 import torch
 
 from ast_audio.errors import ASTAudioError
-from ast_audio.inference.backends import ONNX_INPUTS, ONNX_OUTPUTS, LogitsAndPooled, onnx_session
-from ast_audio.inference.quantize import DEFAULT_FLOAT_LAYERS, resolve_layers
 from ast_audio.io_utils import atomic_path
+from ast_audio.model.logits_and_pooled import LogitsAndPooled
 from ast_audio.model.modeling import ASTForAudioClassification
+from ast_audio.quantize import DEFAULT_FLOAT_LAYERS, resolve_layers
 
 logger = logging.getLogger(__name__)
 
 ONNX_NAME = "model.onnx"
 ONNX_INT8_NAME = "model.int8.onnx"
+ONNX_INPUTS = ["input_values"]
+ONNX_OUTPUTS = ["logits", "pooler_output"]
 _LAYER_NAME = re.compile(r"/encoder/layer\.(\d+)/")
 
 
@@ -133,3 +138,30 @@ def _float_nodes(graph, float_layers: Sequence[int]) -> list[str]:
         logger.warning("no nodes named after encoder layers %s: every layer is quantised", layers)
     # onnxruntime turns a Gemm into a MatMul named <Gemm>_MatMul before it looks at the exclusions.
     return excluded + [f"{node.name}_MatMul" for node in graph.node if node.op_type == "Gemm" and node.name in excluded]
+
+
+def onnx_session(path: str | os.PathLike, device: torch.device | None = None):
+    """An onnxruntime session for an exported model (CUDA provider when `device` is CUDA and available)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ASTAudioError("the onnxruntime backend needs onnxruntime: pip install 'ast-audio[onnx]'") from None
+    if not os.path.isfile(path):
+        raise ASTAudioError(f"{path}: no such ONNX file; create it with ast-audio export MODEL --onnx {path}")
+    providers = ["CPUExecutionProvider"]
+    if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return onnxruntime.InferenceSession(os.fspath(path), providers=providers)
+
+
+class OnnxBackend:
+    """An exported model (model.onnx or model.int8.onnx) in onnxruntime."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, device: torch.device) -> None:
+        self.session = onnx_session(path, device)
+
+    def __call__(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, pooled = self.session.run(ONNX_OUTPUTS, {ONNX_INPUTS[0]: features.numpy()})
+        return torch.from_numpy(logits), torch.from_numpy(pooled)

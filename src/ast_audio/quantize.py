@@ -1,4 +1,5 @@
-"""Dynamic int8 quantisation of the encoder for CPU inference, and which layers stay float32."""
+"""Dynamic int8 quantisation of the encoder for CPU inference in PyTorch, and which layers stay float32 (the rule
+the onnxruntime int8 path in ast_audio.onnx shares)."""
 
 from __future__ import annotations
 
