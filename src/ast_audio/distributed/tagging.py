@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ast_audio.distributed.resources import DECODE_TASK_CPUS
-from ast_audio.errors import ASTAudioError, ConfigError
+from ast_audio.errors import ConfigError
 
 
 def require_ray():
@@ -92,36 +92,37 @@ class _WindowSpec:
         window, hop = window_and_hop(timing, options.window, options.hop)
         return cls(extractor, timing, window, hop, options.strict, options.max_windows_per_row)
 
+    def featurise(self, clips: list[np.ndarray]) -> np.ndarray:
+        """Features (windows, input frames, mel bins) of mono sample arrays at the model's rate."""
+        return self.extractor(clips, sampling_rate=self.timing.sampling_rate, return_tensors="np",
+                              max_length=self.timing.input_frames)["input_values"]
+
     @property
     def feature_shape(self) -> tuple[int, int]:
         return self.timing.input_frames, self.extractor.num_mel_bins
 
 
 def _file_row(row: dict[str, Any], spec: _WindowSpec) -> dict[str, Any]:
-    """CPU stage: a file -> its windows' features in one row, or the file's error; a file of more than
-    `max_windows_per_row` windows is left for the model actor to read as it goes (`deferred`)."""
-    from ast_audio.inference.sources import AudioSource
-    from ast_audio.inference.windows import plan_windows
+    """CPU stage: a file -> its windows' features in one row, or the file's error (`failures.input_error`, as
+    the local engine); a file of more than `max_windows_per_row` windows is left for the model actor to read as
+    it goes (`deferred`)."""
+    from ast_audio.failures import input_error
+    from ast_audio.inference.prepare import prepare
 
     path = str(row["path"])
     try:
-        source = AudioSource(path, 0, spec.timing)
-    except (ASTAudioError, OSError) as exc:
-        return _file_row_of(path, spec, error=str(exc))
-    try:
-        if spec.strict and source.warning:
-            raise ASTAudioError(f"{source.name}: {source.warning} (--strict)")
-        windows = plan_windows(source.duration, spec.window, spec.hop)
-        if len(windows) > spec.max_windows_per_row:
+        prepared = prepare(path, spec.timing, window=spec.window, hop=spec.hop, strict=spec.strict)
+    except Exception as exc:  # one file's fault, whatever its kind, is that file's error row
+        return _file_row_of(path, spec, error=input_error(path, exc))
+    with prepared:
+        plan = prepared.plan
+        if len(plan.windows) > spec.max_windows_per_row:
             return _file_row_of(path, spec, deferred=True)
-        clips = [source.read(start, end) for start, end in windows]
-        features = spec.extractor(clips, sampling_rate=spec.timing.sampling_rate, return_tensors="np",
-                                  max_length=spec.timing.input_frames)["input_values"]
-    except (ASTAudioError, OSError) as exc:
-        return _file_row_of(path, spec, error=str(exc))
-    finally:
-        source.close()
-    return _file_row_of(path, spec, windows=windows, duration=source.duration, warning=source.warning or "",
+        try:
+            features = np.concatenate(list(prepared.features(spec.featurise, len(plan.windows))))
+        except Exception as exc:
+            return _file_row_of(path, spec, error=input_error(path, exc))
+    return _file_row_of(path, spec, windows=plan.windows, duration=plan.duration, warning=plan.warning or "",
                         features=features)
 
 
@@ -163,25 +164,26 @@ class _Model:
         return pa.Table.from_pylist(records, schema=schema(self.embedding_size))
 
     def _results(self, batch: dict[str, np.ndarray]) -> list:
-        from ast_audio.inference.results import ClipResult
+        """Each row's `ClipResult` (`prepare.assemble`, or `prepare.failed` for a row with an error)."""
+        from ast_audio.inference.prepare import WindowPlan, assemble, failed
 
         count = len(batch["path"])
         features = [np.asarray(batch["features"][i]) for i in range(count)]  # none for errors and deferred files
         scores, embeddings = self._infer(features)
-        results, first = [], 0
+        labels, results, first = self.runner.labels, [], 0
         for i in range(count):
             path, error = str(batch["path"][i]), str(batch["error"][i])
             if error:
-                results.append(ClipResult(source=path, labels=self.runner.labels, error=error))
+                results.append(failed(path, error, labels))
             elif batch["deferred"][i]:
                 results.append(self._read_here(path))
             else:
                 last = first + len(features[i])
                 bounds = np.asarray(batch["bounds"][i]).reshape(-1, 2)
-                results.append(ClipResult(
-                    source=path, duration=float(batch["duration"][i]), windows=[tuple(map(float, b)) for b in bounds],
-                    window_scores=scores[first:last], window_embeddings=embeddings[first:last],
-                    labels=self.runner.labels, pooling=self.options.pooling, warning=str(batch["warning"][i]) or None))
+                plan = WindowPlan(i, path, [tuple(map(float, b)) for b in bounds], float(batch["duration"][i]),
+                                  str(batch["warning"][i]) or None)
+                results.append(assemble(plan, scores[first:last], embeddings[first:last], labels,
+                                        self.options.pooling))
                 first = last
         return results
 

@@ -2,9 +2,10 @@
 
 `InferenceRunner.run` decodes and featurises windows in a background thread (threads per stage: `ThreadBudget`)
 while the model works on the previous batch; windows of several inputs share a batch, and
-each input's `ClipResult` comes out, in input order, as soon as its last window is scored. The pieces are
-public so that other engines (a server's batcher, Ray workers) can run them apart: `produce_batches`,
-`InferenceRunner.infer` and `ResultAssembler`.
+each input's `ClipResult` comes out, in input order, as soon as its last window is scored. Inputs are opened
+and planned by `inference.prepare.prepare` and their results built by `inference.prepare.assemble`, the two
+ends the service and the Ray workers share; `InferenceRunner.infer` (features -> scores, embeddings) is the
+model stage all three run.
 """
 
 from __future__ import annotations
@@ -19,29 +20,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ast_audio.errors import AudioError, ConfigError
+from ast_audio.errors import ConfigError
 from ast_audio.failures import input_error
 from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.features.timing import Timing
 from ast_audio.inference.backends import Backend
 from ast_audio.inference.results import POOLINGS, ClipResult
-from ast_audio.inference.sources import AudioInput, AudioSource, input_name
-from ast_audio.inference.windows import plan_windows
+from ast_audio.inference.prepare import WindowPlan, assemble, failed, prepare
+from ast_audio.inference.sources import AudioInput, input_name
 from ast_audio.model.scoring import logits_to_scores
 from ast_audio.runtime import ThreadBudget
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class WindowPlan:
-    """An input was opened: its windows (start, end) in seconds."""
-
-    index: int
-    source: str
-    windows: list[tuple[float, float]]
-    duration: float
-    warning: str | None = None
 
 
 @dataclass
@@ -76,24 +66,23 @@ def produce_batches(
     pending = _PendingBatch(featurise)
     for index, item in enumerate(inputs):
         try:
-            source = AudioSource(item, index, timing, sampling_rate)
+            prepared = prepare(item, timing, window=window, hop=hop, strict=strict, index=index,
+                               sampling_rate=sampling_rate)
         except Exception as exc:  # one input's fault, whatever its kind, is that input's error row
             yield InputFailure(index, input_name(item, index), input_error(input_name(item, index), exc))
             continue
-        pending.names[index] = source.name
+        plan = prepared.plan
+        pending.names[index] = plan.source
+        yield plan
         try:
-            if strict and source.warning:
-                raise AudioError(f"{source.name}: {source.warning} (--strict)")
-            windows = plan_windows(source.duration, window, hop)
-            yield WindowPlan(index, source.name, windows, source.duration, source.warning)
-            for window_index, (start, end) in enumerate(windows):
-                pending.add((index, window_index), source.read(start, end))
+            for window_index, (clip,) in enumerate(prepared.clips(1)):  # a window at a time: inputs share batches
+                pending.add((index, window_index), clip)
                 if len(pending.clips) == batch_size:
                     yield from pending.flush()
         except Exception as exc:
-            yield InputFailure(index, source.name, input_error(source.name, exc))
+            yield InputFailure(index, plan.source, input_error(plan.source, exc))
         finally:
-            source.close()
+            prepared.close()
     yield from pending.flush()
 
 
@@ -141,48 +130,49 @@ class _PendingBatch:
 
 
 class ResultAssembler:
-    """Collects window scores into per-input `ClipResult`s and releases them in input order."""
+    """Collects window scores into per-input `ClipResult`s (`prepare.assemble`) and releases them in input order."""
 
     def __init__(self, labels: list[str], pooling: str) -> None:
         self.labels, self.pooling = labels, pooling
-        self._pending: dict[int, ClipResult] = {}
+        self._plans: dict[int, WindowPlan] = {}
+        self._scores: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}  # (windows, labels), (windows, hidden)
         self._remaining: dict[int, int] = {}
         self._finished: dict[int, ClipResult] = {}
         self._next = 0
 
     def plan(self, event: WindowPlan) -> None:
-        self._pending[event.index] = ClipResult(
-            source=event.source, duration=event.duration, windows=event.windows, labels=self.labels,
-            pooling=self.pooling, warning=event.warning,
-        )
+        self._plans[event.index] = event
+        self._scores[event.index] = None
         self._remaining[event.index] = len(event.windows)
 
     def fail(self, event: InputFailure) -> None:
         if event.index < self._next or event.index in self._finished:
             return  # already complete, or already failed
-        self._pending.pop(event.index, None)
-        self._remaining.pop(event.index, None)
-        self._finished[event.index] = ClipResult(source=event.source, labels=self.labels, error=event.error)
+        for pending in (self._plans, self._scores, self._remaining):
+            pending.pop(event.index, None)
+        self._finished[event.index] = failed(event.source, event.error, self.labels)
 
     def add(self, keys: list[tuple[int, int]], scores: np.ndarray, embeddings: np.ndarray) -> float:
         """Rows of scores and embeddings for the (input, window) `keys`; returns the seconds of audio they
         complete (each window adds what it covers past the previous one, so an input adds its duration)."""
         seconds = 0.0
         for row, (index, window_index) in enumerate(keys):
-            result = self._pending.get(index)
-            if result is None:  # its input failed after some windows were batched
+            plan = self._plans.get(index)
+            if plan is None:  # its input failed after some windows were batched
                 continue
-            end = result.windows[window_index][1]
-            seconds += end - (result.windows[window_index - 1][1] if window_index else 0.0)
-            if result.window_scores is None:
-                result.window_scores = np.empty((len(result.windows), scores.shape[1]), np.float32)
-                result.window_embeddings = np.empty((len(result.windows), embeddings.shape[1]), np.float32)
-            result.window_scores[window_index] = scores[row]
-            result.window_embeddings[window_index] = embeddings[row]
+            end = plan.windows[window_index][1]
+            seconds += end - (plan.windows[window_index - 1][1] if window_index else 0.0)
+            if self._scores[index] is None:
+                count = len(plan.windows)
+                self._scores[index] = (np.empty((count, scores.shape[1]), np.float32),
+                                       np.empty((count, embeddings.shape[1]), np.float32))
+            window_scores, window_embeddings = self._scores[index]
+            window_scores[window_index] = scores[row]
+            window_embeddings[window_index] = embeddings[row]
             self._remaining[index] -= 1
             if self._remaining[index] == 0:
-                self._finished[index] = self._pending.pop(index)
-                del self._remaining[index]
+                del self._remaining[index], self._scores[index], self._plans[index]
+                self._finished[index] = assemble(plan, window_scores, window_embeddings, self.labels, self.pooling)
         return seconds
 
     def ready(self) -> Iterator[ClipResult]:

@@ -24,8 +24,8 @@ from swagger_ui_bundle import swagger_ui_path
 from ast_audio.errors import ASTAudioError, AudioError, ConfigError
 from ast_audio.inference.classifier import AudioClassifier
 from ast_audio.inference.results import ClipResult
-from ast_audio.inference.sources import AudioSource
-from ast_audio.inference.windows import plan_windows, window_and_hop
+from ast_audio.inference.prepare import Prepared, WindowPlan, assemble, prepare
+from ast_audio.inference.windows import window_and_hop
 from ast_audio.service.batcher import DynamicBatcher, Ticket
 from ast_audio.service.errors import HTTPRejection, rejection
 from ast_audio.service.metrics import ServiceMetrics
@@ -82,34 +82,32 @@ class Service:
         self.pool.shutdown(wait=True)
 
     def prepare(self, ticket: Ticket, upload: Upload, data: bytes, window: float, hop: float) -> None:
-        """Open `data`, plan its windows into `upload`, queue them on `ticket` and feed their features a batch
-        at a time (runs in the decoding pool, one task per request). Any failure fails the ticket's request:
-        `AudioError` for audio that cannot be used or is longer than the server's limit, `QueueFullError`."""
+        """Open `data` (`inference.prepare.prepare`), keep its window plan in `upload`, queue its windows on
+        `ticket` and feed their features a batch at a time (runs in the decoding pool, one task per request).
+        Any failure fails the ticket's request: `AudioError` for audio that cannot be used or is longer than the
+        server's limit, `QueueFullError`."""
         try:
-            source = AudioSource(data, 0, self.runner.timing, name=upload.name)
+            prepared = prepare(data, self.runner.timing, window=window, hop=hop, name=upload.name)
         except Exception as exc:
             self.batcher.fail(ticket, exc)
             return
-        try:
-            upload.duration, upload.warning = source.duration, source.warning
-            if source.duration > self.settings.max_duration_s:
-                raise AudioError(f"{upload.name}: {source.duration:.1f} s of audio is longer than this server's "
-                                 f"limit of {self.settings.max_duration_s:g} s")
-            upload.windows = plan_windows(source.duration, window, hop)
-            if self.batcher.submit(ticket, len(upload.windows)):
-                self.metrics.queue_depth.set(self.batcher.queued)
-                self._feed(ticket, source, upload.windows)
-        except Exception as exc:
-            self.batcher.fail(ticket, exc)
-        finally:
-            source.close()
+        with prepared:
+            try:
+                upload.plan = prepared.plan
+                if prepared.plan.duration > self.settings.max_duration_s:
+                    raise AudioError(f"{upload.name}: {prepared.plan.duration:.1f} s of audio is longer than this "
+                                     f"server's limit of {self.settings.max_duration_s:g} s")
+                if self.batcher.submit(ticket, len(prepared.plan.windows)):
+                    self.metrics.queue_depth.set(self.batcher.queued)
+                    self._feed(ticket, prepared)
+            except Exception as exc:
+                self.batcher.fail(ticket, exc)
 
-    def _feed(self, ticket: Ticket, source: AudioSource, windows: list[tuple[float, float]]) -> None:
-        """Read and featurise `windows` of `source` a batch at a time into the batcher, which waits while the
+    def _feed(self, ticket: Ticket, prepared: Prepared) -> None:
+        """Read and featurise the windows of `prepared` a batch at a time into the batcher, which waits while the
         model is a batch behind: memory follows the batch, not the upload."""
-        for first in range(0, len(windows), self.settings.max_batch):
-            chunk = windows[first : first + self.settings.max_batch]
-            if not self.batcher.feed(ticket, self.runner.features([source.read(start, end) for start, end in chunk])):
+        for features in prepared.features(self.runner.features, self.settings.max_batch):
+            if not self.batcher.feed(ticket, features):
                 return  # the client went away
 
     async def score(self, request: Request, data: bytes, name: str, window: float,
@@ -134,12 +132,10 @@ class Service:
 
 @dataclasses.dataclass
 class Upload:
-    """An upload being scored: what its result needs besides the scores (filled in by `Service.prepare`)."""
+    """An upload being scored: its name, and its window plan once `Service.prepare` has opened it."""
 
     name: str
-    duration: float = 0.0  # seconds
-    warning: str | None = None
-    windows: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (start, end) in seconds
+    plan: WindowPlan | None = None
 
 
 async def _disconnected(request: Request) -> None:
@@ -308,7 +304,4 @@ async def _run(request: Request, service: Service, window: float | None, hop: fl
     classifier = service.classifier
     window, hop = window_and_hop(service.runner.timing, window, hop, default=(classifier.window, classifier.hop))
     upload, scores, embeddings = await service.score(request, data, name, window, hop)
-    result = ClipResult(source=name, duration=upload.duration, windows=upload.windows, window_scores=scores,
-                        window_embeddings=embeddings, labels=classifier.labels, pooling=pooling,
-                        warning=upload.warning)
-    return result, data
+    return assemble(upload.plan, scores, embeddings, classifier.labels, pooling), data
