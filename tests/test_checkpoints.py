@@ -17,7 +17,7 @@ from ast_audio import (
     CheckpointError,
     CheckpointNotFoundError,
 )
-from conftest import SMALL, randomize_, spectrogram
+from helpers import SMALL, randomize_, spectrogram
 
 
 @pytest.fixture

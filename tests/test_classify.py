@@ -24,7 +24,7 @@ from ast_audio import (
 from ast_audio.cli import main
 from ast_audio.inference.results import pool_scores
 from ast_audio.inference.windows import plan_windows
-from conftest import SMALL, randomize_
+from helpers import SMALL, randomize_
 
 RATE = 16000
 WINDOW = (128 - 1) * 0.01 + 0.025  # the test checkpoint's 128 input frames: 1.295 s of audio

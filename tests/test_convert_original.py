@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from ast_audio import ASTForAudioClassification, CheckpointError, convert_original
 from ast_audio.cli import main
 from ast_audio.checkpoints.release import infer_geometry
-from conftest import SMALL, randomize_, spectrogram
+from helpers import SMALL, randomize_, spectrogram
 
 transformers = pytest.importorskip("transformers")
 

@@ -15,7 +15,7 @@ from ast_audio import ASTAudioError, ASTConfig, ConfigError, ASTFeatureExtractor
 from ast_audio.cli import main
 from ast_audio.onnx import export_onnx, onnx_session
 from ast_audio.quantize import quantize_int8
-from conftest import SMALL, save_small_checkpoint
+from helpers import SMALL, save_small_checkpoint
 
 RATE = 16000
 

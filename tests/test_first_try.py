@@ -17,7 +17,7 @@ import soundfile as sf
 from ast_audio.cli import main
 from ast_audio.features.timing import Timing
 from ast_audio.inference.windows import plan_windows, window_and_hop
-from conftest import save_small_checkpoint
+from helpers import save_small_checkpoint
 
 RATE = 16000
 WINDOW = (128 - 1) * 0.01 + 0.025  # the small checkpoint's 128 input frames: 1.295 s

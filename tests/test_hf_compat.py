@@ -10,7 +10,7 @@ import torch
 
 import ast_audio
 from ast_audio import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, ASTModel
-from conftest import SMALL, randomize_, save_small_checkpoint, spectrogram
+from helpers import SMALL, randomize_, save_small_checkpoint, spectrogram
 
 transformers = pytest.importorskip("transformers")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ast_audio import ASTConfig, ASTForAudioClassification, ASTModel, InputShapeError
-from conftest import SMALL, randomize_, spectrogram
+from helpers import SMALL, randomize_, spectrogram
 
 
 @pytest.fixture(scope="module")

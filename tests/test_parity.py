@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ast_audio import ASTConfig, ASTForAudioClassification, ASTModel
-from conftest import SMALL, randomize_, spectrogram
+from helpers import SMALL, randomize_, spectrogram
 
 transformers = pytest.importorskip("transformers")
 

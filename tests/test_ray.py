@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 
 from ast_audio.cli import main
-from conftest import save_small_checkpoint
+from helpers import save_small_checkpoint
 from encoders import encode
 
 # Ray reads these when it is imported: token authentication on, with a fresh token this test run's processes

@@ -18,7 +18,7 @@ import soundfile as sf
 from ast_audio import ASTForAudioClassification, AudioClassifier, AudioError
 from ast_audio.audio.decode import AudioFile
 from ast_audio.cli import main
-from conftest import save_small_checkpoint
+from helpers import save_small_checkpoint
 from encoders import cut, encode, prepend_id3_picture
 
 pytest.importorskip("av")

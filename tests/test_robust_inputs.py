@@ -19,7 +19,7 @@ import soundfile as sf
 from ast_audio.audio.decode import AudioFile
 from ast_audio.audio.files import read_manifest
 from ast_audio.cli import main
-from conftest import save_small_checkpoint
+from helpers import save_small_checkpoint
 from encoders import encode
 
 RATE = 16000

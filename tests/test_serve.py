@@ -23,7 +23,7 @@ import torch
 
 from ast_audio import AudioClassifier
 from ast_audio.cli import main
-from conftest import save_small_checkpoint
+from helpers import save_small_checkpoint
 from encoders import encode
 
 pytest.importorskip("fastapi")

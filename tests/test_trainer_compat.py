@@ -9,7 +9,7 @@ import torch
 
 from ast_audio import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, pipeline
 from ast_audio.errors import CheckpointNotFoundError
-from conftest import SMALL, randomize_
+from helpers import SMALL, randomize_
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # the Trainer needs it

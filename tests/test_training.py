@@ -28,7 +28,7 @@ from ast_audio.checkpoints.adaptation import adapt_position_embeddings, init_fro
 from ast_audio.training.metrics import d_prime, evaluate_predictions
 from ast_audio.training.optimization import lr_at
 from ast_audio.training.trainer import Trainer
-from conftest import SMALL, randomize_
+from helpers import SMALL, randomize_
 
 RATE = 16000
 TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
