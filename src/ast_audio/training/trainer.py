@@ -48,8 +48,8 @@ logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.pt"
 # Settings a resumed run may change: how long it runs and how it reports, not what it learns from.
-HARMLESS_ON_RESUME = {"epochs", "early_stopping_patience", "save_every_steps", "max_steps", "eval_batch_size",
-                      "num_workers", "device", "test", "output_dir"}
+HARMLESS_ON_RESUME = {"epochs", "min_steps", "early_stopping_patience", "save_every_steps", "max_steps",
+                      "eval_batch_size", "num_workers", "device", "test", "output_dir"}
 # Between epochs of equal validation metric, the later one is selected (and counts as an improvement for early
 # stopping) only when its validation loss is lower by more than this fraction: a real gain, not noise.
 LOSS_TIE_BREAK = 0.01
@@ -254,8 +254,7 @@ class Trainer:
             self.dist.wrap(self.model, self.device), trainable, build_optimizer(config, trainable),
             Precision(config.precision, self.device), dataset, sampler, per_epoch, per_epoch * config.grad_accumulation,
             {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_loss": None, "best_epoch": None, "stale": 0,
-             "average": None,
-             "averaged": 0, "history": []},
+             "average": None, "averaged": 0, "history": []},
         )
         saved = self._load_state() if resume else None
         if saved is not None:
@@ -264,7 +263,7 @@ class Trainer:
             run.optimizer.load_state_dict(saved["optimizer"])
             run.precision.load_state_dict(saved.get("scaler"))
             torch.set_rng_state(saved["torch_rng"])
-            run.state.update({k: saved[k] for k in run.state if k in saved})  # best_loss: absent before 2026-11
+            run.state.update({k: saved[k] for k in run.state if k in saved})  # last.pt of earlier versions: no best_loss
             if self.dist.main:
                 logger.info("resuming from epoch %d, batch %d (step %d)", run.state["epoch"] + 1, run.state["batch"],
                             run.state["step"])
