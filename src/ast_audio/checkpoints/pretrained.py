@@ -116,7 +116,7 @@ def load_state_dict_into_model(
     to_initialise = set(missing) | set(mismatched)
     owners = {key.rsplit(".", 1)[0] for key in to_initialise}
     for owner in sorted(owners):
-        model._init_module(model.get_submodule(owner))
+        model.init_module(model.get_submodule(owner))
     loadable = {key: value for key, value in state_dict.items() if key in expected and key not in to_initialise}
     model.load_state_dict(loadable, strict=False)
 

@@ -74,8 +74,9 @@ class ASTPreTrainedModel(nn.Module):
 
     # --------------------------------------------------------------------------------- initialisation
     @torch.no_grad()
-    def _init_module(self, module: nn.Module) -> None:
-        """Initialise one module's own parameters as the reference does."""
+    def init_module(self, module: nn.Module) -> None:
+        """Initialise one module's own parameters (not its children's) as the reference does; loading a checkpoint
+        initialises this way the tensors the checkpoint lacks."""
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             # Truncated normal drawn in float32 then cast: float16 has no trunc_normal_ on CPU.
@@ -94,7 +95,7 @@ class ASTPreTrainedModel(nn.Module):
     def init_weights(self) -> None:
         """(Re-)initialise every parameter."""
         for module in self.modules():
-            self._init_module(module)
+            self.init_module(module)
 
     # ----------------------------------------------------------------------------------- attention
     @property
@@ -272,7 +273,7 @@ class ASTForAudioClassification(ASTPreTrainedModel):
         self.audio_spectrogram_transformer = ASTModel(config, attn_implementation)
         self.classifier = ASTMLPHead(config)
         for module in self.classifier.modules():  # the encoder initialised itself
-            self._init_module(module)
+            self.init_module(module)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.audio_spectrogram_transformer.get_input_embeddings()
