@@ -190,7 +190,7 @@ def test_replicas_taking_every_cpu_are_fitted_and_give_the_local_records(driver,
     """Two replicas of the default 1 CPU would take both CPUs of the cluster and leave decoding none (the job
     hung for ever): they are lowered to fit, with a note, and the job finishes within its stall bound. Each
     row, read from Ray's Parquet, is the local engine's JSON lines record; the Parquet schema is its typed form."""
-    from ast_audio.inference.tabular import json_record, schema
+    from ast_audio.jobs.records import json_record, schema
 
     assert main(["classify", str(archive), "--model", ray_checkpoint, "-f", "jsonl", "-o", str(tmp_path / "l.jsonl"),
                  "-q"]) == 3
@@ -237,7 +237,7 @@ def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(d
     from ast_audio.distributed import tag
     from ast_audio.distributed.resources import waiting_for
     from ast_audio.distributed.stream import StalledError, stream_rows
-    from ast_audio.inference.tabular import clip_record, schema
+    from ast_audio.jobs.records import clip_record, schema
 
     paths = [str(archive / name) for name in ("long.wav", "clip00.flac", "broken.mp3")]
     dataset = tag(ray.data.from_items([{"path": p} for p in paths]), ray_checkpoint, max_windows_per_row=8,

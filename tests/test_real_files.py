@@ -282,7 +282,7 @@ def test_progress_follows_audio_within_a_long_file(checkpoint, tmp_path, capsys)
 
 def test_plot_has_distinct_colours_and_a_frequency_axis(checkpoint, tmp_path):
     pytest.importorskip("matplotlib")
-    from ast_audio.inference.plot import draw_result
+    from ast_audio.jobs.plot import draw_result
 
     path = tmp_path / "short.wav"
     sf.write(path, (0.1 * np.random.default_rng(0).standard_normal(12000)).astype(np.float32), 16000)

@@ -129,11 +129,15 @@ class Progress:
 
     def file_done(self, result) -> None:
         """A `ClipResult` was written (ok, or with its error)."""
+        self.input_done(result.source, result.ok)
+
+    def input_done(self, source: str, ok: bool) -> None:
+        """The record of input `source` was written: `ok`, or its error."""
         self.done += 1
-        if not result.ok:
+        if not ok:
             self.failed += 1
-            if result.source in self.planned:  # what it would have scored is not coming
-                self.planned[result.source] = 0.0
+            if source in self.planned:  # what it would have scored is not coming
+                self.planned[source] = 0.0
             else:
                 self.unopened += 1
             self._total_known()
@@ -225,7 +229,7 @@ def run_job(args: argparse.Namespace, command: str, output, chunk: Callable, poo
     """List the inputs, take the output (its lock first, so a second run on it fails before loading a model),
     skip what a resumed output already holds, and classify the rest, writing `chunk(result)` for each input
     and calling `after(result, number, total)` once it is written. Failures are reported on stderr and in the output."""
-    from ast_audio.inference.results import ClipResult
+    from ast_audio.jobs.records import unreadable
 
     listing = input_listing(args)
     progress_interval()  # a bad setting is refused before the model loads
@@ -237,9 +241,9 @@ def run_job(args: argparse.Namespace, command: str, output, chunk: Callable, poo
         classifier = load_classifier(args, pooling)
         progress = Progress(args, command, len(todo) + len(listing.problems))
         try:
-            unreadable = [ClipResult(source=path, error=f"{path}: {reason}") for path, reason in listing.problems]
+            problems = [unreadable(path, reason) for path, reason in listing.problems]
             results = classifier.iter_classify(todo, strict=args.strict, progress=progress)
-            for result in itertools.chain(unreadable, results):
+            for result in itertools.chain(problems, results):
                 output.write(result.source, chunk(result))
                 progress.file_done(result)
                 if getattr(args, "verbose", False) and not args.quiet:

@@ -57,9 +57,9 @@ def run_on_ray(args: argparse.Namespace, command: str, output_dir: str | None, e
     """Tag the inputs on Ray into `output_dir` (Parquet, or JSON lines with --format jsonl); --resume skips the
     inputs the directory already holds (written with the same options). Progress and errors on stderr as for
     the local engine."""
-    from ast_audio.distributed.directory import RowFiles, record_options
+    from ast_audio.jobs.directory import RowFiles, record_options
     from ast_audio.errors import UsageError
-    from ast_audio.inference.output import output_lock
+    from ast_audio.jobs.output import output_lock
 
     args.format = getattr(args, "format", None) or "parquet"
     if not output_dir:
@@ -107,7 +107,7 @@ def _fitted(args: argparse.Namespace, command: str, embeddings: bool):
 def _resume(args: argparse.Namespace, command: str, output_dir: str, options: dict[str, Any]) -> set[str]:
     """The inputs an earlier run wrote into `output_dir`, after checking this run may add to it: refused without
     --resume, or with options that differ; with --resume, files a killed run left unreadable are set aside."""
-    from ast_audio.distributed import directory
+    from ast_audio.jobs import directory
     from ast_audio.errors import ConfigError
 
     contents = directory.read(output_dir)
@@ -128,8 +128,7 @@ def _tag_into(args: argparse.Namespace, command: str, config, todo: list[str], p
     from ast_audio.distributed.resources import waiting_for
     from ast_audio.distributed.stream import stream_rows
     from ast_audio.distributed.tagging import tag
-    from ast_audio.inference.results import ClipResult
-    from ast_audio.inference.tabular import clip_record
+    from ast_audio.jobs.records import clip_record, unreadable
 
     def report(message: str) -> None:
         print(f"ast-audio {command}: {message}", file=sys.stderr)
@@ -140,13 +139,13 @@ def _tag_into(args: argparse.Namespace, command: str, config, todo: list[str], p
         waiting=lambda: waiting_for(config.num_workers, config.cpus_per_worker, config.gpus_per_worker),
     ) if todo else iter(())
     try:
-        unreadable = [clip_record(ClipResult(source=path, error=f"{path}: {reason}"), embeddings=files.embeddings)
-                      for path, reason in problems]
-        rows = itertools.chain(unreadable, stream)
+        unreadable_rows = [clip_record(unreadable(path, reason), embeddings=files.embeddings)
+                           for path, reason in problems]
+        rows = itertools.chain(unreadable_rows, stream)
         for row in rows:
             files.add(row)
             progress(row["duration"] or 0.0)
-            progress.file_done(ClipResult(source=row["path"], error=row["error"]))  # what it reads of a result
+            progress.input_done(row["path"], row["error"] is None)
             if row["error"] is not None:
                 print(f"ast-audio {command}: {row['error']}", file=sys.stderr)
             elif row["warning"]:
@@ -199,6 +198,6 @@ def join_ray(address: str | None, verbose: bool, **init_options: Any) -> None:
 
 def written_inputs(output_dir: str) -> set[str]:
     """The inputs whose rows an output directory holds (reading it changes nothing)."""
-    from ast_audio.distributed.directory import written_inputs as written
+    from ast_audio.jobs.directory import written_inputs as written
 
     return written(output_dir)

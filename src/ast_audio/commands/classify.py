@@ -64,7 +64,7 @@ def output_format(path: str | None, chosen: str | None) -> str:
 def check_outputs(args: argparse.Namespace) -> None:
     """Every output path checked before the model loads (`UsageError`: the command exits 2)."""
     from ast_audio.errors import UsageError
-    from ast_audio.inference.output import check_output_file, check_output_folder
+    from ast_audio.jobs.output import check_output_file, check_output_folder
 
     if args.engine == "ray":
         if args.overwrite:
@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     args.format = output_format(args.output, args.format)
     if args.format == "parquet" and args.output in (None, "-"):
         raise ConfigError("--format parquet needs --output FILE")
-    from ast_audio.inference.output import ResumableOutput, StreamOutput
-    from ast_audio.inference.writers import renderer
+    from ast_audio.jobs.output import ResumableOutput, StreamOutput
+    from ast_audio.jobs.writers import renderer
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     def plot(result, number: int, total: int) -> None:
         if args.plot and result.ok:
-            from ast_audio.inference.plot import plot_result
+            from ast_audio.jobs.plot import plot_result
 
             plot_result(result, plot_path(args.plot, number, total), top=min(args.top_k, 5))
 

@@ -51,8 +51,9 @@ def npy_stem(source: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ast_audio.errors import UsageError
-    from ast_audio.inference.output import ResumableOutput, check_output_folder
-    from ast_audio.inference.writers import JsonlRenderer, json_text
+    from ast_audio.jobs.output import ResumableOutput, check_output_folder
+    from ast_audio.jobs.records import embedding_record
+    from ast_audio.jobs.writers import JsonlRenderer, json_text
 
     check_output_folder(args.output_dir)
     if args.engine == "ray":
@@ -69,17 +70,13 @@ def run(args: argparse.Namespace) -> int:
     def entry(result) -> str:
         """Save the input's embeddings (before its index line is written) and return that line."""
         if not result.ok:
-            return json_text({"path": result.source, "error": result.error}) + "\n"
+            return json_text(embedding_record(result, None)) + "\n"
         name = npy_stem(result.source)
-        line = {"path": result.source, "embedding": f"{name}.npy", "duration": round(result.duration, 3),
-                "windows": [[round(s, 3), round(e, 3)] for s, e in result.windows]}
-        if result.warning:
-            line["warning"] = result.warning
-        _save_npy(os.path.join(args.output_dir, line["embedding"]), result.embedding)
-        if args.per_window:
-            line["window_embeddings"] = f"{name}.windows.npy"
-            _save_npy(os.path.join(args.output_dir, line["window_embeddings"]), result.window_embeddings)
-        return json_text(line) + "\n"
+        clip, windows = f"{name}.npy", f"{name}.windows.npy" if args.per_window else None
+        _save_npy(os.path.join(args.output_dir, clip), result.embedding)
+        if windows is not None:
+            _save_npy(os.path.join(args.output_dir, windows), result.window_embeddings)
+        return json_text(embedding_record(result, clip, windows)) + "\n"
 
     code = run_job(args, "embed", output, entry)
     if not args.quiet:

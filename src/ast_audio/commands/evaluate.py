@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ast_audio.features.extractor import ASTFeatureExtractor
     from ast_audio.runtime import resolve_device
-    from ast_audio.inference.output import check_output_file
+    from ast_audio.jobs.output import check_output_file
     from ast_audio.io_utils import atomic_write_text
     from ast_audio.model.modeling import ASTForAudioClassification
     from ast_audio.training.data import LabelSpace, check_files, load_clips

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ast_audio.commands._common import report_skipped
     from ast_audio.io_utils import atomic_write_text
     from ast_audio.features.stats import dataset_statistics
-    from ast_audio.inference.output import check_output_file
+    from ast_audio.jobs.output import check_output_file
 
     if args.output:
         check_output_file(args.output, example="stats.json")

@@ -3,7 +3,7 @@
 files -> decoding, window planning and features (CPU tasks, one row per file with its windows' features)
 -> model actors (an actor pool, one GPU each where there are GPUs; the windows of a batch of files go through
 the model `batch_size` at a time) -> each file's row, assembled by the actor that scored its windows: the local
-engine's record (`ClipResult.to_dict`) in the typed schema of `ast_audio.inference.tabular`. No shuffle: rows
+engine's record (`ClipResult.to_dict`) in the typed schema of `ast_audio.jobs.records`. No shuffle: rows
 stream out as files finish. A file of more than `max_windows_per_row` windows is read by its actor window by
 window, so no row holds an hour of features. Needs ``pip install "ast-audio[ray]"``.
 

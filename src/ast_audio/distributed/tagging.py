@@ -156,7 +156,7 @@ class _Model:
     def __call__(self, batch: dict[str, np.ndarray]):
         import pyarrow as pa
 
-        from ast_audio.inference.tabular import clip_record, schema
+        from ast_audio.jobs.records import clip_record, schema
 
         options = self.options
         results = self._results(batch)
@@ -219,7 +219,7 @@ def fit_to_cluster(config: RayOptions) -> tuple[RayOptions, str | None]:
 
 
 def tag(inputs: Any, model: str | RayOptions, **options: Any):
-    """One row per input file (the columns of `ast_audio.inference.tabular.schema`: the local engine's record,
+    """One row per input file (the columns of `ast_audio.jobs.records.schema`: the local engine's record,
     typed), as a `ray.data.Dataset`.
 
     `inputs`: paths, or a Ray Dataset with a "path" column. `model` and keyword options as `RayOptions`

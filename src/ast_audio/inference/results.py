@@ -66,7 +66,8 @@ class ClipResult:
         ]
 
     def to_dict(self, top_k: int = 5, timeline: bool = True) -> dict[str, Any]:
-        """JSON-ready summary: path, duration, top labels, pooling, and (optionally) the window timeline."""
+        """JSON-ready summary: path, duration, top labels, pooling, and (optionally) the window timeline: the
+        record of `ast_audio.jobs.records.clip_json` (every front end writes it through there)."""
         if not self.ok:
             return {"path": self.source, "error": self.error}
         out: dict[str, Any] = {

@@ -26,6 +26,7 @@ from ast_audio.inference.classifier import AudioClassifier
 from ast_audio.inference.results import ClipResult
 from ast_audio.inference.prepare import Prepared, WindowPlan, assemble, prepare
 from ast_audio.inference.windows import window_and_hop
+from ast_audio.jobs.records import clip_json, embedding_record
 from ast_audio.service.batcher import DynamicBatcher, Ticket
 from ast_audio.service.errors import HTTPRejection, rejection
 from ast_audio.service.metrics import ServiceMetrics
@@ -255,7 +256,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         spectrogram: bool = False,
     ) -> dict[str, Any]:
         result, data = await _run(request, service, window, hop, pooling)
-        out = result.to_dict(top_k, timeline)
+        out = clip_json(result, top_k, timeline)
         if spectrogram:
             out["spectrogram"] = await asyncio.get_running_loop().run_in_executor(service.pool, _spectrogram, data)
         return out
@@ -264,14 +265,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     async def embed(request: Request, window: float | None = Query(None, gt=0), hop: float | None = Query(None, gt=0),
                     per_window: bool = False) -> dict[str, Any]:
         result, _ = await _run(request, service, window, hop, "mean")
-        out: dict[str, Any] = {"path": result.source, "duration": round(result.duration, 3),
-                               "embedding": result.embedding.tolist(),
-                               "windows": [[round(s, 3), round(e, 3)] for s, e in result.windows]}
-        if result.warning:
-            out["warning"] = result.warning
-        if per_window:
-            out["window_embeddings"] = result.window_embeddings.tolist()
-        return out
+        return embedding_record(result, result.embedding.tolist(),
+                                result.window_embeddings.tolist() if per_window else None)
 
 
 SPECTROGRAM_RATE = 16000  # Hz: the page's picture shows up to 8 kHz
@@ -282,7 +277,7 @@ def _spectrogram(data: bytes) -> dict[str, Any]:
     """A small log-mel picture for the page: up to 600 columns (time) of 128 mel bins, scaled to 0-255, and
     the frequency axis's ticks as fractional bin indices (0 = the first filter's centre)."""
     from ast_audio.features.kaldi import FbankOptions
-    from ast_audio.inference.plot import display_spectrogram, mel_bin_of_frequency
+    from ast_audio.jobs.plot import display_spectrogram, mel_bin_of_frequency
 
     values, duration = display_spectrogram(data, rate=SPECTROGRAM_RATE, max_columns=600)
     low, high = float(np.percentile(values, 1)), float(values.max())

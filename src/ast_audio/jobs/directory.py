@@ -120,7 +120,7 @@ class RowFiles:
         self.files = 0
 
     def add(self, row: dict[str, Any]) -> None:
-        """One row of `ast_audio.inference.tabular.schema`."""
+        """One row of `ast_audio.jobs.records.schema`."""
         self.pending.append(row)
         if len(self.pending) >= self.rows_per_file:
             self.flush()
@@ -130,11 +130,11 @@ class RowFiles:
             return
         path = os.path.join(self.output_dir, f"{self.run}-{self.files:05d}.{self.fmt}")
         if self.fmt == "parquet":
-            from ast_audio.inference.tabular import write_parquet
+            from ast_audio.jobs.records import write_parquet
 
             write_parquet(self.pending, path, self.embeddings)
         else:
-            from ast_audio.inference.tabular import json_record
+            from ast_audio.jobs.records import json_record
 
             atomic_write_text(path, "".join(json.dumps(json_record(row), ensure_ascii=False) + "\n"
                                             for row in self.pending))

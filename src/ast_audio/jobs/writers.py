@@ -14,6 +14,7 @@ import re
 
 from ast_audio.inference.results import ClipResult
 from ast_audio.io_utils import publish
+from ast_audio.jobs.records import clip_json
 
 FORMATS = ("table", "json", "jsonl", "csv", "parquet")
 CSV_COLUMNS = ("path", "level", "start", "end", "rank", "label", "score", "error", "warning")
@@ -61,7 +62,7 @@ class JsonlRenderer(Renderer):
     """One JSON object per line."""
 
     def chunk(self, result: ClipResult) -> str:
-        return json_text(result.to_dict(self.top_k, self.timeline)) + "\n"
+        return json_text(clip_json(result, self.top_k, self.timeline)) + "\n"
 
 
 class JsonRenderer(Renderer):
@@ -73,7 +74,7 @@ class JsonRenderer(Renderer):
         return "[\n"
 
     def chunk(self, result: ClipResult) -> str:
-        return json_text(result.to_dict(self.top_k, self.timeline))
+        return json_text(clip_json(result, self.top_k, self.timeline))
 
     def footer(self) -> str:
         return "\n]\n"
@@ -133,7 +134,7 @@ class TableRenderer(Renderer):
 
 
 class ParquetRenderer(Renderer):
-    """One row per input with the schema of `ast_audio.inference.tabular` (the Ray engine's too). The partial
+    """One row per input with the schema of `ast_audio.jobs.records` (the Ray engine's too). The partial
     file holds the rows as JSON lines; the Parquet file is written from them at the end."""
 
     def __init__(self, top_k: int, timeline: bool, embeddings: bool = False) -> None:
@@ -141,13 +142,13 @@ class ParquetRenderer(Renderer):
         self.embeddings = embeddings
 
     def chunk(self, result: ClipResult) -> str:
-        from ast_audio.inference.tabular import clip_record
+        from ast_audio.jobs.records import clip_record
 
         record = clip_record(result, self.top_k, self.timeline, self.embeddings)
         return json_text(record) + "\n"
 
     def finish(self, partial: str, path: str) -> None:
-        from ast_audio.inference.tabular import write_parquet
+        from ast_audio.jobs.records import write_parquet
 
         with open(partial, encoding="utf-8") as handle:
             records = [json.loads(line) for line in handle if line.strip()]

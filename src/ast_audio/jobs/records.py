@@ -1,10 +1,22 @@
-"""Results as table rows: one row per input with a fixed schema, for Parquet (pyarrow, pandas, DuckDB)."""
+"""The record of one input in every output form: the one owner of each row the local engine, Ray and the
+service write.
+
+- `clip_json`: the JSON / JSON lines record (`ClipResult.to_dict`: path, duration, pooling, labels
+  [{label, score}], warning, windows [{start, end, labels}]; or path and error), the service's /v1/classify
+  answer;
+- `clip_record`: the same as a table row with every column of `COLUMNS` (`schema`: its typed Arrow form, for
+  Parquet with pyarrow, pandas, DuckDB; `json_record` back to the JSON form);
+- `embedding_record`: the embed index line (`ast-audio embed`'s index.jsonl, the service's /v1/embed);
+- `error_record` / `unreadable`: an input that failed, and a place a listing could not read. (The CSV rows are
+  the CSV renderer's, `jobs.writers.CsvRenderer`, from the same result.)
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
+from ast_audio.inference.prepare import failed
 from ast_audio.inference.results import ClipResult
 
 
@@ -16,9 +28,44 @@ def clip_record(result: ClipResult, top_k: int = 5, timeline: bool = True, embed
     """One input's row: the record `ClipResult.to_dict` gives (the local engine's JSON), with every column of
     `COLUMNS` present (None where the record has no such key), and with `embeddings` the clip's `embedding`."""
     record: dict[str, Any] = dict.fromkeys(COLUMNS)
-    record.update(result.to_dict(top_k, timeline))
+    record.update(clip_json(result, top_k, timeline))
     if embeddings:
         record["embedding"] = [float(x) for x in result.embedding] if result.ok else None
+    return record
+
+
+def clip_json(result: ClipResult, top_k: int = 5, timeline: bool = True) -> dict[str, Any]:
+    """The JSON record of one input (`ClipResult.to_dict`): `top_k` labels, and the window timeline with
+    `timeline`; an input that failed gives `error_record`."""
+    return result.to_dict(top_k, timeline)
+
+
+def error_record(source: str, error: str) -> dict[str, Any]:
+    """The record of input `source` that failed with the one-line `error`: {"path", "error"}."""
+    return {"path": source, "error": error}
+
+
+def unreadable(path: str, reason: str) -> ClipResult:
+    """The result of a place an input listing could not read (a missing file, a folder without permission),
+    as every job reports it: an error naming the path and the reason."""
+    return failed(path, f"{path}: {reason}")
+
+
+def embedding_record(result: ClipResult, embedding: Any, window_embeddings: Any = None) -> dict[str, Any]:
+    """The embed record of one input: path, embedding, duration (s), windows ([start, end] s), warning when
+    there is one, and window_embeddings when given; an input that failed gives `error_record`.
+
+    `embedding` / `window_embeddings` are what the record holds for them: the .npy file names
+    (`ast-audio embed`'s index.jsonl) or the vectors as lists (the service's /v1/embed).
+    """
+    if not result.ok:
+        return error_record(result.source, result.error)
+    record: dict[str, Any] = {"path": result.source, "embedding": embedding, "duration": round(result.duration, 3),
+                              "windows": [[round(start, 3), round(end, 3)] for start, end in result.windows]}
+    if result.warning:
+        record["warning"] = result.warning
+    if window_embeddings is not None:
+        record["window_embeddings"] = window_embeddings
     return record
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from ast_audio.errors import ASTAudioError, ConfigError, UsageError
-from ast_audio.inference.writers import Renderer, json_text
+from ast_audio.jobs.writers import Renderer, json_text
 from ast_audio.io_utils import atomic_write_text
 
 STATE_VERSION = 2  # 1 held each input's text; 2 where the text lies in the output
