@@ -17,7 +17,9 @@ Sets:
 
     python benchmarks/bench_train_small.py [--sets easy keywords] [--work DIR] [--threads N]
 
-Timings name the CPU; on a shared machine they are contended.
+Timings name the CPU; on a shared machine they are contended (CPU s: the process's own time, featurising
+included; for the recipe, that of the stats and train commands). Targets (issue 25): easy held-out >= 0.98
+with training accuracy near 1.0 within 10 minutes on 2 cores; keywords >= 0.90 and above the linear baseline.
 """
 
 from __future__ import annotations
@@ -270,19 +272,19 @@ def bench_set(name: str, train_dir: str, test_dir: str, work: str, threads: int,
     train_paths, train_y = _clips(train_dir)
     test_paths, test_y = _clips(test_dir)
     rows = []
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     train_mel, test_mel = _log_mel(train_paths, recipe["frames"]), _log_mel(test_paths, recipe["frames"])
     test_acc, train_acc = logistic_accuracy(np.stack([summary_features(f, segments) for f in train_mel]), train_y,
                                             np.stack([summary_features(f, segments) for f in test_mel]), test_y)
     profile = " + 4-segment profile" if segments > 1 else ""
     rows.append([name, f"logistic regression on log-mel mean/std{profile}", test_acc, train_acc,
-                 time.perf_counter() - started, 0])
-    started = time.perf_counter()
+                 time.perf_counter() - started, time.process_time() - cpu])
+    started, cpu = time.perf_counter(), time.process_time()
     stats = {"mean": float(np.mean(np.concatenate(train_mel))), "std": float(np.std(np.concatenate(train_mel)))}
     test_acc, train_acc = logistic_accuracy(random_encoder_embeddings(train_paths, recipe, stats), train_y,
                                             random_encoder_embeddings(test_paths, recipe, stats), test_y)
     rows.append([name, "linear probe on the recipe's random encoder", test_acc, train_acc,
-                 time.perf_counter() - started, 0])
+                 time.perf_counter() - started, time.process_time() - cpu])
     result = train_recipe(train_dir, test_dir, os.path.join(work, f"{name}_recipe"), threads, extra)
     rows.append([name, f"scratch_small recipe ({result['steps']} steps, {result['epochs']} epochs)", result["test"],
                  result["train"], result["wall"], result["cpu"]])
