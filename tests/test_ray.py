@@ -125,6 +125,42 @@ def archive(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="session")
+def service(ray_checkpoint):
+    """The HTTP service for `ray_checkpoint`, in this process (uvicorn in a thread, no second model process) on a
+    free loopback port, for the parity of the three front ends; stopped at the end of the run."""
+    pytest.importorskip("fastapi")
+    uvicorn = pytest.importorskip("uvicorn")
+    import threading
+
+    from ast_audio import AudioClassifier
+    from ast_audio.service.app import create_app
+
+    app = create_app(AudioClassifier.from_pretrained(ray_checkpoint, threads=1))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, name="test-service", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the in-process service did not start in 60 s"
+    yield server.config.port
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def post(port: int, path: str, data: bytes) -> tuple[int, dict]:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("POST", path, body=data, headers={"Content-Type": "application/octet-stream"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
 def model_actors() -> list[dict]:
     """The model replicas the cluster has run (Ray Data's map workers: the only actor stage), from the GCS; the
     public state API would need the dashboard."""
@@ -186,10 +222,13 @@ def test_cluster_fit_rule():
 
 
 def test_replicas_taking_every_cpu_are_fitted_and_give_the_local_records(driver, ray_checkpoint, archive, tmp_path,
-                                                                          capsys):
+                                                                          capsys, service):
     """Two replicas of the default 1 CPU would take both CPUs of the cluster and leave decoding none (the job
     hung for ever): they are lowered to fit, with a note, and the job finishes within its stall bound. Each
-    row, read from Ray's Parquet, is the local engine's JSON lines record; the Parquet schema is its typed form."""
+    row, read from Ray's Parquet, is the local engine's JSON lines record; the Parquet schema is its typed form.
+    The parity of the three front ends: a long file (12 windows) and a file that is not audio give the same
+    record, field by field, from the local engine, Ray and the service (its answer, the upload named as the
+    file; a bad upload's error, its status from the error's type)."""
     from ast_audio.jobs.records import json_record, schema
 
     assert main(["classify", str(archive), "--model", ray_checkpoint, "-f", "jsonl", "-o", str(tmp_path / "l.jsonl"),
@@ -216,6 +255,16 @@ def test_replicas_taking_every_cpu_are_fitted_and_give_the_local_records(driver,
     assert "empty file" in rows[str(archive / "empty.wav")]["error"]
     assert len(rows[str(archive / "long.wav")]["windows"]) == 12  # its windows span several model batches
     assert len({actor["Address"]["NodeID"] for actor in model_actors()}) == 2  # replicas on both nodes
+
+    for name, status in (("long.wav", 200), ("broken.mp3", 415)):
+        path = str(archive / name)
+        got, answer = post(service, f"/v1/classify?filename={name}", (archive / name).read_bytes())
+        assert got == status, answer
+        served = answer if status == 200 else {"path": name, **answer}
+        expected = {key: value.replace(path, name) if isinstance(value, str) else value
+                    for key, value in local[path].items()}
+        assert_same_record(served, expected, f"served {name}")
+        assert_same_record(rows[path], local[path], f"ray {name}")
 
 
 def test_a_pipeline_that_cannot_run_is_refused_naming_the_options(driver, ray_checkpoint, archive, tmp_path, capsys):

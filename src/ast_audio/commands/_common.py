@@ -33,11 +33,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The options that load a model (checkpoint, device, precision, backend, threads), shared by every command
     that runs one, `serve` included."""
-    parser.add_argument("--model", "-m", default="MIT/ast-finetuned-audioset-10-10-0.4593",
+    from ast_audio.inference.options import BACKENDS, DEFAULT_MODEL, DTYPES
+
+    parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
                         help="checkpoint directory or Hugging Face Hub id (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model precision (default float32)")
-    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+    parser.add_argument("--dtype", choices=DTYPES, help="model precision (default float32)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="torch (default) or onnxruntime (runs MODEL/model.onnx from ast-audio export)")
     parser.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the Linear layers, the first and "
                         "last encoder layers kept float32 (CPU; with --backend onnxruntime: run model.int8.onnx "
@@ -50,18 +52,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def model_options(args: argparse.Namespace) -> dict:
     """The options that decide an output's numbers: a resumed run must have the same."""
-    return {"model": args.model, "window": args.window, "hop": args.hop, "dtype": args.dtype, "backend": args.backend,
-            "int8": args.int8, "strict": args.strict}
+    from ast_audio.inference.options import InferenceOptions
+
+    return InferenceOptions.from_args(args).numbers()
 
 
 def load_classifier(args: argparse.Namespace, pooling: str = "mean"):
-    from ast_audio.inference.classifier import AudioClassifier
+    """The model the command line's options name (`InferenceOptions.load`)."""
+    from ast_audio.inference.options import InferenceOptions
 
-    return AudioClassifier.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size, window=args.window,
-        hop=args.hop, pooling=pooling, local_files_only=args.offline, backend=args.backend,
-        quantize="int8" if args.int8 else None, compile=args.compile, threads=args.threads,
-    )
+    return InferenceOptions.from_args(args, pooling=pooling).load()
 
 
 def input_listing(args: argparse.Namespace):

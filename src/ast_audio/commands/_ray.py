@@ -41,14 +41,13 @@ def job_options(args: argparse.Namespace, command: str, embeddings: bool) -> dic
 
 
 def ray_options(args: argparse.Namespace, embeddings: bool):
+    """The job's `RayOptions`: the command line's `InferenceOptions` and the pipeline's arguments."""
     from ast_audio.distributed.tagging import RayOptions
+    from ast_audio.inference.options import InferenceOptions
 
-    return RayOptions(
-        model=args.model, window=args.window, hop=args.hop, pooling=getattr(args, "pooling", "mean"),
-        top_k=getattr(args, "top_k", 5), timeline=getattr(args, "timeline", True), embeddings=embeddings,
-        strict=args.strict, batch_size=args.batch_size, backend=args.backend, int8=args.int8, dtype=args.dtype,
-        device=args.device, threads=args.threads, num_workers=args.num_workers,
-        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, local_files_only=args.offline,
+    return RayOptions.of(
+        InferenceOptions.from_args(args), embeddings=embeddings, num_workers=args.num_workers,
+        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
         decode_tasks_per_worker=args.decode_tasks_per_worker,
     )
 

@@ -20,12 +20,15 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ast_audio.inference.results import POOLINGS
+    from ast_audio.jobs.writers import FORMATS
+
     add_model_arguments(parser)
     add_engine_arguments(parser)
     parser.add_argument("--top-k", "-k", type=int, default=5, help="labels per clip and per window (default 5)")
-    parser.add_argument("--pooling", choices=["mean", "max"], default="mean",
+    parser.add_argument("--pooling", choices=POOLINGS, default="mean",
                         help="how window scores make the clip summary (default mean)")
-    parser.add_argument("--format", "-f", choices=["table", "json", "jsonl", "csv", "parquet"], default=None,
+    parser.add_argument("--format", "-f", choices=FORMATS, default=None,
                         help="output format (default: the one --output's extension names, .jsonl .json .csv "
                              ".parquet, else table; with --engine ray, parquet); a --format that contradicts "
                              "the extension is refused")

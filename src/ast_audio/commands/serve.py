@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         from ast_audio.errors import ConfigError
 
         raise ConfigError(f"serve needs its extra ({exc.name} is missing): pip install 'ast-audio[serve]'") from None
-    from ast_audio.inference.classifier import AudioClassifier
+    from ast_audio.inference.options import InferenceOptions
 
     settings = ServiceSettings(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_upload_mb=args.max_upload_mb,
@@ -66,11 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if settings.api_key is None and not is_loopback(args.host):
             print(f"ast-audio serve: warning: binding {args.host} without --api-key-file: anyone who can reach this "
                   "address can use the model", file=sys.stderr)
-        classifier = AudioClassifier.from_pretrained(
-            args.model, device=args.device, dtype=args.dtype, batch_size=args.max_batch, backend=args.backend,
-            quantize="int8" if args.int8 else None, compile=args.compile, threads=args.threads,
-            local_files_only=args.offline,
-        )
+        classifier = InferenceOptions.from_args(args, batch_size=args.max_batch).load()
         from ast_audio.allocator import return_freed_memory
 
         return_freed_memory()

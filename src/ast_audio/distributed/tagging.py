@@ -57,14 +57,24 @@ class RayOptions:
         per_worker = self.decode_tasks_per_worker or (4 if self.gpus_per_worker else 1)
         return self.num_workers * per_worker
 
-    def classifier(self):
-        from ast_audio.inference.classifier import AudioClassifier
+    @classmethod
+    def of(cls, options, **job: Any) -> "RayOptions":
+        """The Ray job of an `inference.options.InferenceOptions` (its model and inference options), with the
+        pipeline's own (`job`: embeddings, num_workers, cpus_per_worker, ...)."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        shared = {name: value for name, value in dataclasses.asdict(options).items() if name in names}
+        return cls(**{**shared, **job})
 
-        return AudioClassifier.from_pretrained(
-            self.model, device=self.device, dtype=self.dtype, batch_size=self.batch_size, window=self.window,
-            hop=self.hop, pooling=self.pooling, backend=self.backend, quantize="int8" if self.int8 else None,
-            threads=self.threads, local_files_only=self.local_files_only,
-        )
+    @property
+    def inference(self):
+        """These options' `InferenceOptions` (what the model replicas load and how they score)."""
+        from ast_audio.inference.options import InferenceOptions
+
+        names = {field.name for field in dataclasses.fields(InferenceOptions)}
+        return InferenceOptions(**{name: value for name, value in dataclasses.asdict(self).items() if name in names})
+
+    def classifier(self):
+        return self.inference.load()
 
 
 @dataclasses.dataclass(frozen=True)

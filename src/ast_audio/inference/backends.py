@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 from ast_audio.errors import ConfigError
+from ast_audio.inference.options import BACKENDS  # the vocabulary, owned where it needs no torch
 from ast_audio.model.logits_and_pooled import LogitsAndPooled
 from ast_audio.model.modeling import ASTForAudioClassification
-
-BACKENDS = ("torch", "onnxruntime")
 
 
 class Backend(Protocol):

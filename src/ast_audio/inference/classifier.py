@@ -18,6 +18,7 @@ from ast_audio.errors import AudioError, ConfigError
 from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.features.timing import Timing
 from ast_audio.inference.backends import build_backend
+from ast_audio.inference.options import DEFAULT_MODEL
 from ast_audio.inference.results import POOLINGS, ClipResult
 from ast_audio.inference.runner import InferenceRunner
 from ast_audio.inference.sources import AudioInput
@@ -26,7 +27,6 @@ from ast_audio.model.modeling import ASTForAudioClassification
 from ast_audio.model.scoring import SCORE_FUNCTIONS, score_function_for
 from ast_audio.runtime import ThreadBudget, resolve_device
 
-DEFAULT_MODEL = "MIT/ast-finetuned-audioset-10-10-0.4593"
 
 
 class AudioClassifier:

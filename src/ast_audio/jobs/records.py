@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ast_audio.inference.prepare import failed
 from ast_audio.inference.results import ClipResult
 
 
@@ -48,6 +47,8 @@ def error_record(source: str, error: str) -> dict[str, Any]:
 def unreadable(path: str, reason: str) -> ClipResult:
     """The result of a place an input listing could not read (a missing file, a folder without permission),
     as every job reports it: an error naming the path and the reason."""
+    from ast_audio.inference.prepare import failed  # (imports torch: not for an argument parser's FORMATS)
+
     return failed(path, f"{path}: {reason}")
 
 
