@@ -270,7 +270,7 @@ def test_progress_on_a_terminal_has_a_total_and_eta(monkeypatch):
 
     from ast_audio.commands._common import Progress
     from ast_audio.inference.results import ClipResult
-    from ast_audio.inference.runner import WindowPlan
+    from ast_audio.inference.prepare import WindowPlan
 
     class Terminal(io.StringIO):
         def isatty(self):

@@ -18,10 +18,10 @@ import numpy as np
 from ast_audio.errors import AudioError
 from ast_audio.features.timing import Timing
 from ast_audio.inference.results import ClipResult
-from ast_audio.inference.sources import AudioInput, AudioSource, input_name
+from ast_audio.inference.sources import AudioInput, AudioSource
 from ast_audio.inference.windows import plan_windows
 
-__all__ = ["Prepared", "WindowPlan", "assemble", "failed", "input_name", "prepare"]
+__all__ = ["Prepared", "WindowPlan", "assemble", "failed", "prepare"]
 
 
 @dataclass
