@@ -351,3 +351,35 @@ def test_thread_budget_sets_each_stage_once(checkpoint, monkeypatch):
     assert sorted(calls) == [("ast-audio-features", 1), ("model-caller", 1)]
     with pytest.raises(ValueError, match="thread counts must be at least 1"):
         AudioClassifier.from_pretrained(checkpoint, threads=-2)
+
+
+def test_one_options_object_for_every_front_end(capsys):
+    """The command line's options become one `InferenceOptions` (classify, serve and the Ray job read the same
+    fields), whose `numbers` keep the keys resume state files hold; the parsers' choices are the registries'."""
+    import dataclasses
+
+    from ast_audio.cli import build_parser
+    from ast_audio.distributed.tagging import RayOptions
+    from ast_audio.inference.options import BACKENDS, DTYPES, InferenceOptions
+    from ast_audio.inference.results import POOLINGS
+    from ast_audio.jobs.writers import FORMATS
+
+    parser = build_parser()
+    args = parser.parse_args(["classify", "a.wav", "-m", "ckpt", "--window", "2", "--hop", "0.5", "--pooling", "max",
+                              "-k", "3", "--strict", "--batch-size", "4", "--int8", "--dtype", "bfloat16",
+                              "--threads", "2", "--device", "cpu", "--offline", "--no-timeline"])
+    options = InferenceOptions.from_args(args)
+    assert options == InferenceOptions(model="ckpt", window=2.0, hop=0.5, pooling="max", strict=True, batch_size=4,
+                                       int8=True, dtype="bfloat16", threads=2, top_k=3, timeline=False,
+                                       device="cpu", local_files_only=True)
+    assert options.numbers() == {"model": "ckpt", "window": 2.0, "hop": 0.5, "dtype": "bfloat16", "backend": "torch",
+                                 "int8": True, "strict": True}
+    ray_job = RayOptions.of(options, num_workers=2)
+    assert ray_job.num_workers == 2 and ray_job.inference == dataclasses.replace(options, compile=False)
+    served = InferenceOptions.from_args(parser.parse_args(["serve", "-m", "ckpt", "--max-batch", "16"]), batch_size=16)
+    assert served == InferenceOptions(model="ckpt", batch_size=16)
+    for flag, registry in (("--backend", BACKENDS), ("--dtype", DTYPES), ("--pooling", POOLINGS),
+                           ("--format", FORMATS)):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["classify", "a.wav", flag, "nonsense"])
+        assert f"(choose from {', '.join(map(repr, registry))})" in capsys.readouterr().err, flag
