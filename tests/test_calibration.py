@@ -48,7 +48,7 @@ def test_calibration_lowers_ece_on_held_out_clips(method: str) -> None:
 
 
 def test_platt_recovers_the_true_mapping() -> None:
-    scores, targets = overconfident(3, clips=8000)
+    scores, targets = overconfident(3, clips=4000)
     a, b = fit_calibration(scores, targets, LABELS).platt["a"]
     # logit(score) = 3 z + 0.5 and the truth is sigmoid(z): a = 1/3, b = -0.5/3 (Platt's smoothing is tiny here).
     assert a == pytest.approx(1 / 3, abs=0.03) and b == pytest.approx(-0.5 / 3, abs=0.05)

@@ -139,7 +139,7 @@ def _fit_platt(scores: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
     x = np.concatenate([_logit(scores), _logit(scores)])[:, None]
     y = np.concatenate([np.ones(len(scores)), np.zeros(len(scores))])
     weights = np.concatenate([smoothed, 1.0 - smoothed])
-    model = LogisticRegression(C=np.inf, max_iter=1000).fit(x, y, sample_weight=weights)
+    model = LogisticRegression(C=np.inf, solver="newton-cholesky", max_iter=100).fit(x, y, sample_weight=weights)
     return float(model.coef_[0, 0]), float(model.intercept_[0])
 
 
