@@ -30,14 +30,14 @@ if sys.argv[1] == "keep":
     assert keep_freed_memory()
 clips = list(np.random.default_rng(0).standard_normal((8, 160000), dtype=np.float32) * 0.1)
 extractor = ASTFeatureExtractor()
-for _ in range(3):
+for _ in range(2):
     extractor(clips, sampling_rate=16000, return_tensors="pt")
 windows = []
 for _ in range(4):  # one-time work (a pool or cache set up late) can land in one window: take the quietest
     before = faults()
-    for _ in range(5):
+    for _ in range(2):
         extractor(clips, sampling_rate=16000, return_tensors="pt")
-    windows.append((faults() - before) / 5)
+    windows.append((faults() - before) / 2)
 print(min(windows))
 """
 
@@ -47,7 +47,8 @@ print(min(windows))
         return float(done.stdout)
 
     kept, mapped = faults_per_call("keep"), faults_per_call("map")
-    # Mapped afresh: about 2000 faults a call (the 4 MB output and each block's 4 MB spectrum).
+    # Mapped afresh: thousands of faults a call (the 4 MB output and each block's 4 MB spectrum; 5250 measured
+    # on torch 2.13), kept: about one; a window of two calls keeps that gap whatever one-time work lands in it.
     assert kept < 200 and mapped > 1000, (kept, mapped)
 
 
