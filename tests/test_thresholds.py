@@ -102,12 +102,15 @@ def test_few_positives_keep_the_global_threshold_and_are_listed(splits) -> None:
 
 def test_thresholds_json_round_trips_and_drives_events(splits, tmp_path) -> None:
     (scores, targets), _ = splits
+    targets = targets.copy()
+    targets[:, 5] = False  # no positives: kept at the default, its recall undefined (null in the file)
     learned = choose_thresholds(scores, targets, LABELS, target_precision=0.8, source="clips.csv")
     path = tmp_path / "thresholds.json"
     learned.write(path)
     again = Thresholds.read(path)
-    assert again == learned
     assert again.to_json() == learned.to_json()
+    assert (again.thresholds, again.default, again.few_positives) == (learned.thresholds, learned.default, ["class 5"])
+    assert again.classes["class 0"] == learned.classes["class 0"] and np.isnan(again.classes["class 5"].recall)
     data = json.loads(path.read_text())
     assert data["version"] == 1 and data["provenance"]["source"] == "clips.csv"
     assert data["provenance"]["target_precision"] == 0.8 and data["provenance"]["classes"]["class 0"]["positives"] > 0
@@ -117,7 +120,7 @@ def test_thresholds_json_round_trips_and_drives_events(splits, tmp_path) -> None
     assert mapping == {"class 1": learned.thresholds["class 1"], "other": learned.default}
     options = EventOptions(threshold=0.5, threshold_off=0.3, class_thresholds=mapping)
     assert options.thresholds(["class 1"])[0][0] == pytest.approx(learned.thresholds["class 1"])
-    assert again.unknown_labels(["class 1", "class 2"]) == sorted(set(LABELS) - {"class 1", "class 2"})
+    assert again.unknown_labels(["class 1", "class 2"]) == sorted(set(LABELS) - {"class 1", "class 2", "class 5"})
 
 
 @pytest.mark.parametrize(
@@ -129,12 +132,20 @@ def test_thresholds_json_round_trips_and_drives_events(splits, tmp_path) -> None
         ('{"version": 1, "default": 0.5, "thresholds": {"dog": "high"}}', "threshold of 'dog' must be a finite number"),
         ('{"version": 1, "thresholds": {}}', "'default' must be a finite number"),
         ('{"version": 1, "default": 0.5, "thresholds": []}', "'thresholds' must be an object"),
+        ('{"version": 1, "default": 0.5, "thresholds": {}, "provenance": {"min_positives": 2.5}}', "'min_positives'"),
+        ('{"version": 1, "default": 0.5, "thresholds": {}, "provenance": {"classes": {"a": {"x": 1}}}}',
+         "provenance of 'a' must have the fields"),
     ],
 )
 def test_bad_thresholds_files_are_refused_naming_the_file(text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected) as caught:
         Thresholds.from_json(text, "model/thresholds.json")
     assert str(caught.value).startswith("model/thresholds.json: ")
+
+
+def test_unreadable_thresholds_file_is_named(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="missing.json: cannot read thresholds"):
+        Thresholds.read(tmp_path / "missing.json")
 
 
 def test_bad_arguments_are_refused() -> None:

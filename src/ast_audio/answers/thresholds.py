@@ -20,6 +20,10 @@ all classes (`best_global_threshold`: the highest mean F1 over the classes with 
 Precision = TP / clips accepted, recall = TP / positives, F1 = 2PR / (P + R), 0 where TP is 0; a
 threshold that accepts nothing has precision NaN (it is never chosen).
 
+Thresholds apply to the scores as the checkpoint's scoring rule gives them (sigmoid or softmax), the scores
+`decide` and `events.EventOptions` compare; a calibration stored beside them maps those scores to
+probabilities for reporting and does not move the thresholds.
+
 `thresholds.json` (version 1) holds the per-label thresholds, the global default, and the provenance:
 the data they came from, the option used, and counts and figures per class; optionally a calibration
 (`ast_audio.answers.calibration`).
@@ -247,6 +251,12 @@ def _number(value: Any, what: str, source: str) -> float:
     return float(value)
 
 
+def _count(value: Any, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{source}: 'min_positives' must be an integer >= 1, got {value!r}")
+    return value
+
+
 def _class_threshold(label: str, item: Any, source: str) -> ClassThreshold:
     fields = [field.name for field in dataclasses.fields(ClassThreshold)]
     if not isinstance(item, dict) or set(item) != set(fields):
@@ -272,7 +282,7 @@ def _from_dict(data: Any, source: str) -> Thresholds:
         thresholds, default,
         source=str(provenance.get("source", "")), method=str(provenance.get("method", "f1")),
         target_precision=None if target is None else _number(target, "'target_precision'", source),
-        min_positives=int(_number(provenance.get("min_positives", DEFAULT_MIN_POSITIVES), "'min_positives'", source)),
+        min_positives=_count(provenance.get("min_positives", DEFAULT_MIN_POSITIVES), source),
         classes={label: _class_threshold(label, item, source) for label, item in provenance.get("classes", {}).items()},
         calibration=None if calibration is None else Calibration.from_dict(calibration, source),
     )
@@ -305,6 +315,7 @@ def choose_thresholds(
         raise ConfigError(f"min_positives must be an integer >= 1, got {min_positives!r}")
     if default is None:
         default = best_global_threshold(scores, targets)[0] if targets.any() else 0.5
+    default = _number(default, "default threshold", "options")
     own, classes = {}, {}
     for column, label in enumerate(labels):
         column_scores, column_targets = scores[:, column], targets[:, column]
