@@ -7,8 +7,8 @@ service write.
 - `clip_record`: the same as a table row with every column of `COLUMNS` (`schema`: its typed Arrow form, for
   Parquet with pyarrow, pandas, DuckDB; `json_record` back to the JSON form);
 - `embedding_record`: the embed index line (`ast-audio embed`'s index.jsonl, the service's /v1/embed);
-- `error_record` / `unreadable`: an input that failed, and a place a listing could not read. (The CSV rows are
-  the CSV renderer's, `jobs.writers.CsvRenderer`, from the same result.)
+- `csv_rows`: the CSV rows (`CSV_COLUMNS`: a row per label of the clip and of each window);
+- `error_record` / `unreadable`: an input that failed, and a place a listing could not read.
 """
 
 from __future__ import annotations
@@ -37,6 +37,26 @@ def clip_json(result: ClipResult, top_k: int = 5, timeline: bool = True) -> dict
     """The JSON record of one input (`ClipResult.to_dict`): `top_k` labels, and the window timeline with
     `timeline`; an input that failed gives `error_record`."""
     return result.to_dict(top_k, timeline)
+
+
+CSV_COLUMNS = ("path", "level", "start", "end", "rank", "label", "score", "error", "warning")
+
+
+def csv_rows(result: ClipResult, top_k: int = 5, timeline: bool = True) -> list[list[Any]]:
+    """The CSV rows of one input (`CSV_COLUMNS`): level "clip" for its `top_k` labels (start 0, end its duration,
+    rank from 1, scores with 6 decimals) and, with `timeline`, level "window" for each window's, only for inputs
+    of more than one window (a single window's scores are the clip's); an input that failed is one clip row
+    with its error."""
+    if not result.ok:
+        return [[result.source, "clip", "", "", "", "", "", result.error, ""]]
+    warning = result.warning or ""
+    rows = [[result.source, "clip", 0.0, round(result.duration, 3), rank, item["label"], f"{item['score']:.6f}", "",
+             warning] for rank, item in enumerate(result.top(top_k), 1)]
+    if timeline and len(result.windows) > 1:
+        rows += [[result.source, "window", window["start"], window["end"], rank, item["label"],
+                  f"{item['score']:.6f}", "", warning]
+                 for window in result.timeline(top_k) for rank, item in enumerate(window["labels"], 1)]
+    return rows
 
 
 def error_record(source: str, error: str) -> dict[str, Any]:

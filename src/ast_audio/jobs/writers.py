@@ -14,10 +14,9 @@ import re
 
 from ast_audio.inference.results import ClipResult
 from ast_audio.io_utils import publish
-from ast_audio.jobs.records import clip_json
+from ast_audio.jobs.records import CSV_COLUMNS, clip_json, csv_rows
 
 FORMATS = ("table", "json", "jsonl", "csv", "parquet")
-CSV_COLUMNS = ("path", "level", "start", "end", "rank", "label", "score", "error", "warning")
 # A file name that is not valid UTF-8 reaches Python as a str holding lone surrogates (PEP 383).
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -81,28 +80,13 @@ class JsonRenderer(Renderer):
 
 
 class CsvRenderer(Renderer):
-    """Rows of (path, level clip|window, start, end, rank, label, score, error, warning). Window rows only for
-    inputs of more than one window (a single window's scores are the clip's)."""
+    """The rows of `jobs.records.csv_rows` under a header of `CSV_COLUMNS`."""
 
     def header(self) -> str:
         return self._rows([CSV_COLUMNS])
 
     def chunk(self, result: ClipResult) -> str:
-        if not result.ok:
-            return self._rows([[result.source, "clip", "", "", "", "", "", result.error, ""]])
-        warning = result.warning or ""
-        rows = [
-            [result.source, "clip", 0.0, round(result.duration, 3), rank, item["label"], f"{item['score']:.6f}", "",
-             warning]
-            for rank, item in enumerate(result.top(self.top_k), 1)
-        ]
-        if self.timeline and len(result.windows) > 1:
-            rows += [
-                [result.source, "window", window["start"], window["end"], rank, item["label"], f"{item['score']:.6f}",
-                 "", warning]
-                for window in result.timeline(self.top_k) for rank, item in enumerate(window["labels"], 1)
-            ]
-        return self._rows(rows)
+        return self._rows(csv_rows(result, self.top_k, self.timeline))
 
     @staticmethod
     def _rows(rows: list) -> str:
