@@ -91,7 +91,8 @@ def test_csv_without_a_file_column_belongs_to_the_file_it_is_named_after(tmp_pat
     [
         ("bad.csv", "filename,onset,offset,event_label\na.wav,1,2,dog\na.wav,one,2,dog\n",
          r"bad.csv line 3: onset 'one' must be a number of seconds >= 0"),
-        ("bad.csv", "filename,onset,offset,event_label\n\na.wav,3,2,dog\n", r"bad.csv line 3: offset 2 is before onset 3"),
+        ("bad.csv", "filename,onset,offset,event_label\n\na.wav,3,2,dog\n",
+         r"bad.csv line 3: offset 2 is before onset 3"),
         ("bad.csv", "filename,onset,offset,event_label\na.wav,-1,2,dog\n", r"bad.csv line 2: onset '-1'"),
         ("bad.csv", "filename,onset,offset,event_label\na.wav,1,2,\n", r"bad.csv line 2: the event label is empty"),
         ("bad.csv", "filename,onset,offset,event_label\na.wav,1,2,dog,extra\n", r"bad.csv line 2: 5 fields"),
@@ -103,7 +104,9 @@ def test_csv_without_a_file_column_belongs_to_the_file_it_is_named_after(tmp_pat
         ("empty.csv", "\n\n", r"empty.csv: empty"),
     ],
 )
-def test_bad_annotation_files_are_refused_naming_file_and_line(tmp_path: Path, name: str, text: str, expected: str) -> None:
+def test_bad_annotation_files_are_refused_naming_file_and_line(
+    tmp_path: Path, name: str, text: str, expected: str
+) -> None:
     path = write(tmp_path, name, text)
     with pytest.raises(AnnotationError, match=expected) as caught:
         read_annotation_file(path)

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from ast_audio.answers.events import Event, EventOptions, score_track
+from ast_audio.answers.events import Event, EventOptions, ScoreTrack, score_track
 from ast_audio.answers.metrics import event_based_metrics
 from ast_audio.answers.segment_metrics import activity, segment_based_metrics
 from ast_audio.answers.sweep import psds, threshold_sweep
@@ -19,7 +19,8 @@ LABELS = ["dog", "siren", "speech"]
 
 def random_annotations(seed: int, files: int = 6) -> tuple[dict, dict, dict]:
     """(reference, detected, durations): reference events at arbitrary times (overlapping ones too) and
-    detections near them (shifted, stretched, missed, doubled, mislabelled) plus false alarms; some past the duration."""
+    detections near them (shifted, stretched, missed, doubled, mislabelled) plus false alarms; some past the
+    duration."""
     rng = np.random.default_rng(seed)
     reference, detected, durations = {}, {}, {}
     for number in range(files):
@@ -89,7 +90,8 @@ def test_activity_by_hand() -> None:
     # Overlapping reference events of one class count once per segment; a substitution by hand.
     metrics = segment_based_metrics({"f": [Event("a", 0, 2), Event("a", 1, 3)]}, {"f": [Event("b", 0, 1)]})
     assert metrics.overall.substitutions == 1 and metrics.overall.deletions == 2 and metrics.overall.insertions == 0
-    assert metrics.overall.error_rate == pytest.approx(3 / 3) and metrics.per_class["b"].error_rate != metrics.per_class["b"].error_rate
+    assert metrics.overall.error_rate == pytest.approx(3 / 3)
+    assert np.isnan(metrics.per_class["b"].error_rate)  # no reference activity of "b"
     with pytest.raises(ConfigError, match="segment_length"):
         segment_based_metrics({}, {}, segment_length=0)
 
@@ -144,8 +146,9 @@ def test_psds_with_sed_scores_eval() -> None:
         pytest.importorskip("sed_scores_eval")
     tracks, reference, durations = scored_files()
     good = psds(tracks, reference, durations, alpha_st=0.0)
+    noise = np.random.default_rng(1)
     noisy_tracks = {
-        f: type(t)(t.edges, np.clip(t.values + np.random.default_rng(1).uniform(0, 0.9, t.values.shape), 0, 1), t.labels)
+        f: ScoreTrack(t.edges, np.clip(t.values + noise.uniform(0, 0.9, t.values.shape), 0, 1), t.labels)
         for f, t in tracks.items()
     }
     noisy = psds(noisy_tracks, reference, durations, alpha_st=0.0)

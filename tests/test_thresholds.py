@@ -58,7 +58,8 @@ def test_per_class_thresholds_beat_the_best_global_threshold(splits) -> None:
     global_threshold, train_mean_f1 = best_global_threshold(scores, targets)
     _, _, per_class_f1 = precision_recall_f1(learned.decide(held_scores, LABELS), held_targets)
     _, _, global_f1 = precision_recall_f1(held_scores >= global_threshold, held_targets)
-    print(f"held-out mean F1: per class {per_class_f1.mean():.3f}, global {global_threshold:.3f}: {global_f1.mean():.3f}")
+    print(f"held-out mean F1: per class {per_class_f1.mean():.3f}, "
+          f"global {global_threshold:.3f}: {global_f1.mean():.3f}")
     assert per_class_f1.mean() > global_f1.mean() + 0.05
     assert learned.default == pytest.approx(global_threshold)
     assert 0 < train_mean_f1 < 1

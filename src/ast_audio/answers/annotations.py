@@ -253,4 +253,5 @@ def match_annotations(
             if event.label not in known:
                 unknown[event.label] = unknown.get(event.label, 0) + 1
     ordered = {audio: sorted(found, key=lambda e: (e.start, e.end, e.label)) for audio, found in events.items()}
-    return Annotations(ordered, {a: tuple(s) for a, s in sources.items()}, tuple(unmatched), dict(sorted(unknown.items())))
+    from_files = {audio: tuple(files) for audio, files in sources.items()}
+    return Annotations(ordered, from_files, tuple(unmatched), dict(sorted(unknown.items())))

@@ -205,7 +205,9 @@ class Thresholds:
             "provenance": {
                 "source": self.source, "method": self.method, "target_precision": self.target_precision,
                 "min_positives": self.min_positives,
-                "classes": {label: _nan_to_none(dataclasses.asdict(item)) for label, item in sorted(self.classes.items())},
+                "classes": {
+                    label: _nan_to_none(dataclasses.asdict(item)) for label, item in sorted(self.classes.items())
+                },
             },
         }
         if self.calibration is not None:
@@ -271,7 +273,9 @@ def _from_dict(data: Any, source: str) -> Thresholds:
         raise ConfigError(f"{source}: expected a thresholds file of version {FORMAT_VERSION}, got version {got!r}")
     if not isinstance(data.get("thresholds"), dict):
         raise ConfigError(f"{source}: 'thresholds' must be an object {{label: threshold}}")
-    thresholds = {str(label): _number(value, f"threshold of {label!r}", source) for label, value in data["thresholds"].items()}
+    thresholds = {
+        str(label): _number(value, f"threshold of {label!r}", source) for label, value in data["thresholds"].items()
+    }
     default = _number(data.get("default"), "'default'", source)
     provenance = data.get("provenance", {})
     if not isinstance(provenance, dict) or not isinstance(provenance.get("classes", {}), dict):
@@ -320,10 +324,11 @@ def choose_thresholds(
     for column, label in enumerate(labels):
         column_scores, column_targets = scores[:, column], targets[:, column]
         if column_targets.sum() < min_positives:
-            decided = column_scores >= default
-            precision, recall, f1 = (float(v[0]) for v in precision_recall_f1(decided[:, None], column_targets[:, None]))
+            figures = precision_recall_f1((column_scores >= default)[:, None], column_targets[:, None])
             positives = int(column_targets.sum())
-            classes[label] = ClassThreshold(default, positives, len(scores) - positives, precision, recall, f1, FEW_POSITIVES)
+            classes[label] = ClassThreshold(
+                default, positives, len(scores) - positives, *(float(v[0]) for v in figures), FEW_POSITIVES
+            )
             continue
         classes[label] = choose_class_threshold(column_scores, column_targets, target_precision)
         own[label] = classes[label].threshold
