@@ -130,10 +130,11 @@ def test_threshold_sweep_trades_recall_for_precision_and_matches_detection() -> 
     from ast_audio.answers.events import detect_events
 
     at = EventOptions(threshold=0.5, threshold_off=0.25)
-    expected = event_based_metrics(reference, {f: detect_events(t, at) for f, t in tracks.items()}, collar=1.0)
+    detected = {f: detect_events(t, at) for f, t in tracks.items()}
+    expected = event_based_metrics(reference, detected, collar=1.0, labels=LABELS)
     index = int(np.argmin(np.abs(sweep.thresholds - 0.5)))
     assert sweep.overall[index] == expected.overall
-    assert sweep.per_class["dog"][index] == expected.per_class.get("dog", sweep.per_class["dog"][index])
+    assert {label: counts[index] for label, counts in sweep.per_class.items()} == dict(expected.per_class)
     rows = sweep.rows()
     assert len(rows) == 9 * (1 + len(LABELS)) and {"label", "threshold", "precision", "recall"} <= rows[0].keys()
     with pytest.raises(ConfigError, match="thresholds must be"):
@@ -155,5 +156,15 @@ def test_psds_with_sed_scores_eval() -> None:
     print(f"PSDS (scenario 1 criteria, alpha_st 0): clean tracks {good.psds:.3f}, noisy {noisy.psds:.3f}")
     assert 0 < noisy.psds < good.psds <= 1
     assert set(good.per_class) == set(LABELS)
+    # Scores of exactly 1 inside each reference event and 0 elsewhere: a perfect PSDS (the tracks' segment
+    # edges reach sed_scores_eval as they are).
+    edges = np.arange(0, 30.01, 0.25)
+    middle = (edges[:-1] + edges[1:]) / 2
+    exact = {f: [Event(e.label, round(e.start * 4) / 4, round(e.end * 4) / 4) for e in ev] for f, ev in reference.items()}
+    perfect = {}
+    for file, events in exact.items():
+        values = [[any(e.label == label and e.start < m < e.end for e in events) for label in LABELS] for m in middle]
+        perfect[file] = ScoreTrack(edges, np.array(values, dtype=np.float64), tuple(LABELS))
+    assert psds(perfect, exact, durations).psds == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="missing for"):
         psds(tracks, reference, {})

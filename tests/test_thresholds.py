@@ -79,6 +79,14 @@ def test_f1_threshold_is_the_best_on_its_clips() -> None:
     assert precision_recall_f1(decided[:, None], targets[:, None])[2][0] == pytest.approx(best)
     # The threshold lies strictly between two scores (a margin on both sides), not on one.
     assert not np.isin(chosen.threshold, scores)
+    # For a target precision: the best recall among the thresholds that reach it, by brute force.
+    reaching = [
+        recall[0] for t in scores
+        for precision, recall, _ in [precision_recall_f1((scores >= t)[:, None], targets[:, None])]
+        if precision[0] >= 0.7
+    ]
+    at_target = choose_class_threshold(scores, targets, target_precision=0.7)
+    assert at_target.precision >= 0.7 and at_target.recall == pytest.approx(max(reaching))
 
 
 def test_unreachable_precision_keeps_the_best_precision_and_flags_the_class() -> None:
