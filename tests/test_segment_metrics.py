@@ -160,7 +160,10 @@ def test_psds_with_sed_scores_eval() -> None:
     # edges reach sed_scores_eval as they are).
     edges = np.arange(0, 30.01, 0.25)
     middle = (edges[:-1] + edges[1:]) / 2
-    exact = {f: [Event(e.label, round(e.start * 4) / 4, round(e.end * 4) / 4) for e in ev] for f, ev in reference.items()}
+    exact = {
+        file: [Event(e.label, round(e.start * 4) / 4, round(e.end * 4) / 4) for e in events]
+        for file, events in reference.items()
+    }
     perfect = {}
     for file, events in exact.items():
         values = [[any(e.label == label and e.start < m < e.end for e in events) for label in LABELS] for m in middle]
