@@ -8,13 +8,15 @@ read one window at a time so memory is bounded by the batch, not the file.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from ast_audio.errors import AudioError, ConfigError
+from ast_audio.answers.events import EventOptions
+from ast_audio.answers.options import AnswerOptions
 from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.features.timing import Timing
 from ast_audio.inference.backends import build_backend
@@ -53,9 +55,12 @@ class AudioClassifier:
         compile: bool = False,
         onnx_path: str | os.PathLike | None = None,
         threads: int | None = None,
+        answers: AnswerOptions | None = None,
     ) -> None:
         """`score_function` "auto" follows the checkpoint (`ast_audio.model.scoring`); `threads` sets the
-        intra-op threads of the model and of decoding/features (default: every core, `ThreadBudget`)."""
+        intra-op threads of the model and of decoding/features (default: every core, `ThreadBudget`);
+        `answers` the class selection and events of every result (default: every class, no events). Raises
+        `ConfigError` for a selection naming a label the checkpoint lacks."""
         if quantize not in (None, "int8"):
             raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
         if score_function not in ("auto", *SCORE_FUNCTIONS):
@@ -81,6 +86,8 @@ class AudioClassifier:
         self.batch_size = batch_size
         self.window, self.hop = window_and_hop(self.timing, window, hop)
         self.pooling = pooling
+        self.answers = answers or AnswerOptions()
+        self.answers.build(self.labels)  # a label the model lacks is refused now, not at the first result
 
     @classmethod
     def from_pretrained(
@@ -100,6 +107,12 @@ class AudioClassifier:
         compile: bool = False,
         onnx_path: str | os.PathLike | None = None,
         threads: int | None = None,
+        answers: AnswerOptions | None = None,
+        events: EventOptions | bool | None = None,
+        include: Sequence[str] | os.PathLike | None = None,
+        exclude: Sequence[str] | os.PathLike | None = None,
+        groups: Mapping[str, Sequence[str]] | None = None,
+        rollup: bool = False,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
@@ -111,7 +124,16 @@ class AudioClassifier:
         or model.int8.onnx with quantize="int8", from `ast-audio export --int8`); on the torch backend
         quantize="int8" applies dynamic int8 quantisation to the Linear layers (CPU); compile=True wraps the
         model in torch.compile (the first batches are slow while it compiles).
+
+        Answers (`ast_audio.answers.options.AnswerOptions`): pass one `answers` object, or its fields as
+        keywords (not both): `events` (`EventOptions`, or True for the defaults: threshold 0.5, off 0.3),
+        `include` / `exclude` (label names, or a Path to a file of them), `groups` ({name: [label, ...]}),
+        `rollup` (AudioSet hierarchy). Results then carry the selected labels and `ClipResult.events`.
         """
+        shortcuts = dict(events=events, include=include, exclude=exclude, groups=groups or (), rollup=rollup)
+        if answers is not None and AnswerOptions(**shortcuts).active:
+            raise ConfigError("pass either answers= or its fields (events, include, exclude, groups, rollup), not both")
+        answers = answers or AnswerOptions(**shortcuts)
         from ast_audio.hub import resolve_file
 
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
@@ -132,7 +154,7 @@ class AudioClassifier:
         return cls(
             network, extractor, device=device, batch_size=batch_size, window=window, hop=hop, pooling=pooling,
             score_function=score_function, backend=backend, quantize=quantize, compile=compile, onnx_path=onnx_path,
-            threads=threads,
+            threads=threads, answers=answers,
         )
 
     # -------------------------------------------------------------------------------------------- API
@@ -178,10 +200,13 @@ class AudioClassifier:
         pooling: str | None = None,
         strict: bool = False,
         progress: Callable[[float], Any] | None = None,
+        answers: AnswerOptions | None = None,
     ) -> Iterator[ClipResult]:
         """Yield a `ClipResult` per input, in order, as soon as it is complete; a bad input yields a result
         with `error` set and the others go on. An input cut short (a partial download) gives what decodes and
-        a `warning`; with `strict` it is an error. `progress(seconds)` follows the audio scored, batch by batch."""
+        a `warning`; with `strict` it is an error. `progress(seconds)` follows the audio scored, batch by batch.
+        `answers` replaces the classifier's class selection and events for this call."""
         window, hop = window_and_hop(self.timing, window, hop, default=(self.window, self.hop))
         return self.runner.run(inputs, window=window, hop=hop, pooling=pooling or self.pooling,
-                               sampling_rate=sampling_rate, strict=strict, progress=progress)
+                               sampling_rate=sampling_rate, strict=strict, progress=progress,
+                               answers=answers or self.answers)

@@ -13,6 +13,8 @@ import argparse
 import dataclasses
 from typing import Any
 
+from ast_audio.answers.options import AnswerOptions
+
 BACKENDS = ("torch", "onnxruntime")  # how a feature batch becomes scores (`inference.backends.build_backend`)
 DTYPES = ("float32", "float16", "bfloat16")  # model precisions a user picks by name
 DEFAULT_MODEL = "MIT/ast-finetuned-audioset-10-10-0.4593"
@@ -32,7 +34,8 @@ class InferenceOptions:
     quantisation (torch) or the int8 ONNX file (onnxruntime); dtype: one of `DTYPES` (None: float32); threads:
     intra-op threads per stage (None: every core); top_k: labels per record; timeline: records carry the
     windows; device: "auto", "cpu", "cuda:1", ...; compile: torch.compile; local_files_only: never contact the
-    Hub.
+    Hub; answers: the class selection and events (`ast_audio.answers.options.AnswerOptions`; default: every
+    class of the model, no events).
     """
 
     model: str = DEFAULT_MODEL
@@ -50,20 +53,22 @@ class InferenceOptions:
     device: str = "auto"
     compile: bool = False
     local_files_only: bool = False
+    answers: AnswerOptions = AnswerOptions()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> "InferenceOptions":
         """The options a command line gave (`commands._common.add_model_options` and the job arguments); an
         option the command does not declare keeps its default; `overrides` win over both."""
-        given = {"local_files_only": getattr(args, "offline", False)}
+        given = {"local_files_only": getattr(args, "offline", False), "answers": AnswerOptions.from_args(args)}
         for field in dataclasses.fields(cls):
-            if field.name != "local_files_only" and hasattr(args, field.name):
+            if field.name not in ("local_files_only", "answers") and hasattr(args, field.name):
                 given[field.name] = getattr(args, field.name)
         return cls(**{**given, **overrides})
 
     def numbers(self) -> dict[str, Any]:
-        """The options that decide an output's numbers (`NUMBER_OPTIONS`), as a resumed job compares them."""
-        return {name: getattr(self, name) for name in NUMBER_OPTIONS}
+        """The options that decide an output's numbers (`NUMBER_OPTIONS`, and the answers' "selection" and
+        "events" when set: `AnswerOptions.numbers`), as a resumed job compares them."""
+        return {**{name: getattr(self, name) for name in NUMBER_OPTIONS}, **self.answers.numbers()}
 
     def load(self):
         """The `AudioClassifier` of these options (loads the model; raises its errors: `CheckpointNotFoundError`
@@ -74,4 +79,5 @@ class InferenceOptions:
             self.model, device=self.device, dtype=self.dtype, batch_size=self.batch_size, window=self.window,
             hop=self.hop, pooling=self.pooling, backend=self.backend, quantize="int8" if self.int8 else None,
             compile=self.compile, threads=self.threads, local_files_only=self.local_files_only,
+            answers=self.answers,
         )

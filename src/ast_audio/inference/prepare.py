@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ast_audio.answers.options import AnswerOptions, Answers
 from ast_audio.errors import AudioError
 from ast_audio.features.timing import Timing
 from ast_audio.inference.results import ClipResult
@@ -91,15 +92,26 @@ def prepare(
 
 
 def assemble(plan: WindowPlan, scores: np.ndarray, embeddings: np.ndarray, labels: list[str],
-             pooling: str = "mean") -> ClipResult:
+             pooling: str = "mean", answers: AnswerOptions | Answers | None = None) -> ClipResult:
     """The `ClipResult` of an input planned as `plan`: `scores` (windows, labels) and `embeddings` (windows,
-    hidden) of its windows in order, pooled over windows by `pooling` (`results.POOLINGS`)."""
+    hidden) of its windows in order, pooled over windows by `pooling` (`results.POOLINGS`).
+
+    `answers` (options, or options built for `labels`): the class selection is applied to the window scores
+    first, so the result's labels, clip scores, top-k, timeline and events all use the selected classes;
+    with events on, `events` are found in the selected window scores. Raises `ConfigError` for a selection
+    that names a label the model lacks (or rollup over labels that are not AudioSet's)."""
     if len(scores) != len(plan.windows) or len(embeddings) != len(plan.windows):
         raise ValueError(f"{plan.source}: {len(plan.windows)} windows but {len(scores)} scores and "
                          f"{len(embeddings)} embeddings")
+    events = None
+    if isinstance(answers, AnswerOptions):
+        answers = answers.build(labels)
+    if answers is not None:
+        scores, labels = answers.select(scores), list(answers.labels)
+        events = answers.detect(plan.windows, scores)
     return ClipResult(source=plan.source, duration=plan.duration, windows=list(plan.windows),
                       window_scores=scores, window_embeddings=embeddings, labels=labels, pooling=pooling,
-                      warning=plan.warning or None)
+                      warning=plan.warning or None, events=events)
 
 
 def failed(source: str, error: str, labels: list[str] | None = None) -> ClipResult:

@@ -41,6 +41,7 @@ class ClipResult:
     pooling: str = "mean"
     error: str | None = None
     warning: str | None = None  # e.g. "decoded 42.1 s of 60.0 s declared" for a partial download
+    events: list[Any] | None = None  # `answers.events.Event`s, sorted by start; None when events are off
 
     @property
     def ok(self) -> bool:
@@ -66,7 +67,8 @@ class ClipResult:
         ]
 
     def to_dict(self, top_k: int = 5, timeline: bool = True) -> dict[str, Any]:
-        """JSON-ready summary: path, duration, top labels, pooling, and (optionally) the window timeline: the
+        """JSON-ready summary: path, duration, top labels, pooling, (optionally) the window timeline, and the
+        events ({label, start, end, score, mean}, seconds) when they were asked for: the
         record of `ast_audio.jobs.records.clip_json` (every front end writes it through there)."""
         if not self.ok:
             return {"path": self.source, "error": self.error}
@@ -78,4 +80,6 @@ class ClipResult:
             out["warning"] = self.warning
         if timeline:
             out["windows"] = self.timeline(top_k)
+        if self.events is not None:
+            out["events"] = [event.to_dict() for event in self.events]
         return out

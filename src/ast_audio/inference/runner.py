@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ast_audio.answers.options import AnswerOptions, Answers
 from ast_audio.errors import ConfigError
 from ast_audio.failures import input_error
 from ast_audio.features.extractor import ASTFeatureExtractor
@@ -132,8 +133,8 @@ class _PendingBatch:
 class ResultAssembler:
     """Collects window scores into per-input `ClipResult`s (`prepare.assemble`) and releases them in input order."""
 
-    def __init__(self, labels: list[str], pooling: str) -> None:
-        self.labels, self.pooling = labels, pooling
+    def __init__(self, labels: list[str], pooling: str, answers: Answers | None = None) -> None:
+        self.labels, self.pooling, self.answers = labels, pooling, answers
         self._plans: dict[int, WindowPlan] = {}
         self._scores: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}  # (windows, labels), (windows, hidden)
         self._remaining: dict[int, int] = {}
@@ -150,7 +151,8 @@ class ResultAssembler:
             return  # already complete, or already failed
         for pending in (self._plans, self._scores, self._remaining):
             pending.pop(event.index, None)
-        self._finished[event.index] = failed(event.source, event.error, self.labels)
+        labels = self.labels if self.answers is None else list(self.answers.labels)
+        self._finished[event.index] = failed(event.source, event.error, labels)
 
     def add(self, keys: list[tuple[int, int]], scores: np.ndarray, embeddings: np.ndarray) -> float:
         """Rows of scores and embeddings for the (input, window) `keys`; returns the seconds of audio they
@@ -172,7 +174,8 @@ class ResultAssembler:
             self._remaining[index] -= 1
             if self._remaining[index] == 0:
                 del self._remaining[index], self._scores[index], self._plans[index]
-                self._finished[index] = assemble(plan, window_scores, window_embeddings, self.labels, self.pooling)
+                self._finished[index] = assemble(plan, window_scores, window_embeddings, self.labels, self.pooling,
+                                                 self.answers)
         return seconds
 
     def ready(self) -> Iterator[ClipResult]:
@@ -217,17 +220,21 @@ class InferenceRunner:
     def run(
         self, inputs: Iterable[AudioInput], *, window: float, hop: float, pooling: str = "mean",
         sampling_rate: int | None = None, strict: bool = False, progress: Callable[[float], Any] | None = None,
+        answers: AnswerOptions | None = None,
     ) -> Iterator[ClipResult]:
         """A `ClipResult` per input, in order, as soon as it is complete; a bad input gives a result with
         `error` set and the others go on. `strict`: an input with a warning (cut short) is an error too.
         `progress(seconds)` is called after each model batch with the seconds of audio it completed; a
-        `progress` with a `plan` method is also given each input's `WindowPlan` as the input is opened."""
+        `progress` with a `plan` method is also given each input's `WindowPlan` as the input is opened.
+        `answers`: the class selection and events (`prepare.assemble`); its names are checked against the
+        model's labels before any input is opened (`ConfigError`)."""
+        built = answers.build(self.labels) if answers is not None and answers.active else None
         self.timing.check_window(window, hop)
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         events = produce_batches(list(inputs), self.features, self.timing, window=window, hop=hop,
                                  batch_size=self.batch_size, sampling_rate=sampling_rate, strict=strict)
-        assembler = ResultAssembler(self.labels, pooling)
+        assembler = ResultAssembler(self.labels, pooling, built)
         for event in in_background(events, self.threads):
             if isinstance(event, WindowPlan):
                 assembler.plan(event)
