@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from ast_audio import __version__
@@ -12,7 +13,7 @@ from ast_audio.allocator import keep_freed_memory
 from ast_audio.errors import ASTAudioError, UsageError
 
 # name -> module in ast_audio.commands; each has add_arguments(parser) and run(args) -> exit code, and HELP.
-COMMANDS = ("classify", "embed", "serve", "train", "evaluate", "stats", "convert", "export")
+COMMANDS = ("classify", "embed", "serve", "train", "evaluate", "calibrate", "segments", "stats", "convert", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="more on stderr: a line per file (classify, embed) and the log's details "
                               "(also before the command)")
         module.add_arguments(sub)
-        sub.set_defaults(run=module.run, keep_freed_memory=getattr(module, "KEEP_FREED_MEMORY", True))
+        sub.set_defaults(run=module.run, keep_freed_memory=getattr(module, "KEEP_FREED_MEMORY", True),
+                         own_signals=getattr(module, "OWN_SIGNALS", False))
     return parser
 
 
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     if args.keep_freed_memory:
         keep_freed_memory()  # batch after batch of same-sized buffers: reuse them instead of faulting pages in
+    if not args.own_signals:
+        stop_on_signals()
     try:
         return args.run(args)
     except UsageError as exc:
@@ -53,9 +57,33 @@ def main(argv: list[str] | None = None) -> int:
     except (ASTAudioError, FileNotFoundError) as exc:
         print(f"ast-audio {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except Stopped as exc:
+        print(f"ast-audio {args.command}: stopped by {exc.name}; what finished is kept (rerun with --resume to go "
+              "on)", file=sys.stderr)
+        return 128 + exc.signal_number
     except KeyboardInterrupt as exc:
         print(f"ast-audio {args.command}: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: raised in the main thread, so a job unwinds as for Ctrl-C (its output's lock
+    removed, its finished inputs kept for --resume), and the command exits 128 + the signal's number."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number, self.name = signal_number, signal.Signals(signal_number).name
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (kill, a scheduler's stop) and SIGHUP (a closed terminal) stop a command as Ctrl-C does. A
+    command that installs its own handlers (serve, through uvicorn; train) replaces these."""
+
+    def stop(signal_number: int, frame) -> None:
+        raise Stopped(signal_number)
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, stop)
 
 
 if __name__ == "__main__":  # pragma: no cover

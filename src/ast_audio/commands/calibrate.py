@@ -1,0 +1,156 @@
+"""`ast-audio calibrate`: a threshold per class learned from labelled audio, written as thresholds.json."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+HELP = "learn a threshold per class from labelled audio (or a reviewed review.csv) into thresholds.json"
+DESCRIPTION = (
+    "Score each clip of DATA with MODEL (the engine of classify: windows, their scores pooled into the clip "
+    "score, --pooling) and choose, per class, the threshold of best F1, or with --precision P the one reaching "
+    "precision P with the best recall. DATA: a folder with one sub-folder per class, a JSON manifest or a CSV "
+    "(path,label[,label...]), as train reads them; or a review.csv from ast-audio segments with verdicts "
+    "filled in (then the verdicts are the targets of the detections' peak scores: no audio is scored, and "
+    "only precision among the detections can be learned). Classes with fewer than --min-positives positives "
+    "keep the global threshold (the best single threshold, or --default) and are listed. --calibration fits "
+    "a map of scores to probabilities (Platt or isotonic) and reports the expected calibration error before "
+    "and after (on the same clips: optimistic). Writes thresholds.json beside the checkpoint, or to --output; "
+    "classify --events, segments and evaluate --annotations read it. Exit code 0: done; 1: an error; 2: a "
+    "bad argument or an output that cannot be written."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ast_audio.answers.calibration import METHODS
+    from ast_audio.commands._detect import add_engine_arguments
+    from ast_audio.inference.results import POOLINGS
+
+    add_engine_arguments(parser)
+    parser.add_argument("data", metavar="DATA", help="class folders, a JSON manifest, a CSV, or a reviewed review.csv")
+    parser.add_argument("--labels-csv", help="class_labels_indices.csv (index, mid, display_name) for mids")
+    parser.add_argument("--precision", type=float, metavar="P",
+                        help="reach this precision with the best recall (default: the best F1)")
+    parser.add_argument("--min-positives", type=int, default=5,
+                        help="classes with fewer positives keep the global threshold (default 5)")
+    parser.add_argument("--default", type=float,
+                        help="the global threshold (default: the best single threshold on DATA; 0.5 for a review)")
+    parser.add_argument("--calibration", choices=METHODS, help="also fit a calibration of scores to probabilities")
+    parser.add_argument("--pooling", choices=POOLINGS, default="mean",
+                        help="window scores into a clip score (default mean, as classify)")
+    parser.add_argument("--output", "-o", help="write thresholds.json here (default: in the checkpoint directory)")
+
+
+def output_path(args: argparse.Namespace) -> str:
+    """--output, else MODEL/thresholds.json when MODEL is a writable directory; raises `UsageError` otherwise."""
+    from ast_audio.commands._detect import THRESHOLDS_NAME
+    from ast_audio.errors import UsageError
+    from ast_audio.jobs.output import check_output_file
+
+    path = args.output
+    if path is None:
+        if not (os.path.isdir(args.checkpoint) and os.access(args.checkpoint, os.W_OK)):
+            raise UsageError(f"{args.checkpoint}: not a writable checkpoint directory; name the file with --output")
+        path = os.path.join(args.checkpoint, THRESHOLDS_NAME)
+    check_output_file(path, example=THRESHOLDS_NAME)
+    return path
+
+
+def labelled_scores(args: argparse.Namespace):
+    """(scores, targets, labels): the clip scores (clips, classes) of DATA's clips that scored, their 0/1
+    targets, and the model's labels."""
+    import numpy as np
+
+    from ast_audio.commands._detect import load_engine, score_files
+    from ast_audio.training.data import LabelSpace, check_files, load_clips
+
+    classifier = load_engine(args)
+    names = list(classifier.labels)
+    space = LabelSpace.from_csv(args.labels_csv) if args.labels_csv else LabelSpace.from_names(names)
+    if space.names != names:
+        print("ast-audio calibrate: warning: the labels CSV names differ from the checkpoint's labels", file=sys.stderr)
+    clips, _ = load_clips(args.data, space)
+    check_files(clips, args.data)
+    targets_of = {}
+    for clip in clips:
+        row = targets_of.setdefault(clip.path, np.zeros(len(names), dtype=bool))
+        row[clip.labels] = True
+    scores, targets = [], []
+    for result in score_files(args, "calibrate", classifier, list(targets_of)):
+        scores.append(result.scores)
+        targets.append(targets_of[result.source])
+    if not scores:
+        from ast_audio.errors import ConfigError
+
+        raise ConfigError(f"{args.data}: no clip could be scored")
+    return np.stack(scores), np.stack(targets), names
+
+
+def _table(thresholds, shown: list[str]) -> str:
+    from ast_audio.commands._detect import format_figure
+
+    width = max([len("class"), *(len(label) for label in shown)])
+    lines = [f"{'class':<{width}}  threshold  precision  recall     f1  positives  status"]
+    for label in shown:
+        item = thresholds.classes[label]
+        lines.append(f"{label:<{width}}  {item.threshold:9.4f}  {format_figure(item.precision):>9}  "
+                     f"{format_figure(item.recall):>6}  {format_figure(item.f1):>5}  {item.positives:9d}  {item.status}")
+    return "\n".join(lines)
+
+
+def report(thresholds, ece: tuple[float, float] | None) -> str:
+    """The table per class (classes with at least one positive), the global threshold, the classes that kept
+    it and those short of the target precision, and the ECE before/after a calibration."""
+    shown = [label for label, item in thresholds.classes.items() if item.positives > 0]
+    lines = [_table(thresholds, shown), f"global threshold: {thresholds.default:.4f}"]
+    few = [label for label in thresholds.few_positives if thresholds.classes[label].positives > 0]
+    none = len(thresholds.few_positives) - len(few)
+    if few or none:
+        lines.append(f"{len(few) + none} classes with fewer than {thresholds.min_positives} positives keep the global "
+                     f"threshold: {', '.join(few) or '-'}" + (f" (and {none} with none)" if none else ""))
+    if thresholds.not_reached:
+        lines.append(f"target precision {thresholds.target_precision:g} not reached by: {', '.join(thresholds.not_reached)}")
+    if ece is not None:
+        lines.append(f"expected calibration error: {ece[0]:.4f} before, {ece[1]:.4f} after ({thresholds.calibration.method},"
+                     " on the same clips)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ast_audio.answers.calibration import expected_calibration_error, fit_calibration
+    from ast_audio.answers.review import is_review_file, read_review_csv, review_thresholds
+    from ast_audio.answers.thresholds import choose_thresholds
+    from ast_audio.errors import UsageError
+
+    if args.precision is not None and not 0 < args.precision <= 1:
+        raise UsageError(f"--precision must be in (0, 1], got {args.precision:g}")
+    if args.min_positives < 1:
+        raise UsageError(f"--min-positives must be >= 1, got {args.min_positives}")
+    path = output_path(args)
+    ece = None
+    if is_review_file(args.data):
+        if args.calibration:
+            raise UsageError("--calibration needs labelled clips, not a review CSV")
+        thresholds = review_thresholds(
+            read_review_csv(args.data), target_precision=args.precision, min_positives=args.min_positives,
+            default=0.5 if args.default is None else args.default, source=os.path.abspath(args.data),
+        )
+    else:
+        scores, targets, labels = labelled_scores(args)
+        thresholds = choose_thresholds(
+            scores, targets, labels, target_precision=args.precision, min_positives=args.min_positives,
+            default=args.default, source=os.path.abspath(args.data),
+        )
+        if args.calibration:
+            calibration = fit_calibration(scores, targets, labels, method=args.calibration,
+                                          min_positives=args.min_positives)
+            thresholds = dataclasses.replace(thresholds, calibration=calibration)
+            ece = (expected_calibration_error(scores, targets),
+                   expected_calibration_error(calibration.apply(scores, labels), targets))
+    thresholds.write(path)
+    print(report(thresholds, ece))
+    print(f"ast-audio calibrate: wrote {path}", file=sys.stderr)
+    return 0
