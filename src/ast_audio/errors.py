@@ -26,7 +26,12 @@ class AudioError(ASTAudioError, ValueError):
 
 
 class NotAudioError(AudioError):
-    """No decoder recognises the data as audio: not an audio file, or a container missing what decoding needs."""
+    """No decoder recognises the data as audio: not an audio file at all."""
+
+
+class DamagedAudioError(AudioError):
+    """A recognisable audio container from which nothing decodes: damaged, or cut off before what decoding needs
+    (an MP4/M4A without its index, the moov atom)."""
 
 
 class UsageError(ConfigError):

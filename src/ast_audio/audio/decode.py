@@ -17,7 +17,7 @@ import numpy as np
 
 from ast_audio.audio.chatter import quiet_decoder_chatter
 from ast_audio.audio.wav import WavLayout, WavReader, read_wav_layout
-from ast_audio.errors import AudioError, NotAudioError
+from ast_audio.errors import AudioError, DamagedAudioError, NotAudioError
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, IO[bytes]]
 
@@ -102,8 +102,9 @@ def _openable(source: AudioSource, name: str) -> Any:
     return source
 
 
-def _undecodable_reason(opened: Any) -> str:
-    """Why nothing could decode a file: a recognisable container that is incomplete, or not audio at all."""
+def _undecodable(opened: Any, name: str) -> AudioError:
+    """Why nothing could decode a file, as the error to raise: `DamagedAudioError` for a recognisable container
+    that is incomplete, `NotAudioError` for data that is not audio at all."""
     try:
         if hasattr(opened, "seek"):
             opened.seek(0)
@@ -114,8 +115,9 @@ def _undecodable_reason(opened: Any) -> str:
     except OSError:
         head = b""
     if head[4:8] == b"ftyp" and not _pyav_hint():
-        return "an MP4/M4A file without its index (moov atom), so nothing decodes: cut off before its end?"
-    return f"not an audio file (format not recognised){_pyav_hint()}"
+        return DamagedAudioError(f"{name}: an MP4/M4A file without its index (moov atom), so nothing decodes: cut "
+                                 "off before its end?")
+    return NotAudioError(f"{name}: not an audio file (format not recognised){_pyav_hint()}")
 
 
 def _pyav_hint() -> str:
@@ -185,7 +187,7 @@ class AudioFile:
             return
         decoded = _decode_with_av(opened)
         if decoded is None:
-            raise NotAudioError(f"{self.name}: {_undecodable_reason(opened)}") from None
+            raise _undecodable(opened, self.name) from None
         self._decoded, self.sample_rate, declared = decoded
         self.channels = self._decoded.shape[1]
         self.frames = max(self._decoded.shape[0], declared or 0)  # the declared length, checked below
