@@ -56,16 +56,17 @@ def checkpoint_thresholds(checkpoint: str, given: str | None):
     return Thresholds.read(path) if os.path.isfile(path) else None
 
 
-def event_options(args: argparse.Namespace, labels: Sequence[str], thresholds=None):
-    """The `EventOptions` of the command line, with the thresholds file's per-class thresholds and default
-    (its labels the model lacks are named on stderr)."""
+def event_options(args: argparse.Namespace, labels: Sequence[str], thresholds=None,
+                  model_labels: Sequence[str] | None = None):
+    """The `EventOptions` of the command line for `labels`, with the thresholds file's per-class thresholds
+    and default (its labels not among `model_labels`, default `labels`, are named on stderr)."""
     from ast_audio.answers.events import EventOptions
 
     threshold = thresholds.default if thresholds is not None else args.threshold
     off = args.threshold_off if args.threshold_off is not None else 0.6 * threshold
     own = thresholds.for_labels(labels) if thresholds is not None else {}
-    if thresholds is not None and thresholds.unknown_labels(labels):
-        unknown = thresholds.unknown_labels(labels)
+    unknown = thresholds.unknown_labels(model_labels or labels) if thresholds is not None else []
+    if unknown:
         print(f"ast-audio: warning: the thresholds name {len(unknown)} labels the model lacks (e.g. "
               f"{', '.join(unknown[:3])}): ignored", file=sys.stderr)
     return EventOptions(threshold=threshold, threshold_off=min(off, threshold), min_duration=args.min_duration,

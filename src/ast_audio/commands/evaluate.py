@@ -13,21 +13,46 @@ DESCRIPTION = (
     "id2label. Each clip is scored on its first max_length frames (as in training; use classify for long "
     "files). Prints the metrics as JSON (and writes them with --output); a metric undefined for every class "
     "is null. Exit code 0: done; 1: an error; 2: an output path that cannot be written (checked before the "
-    "model loads)."
+    "model loads). With --annotations (evaluate MODEL AUDIO... --annotations FILES): "
+    "event-based, segment-based and threshold-sweep metrics of the checkpoint's events on the audio files, "
+    "against time-stamped annotations (Raven, Audacity, CSV) matched by name, printed as a table (all of it "
+    "as JSON with --output, the sweep as CSV beside it, precision-recall curves with --plot); with --review "
+    "review.csv (from segments, verdicts filled in): the precision of the reviewed detections per class."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint directory (or Hub id)")
-    parser.add_argument("data", help="folder, JSON manifest or CSV")
+    parser.add_argument("data", nargs="*", metavar="DATA",
+                        help="folder, JSON manifest or CSV; with --annotations: the audio files, folders or globs")
     parser.add_argument("--labels-csv", help="class_labels_indices.csv (index, mid, display_name)")
     parser.add_argument("--batch-size", type=int, default=16, help="clips per model call (default 16)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--output", "-o",
                         help="write the metrics JSON here (atomically; missing folders are created)")
+    from ast_audio.commands import evaluate_events
+
+    evaluate_events.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ast_audio.commands import evaluate_events
+    from ast_audio.errors import UsageError
+
+    if args.annotations and args.review:
+        raise UsageError("--annotations and --review are two modes: give one")
+    if args.annotations:
+        return evaluate_events.run_annotations(args)
+    if args.review:
+        return evaluate_events.run_review(args)
+    if len(args.data) != 1:
+        raise UsageError(f"expected one DATA (a folder, JSON manifest or CSV), got {len(args.data)}; time-stamped "
+                         "annotations go with --annotations")
+    args.data = args.data[0]
+    return run_manifest(args)
+
+
+def run_manifest(args: argparse.Namespace) -> int:
     from ast_audio.features.extractor import ASTFeatureExtractor
     from ast_audio.runtime import resolve_device
     from ast_audio.jobs.output import check_output_file
