@@ -31,7 +31,11 @@ def test_boundary_windows_around_onset_and_offset_skip_scored_and_file_edges() -
     assert rows.tolist() == [[0.75, 1.75], [1.25, 2.25], [4.75, 5.75], [7.25, 8.25]]
     finer = boundary_windows(events[:1], 1.0, 10.0, span=0.5, step=0.125, scored=[[1.25, 2.25]])
     assert finer.tolist() == [[1.125, 2.125], [1.375, 2.375], [4.625, 5.625], [4.75, 5.75], [4.875, 5.875]]
+    onsets = boundary_windows(events, 1.0, 10.0, span=0.5, step=0.25, boundaries="onset")
+    assert onsets.tolist() == [[1.25, 2.25], [7.25, 8.25]]
     assert boundary_windows([], 1.0, 10.0, span=0.5, step=0.25).shape == (0, 2)
+    with pytest.raises(ConfigError, match="boundaries"):
+        boundary_windows(events, 1.0, 10.0, span=0.5, step=0.25, boundaries="onsets")
     with pytest.raises(ConfigError, match="step"):
         boundary_windows(events, 1.0, 10.0, span=0.5, step=0.0)
 
@@ -58,6 +62,12 @@ def test_two_rounds_narrow_each_boundary_to_a_quarter_hop(onset: float, offset: 
     assert 0 <= onset + NEED - target.start < hop / 4 + 1e-9
     assert 0 <= target.end - (offset - NEED) < hop / 4 + 1e-9
     assert abs(onset + NEED - before.start) <= hop and abs(before.end - (offset - NEED)) <= hop
+    calls.clear()
+    onsets_only, extra = refine(windows, scores, ["x"], score_windows, window=window, hop=hop, duration=duration,
+                                rounds=2, options=OPTIONS, boundaries="onset")
+    assert calls == [2, 2] and len(extra) == 4
+    # The onsets narrowed as with both boundaries, the offsets left where the first pass put them.
+    assert [(e.start, e.end) for e in onsets_only] == [(f.start, e.end) for e, f in zip(coarse, events)]
 
 
 def test_no_events_scores_nothing_and_zero_rounds_is_the_first_pass() -> None:

@@ -39,8 +39,12 @@ def _check_positive(name: str, value: float) -> float:
     return float(value)
 
 
+BOUNDARIES = ("both", "onset", "offset")
+
+
 def boundary_windows(
-    events: Sequence[Event], window: float, duration: float, *, span: float, step: float, scored: Any = ()
+    events: Sequence[Event], window: float, duration: float, *, span: float, step: float, scored: Any = (),
+    boundaries: str = "both",
 ) -> np.ndarray:
     """The extra windows to score around each event's boundaries: (windows, 2) start and end in seconds.
 
@@ -48,15 +52,19 @@ def boundary_windows(
     `e`: windows starting at e - k * step (an onset at 0 s or an offset at `duration` has none: there the
     first pass had no silent window to bound it). Each is `window` s long, cut to [0, duration] (a window cut at
     the file's end is scored zero-padded, as the first pass's last window). Windows already in `scored`
-    ((n, 2) seconds) and duplicates are left out; rows are sorted by start, then end.
-    Raises `ConfigError` for a window, duration, span or step that is not a positive number.
+    ((n, 2) seconds) and duplicates are left out; rows are sorted by start, then end. `boundaries` "onset"
+    or "offset" asks only for the windows of that boundary (half the cost), "both" for both.
+    Raises `ConfigError` for a window, duration, span or step that is not a positive number, or another
+    `boundaries`.
     """
+    if boundaries not in BOUNDARIES:
+        raise ConfigError(f"boundaries must be one of {BOUNDARIES}, got {boundaries!r}")
     window, duration = _check_positive("window", window), _check_positive("duration", duration)
     span, step = _check_positive("span", span), _check_positive("step", step)
     offsets = step * np.arange(1, max(1, math.ceil(span / step - 1e-9)))
     # A boundary at the file's start or end has no silent window beside it: nothing to narrow.
-    onsets = [event.start for event in events if event.start > 0]
-    offsets_at = [event.end for event in events if event.end < duration]
+    onsets = [event.start for event in events if event.start > 0 and boundaries != "offset"]
+    offsets_at = [event.end for event in events if event.end < duration and boundaries != "onset"]
     starts = [onset + offset - window for onset in onsets for offset in offsets]
     starts += [end - offset for end in offsets_at for offset in offsets]
     starts = np.asarray(starts, dtype=np.float64)
@@ -89,8 +97,10 @@ def refine_events(
 def refine(
     windows: Any, scores: Any, labels: Sequence[str], score_windows: Callable[[np.ndarray], Any], *,
     window: float, hop: float, duration: float, rounds: int = 2, options: EventOptions = EventOptions(),
+    boundaries: str = "both",
 ) -> tuple[list[Event], np.ndarray]:
-    """Bisect every boundary `rounds` times: (refined events, the extra windows scored, (k, 2) seconds).
+    """Bisect every boundary (or only onsets or offsets: `boundaries`, as in `boundary_windows`) `rounds`
+    times: (refined events, the extra windows scored, (k, 2) seconds).
 
     `score_windows(rows)` returns the (len(rows), classes) scores of (len(rows), 2) windows; it is called
     once per round (not at all when there are no events). rounds 0 returns the first pass's events.
@@ -105,7 +115,7 @@ def refine(
     for round_index in range(rounds):
         span = hop / 2**round_index
         rows = boundary_windows(events, window, duration, span=span, step=span / 2,
-                                scored=np.concatenate([windows, extra_windows]))
+                                scored=np.concatenate([windows, extra_windows]), boundaries=boundaries)
         if not len(rows):
             break
         extra_windows = np.concatenate([extra_windows, rows])
