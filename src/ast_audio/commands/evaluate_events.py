@@ -13,7 +13,8 @@ the events are scored against the annotations:
 - segment-based metrics on `--segment-length` segments (default 1 s; `answers.segment_metrics`), over each
   file's decoded duration;
 - a threshold sweep (19 thresholds 0.05 .. 0.95, every class at each: `answers.sweep`) and PSDS (DCASE
-  scenario 1, with sed_scores_eval where installed).
+  scenario 1, with sed_scores_eval where installed; overlapping reference events of one class are merged
+  for it, as it requires).
 
 The classes evaluated are those the annotations name that the model has: detections of other classes are
 left out (the annotations say nothing about them), and annotated labels the model lacks are named on stderr
@@ -115,9 +116,26 @@ def _scored_tracks(args: argparse.Namespace, classifier, files: list[str], label
     return tracks, durations
 
 
+def merged_activity(events: list) -> list:
+    """Events of one class that overlap or touch merged into one (each class's activity), as PSDS needs: its
+    reference must not hold connected events of a class (sed_scores_eval refuses them), which valid
+    annotations may."""
+    from ast_audio.answers.events import Event
+
+    out: list = []
+    for event in sorted(events, key=lambda e: (e.label, e.start, e.end)):
+        if out and out[-1].label == event.label and event.start <= out[-1].end:
+            out[-1] = Event(event.label, out[-1].start, max(out[-1].end, event.end))
+        else:
+            out.append(Event(event.label, event.start, event.end))
+    return sorted(out, key=lambda e: (e.start, e.end, e.label))
+
+
 def _psds(tracks, reference, durations) -> dict[str, Any]:
     from ast_audio.answers.sweep import psds
     from ast_audio.errors import ConfigError
+
+    reference = {file: merged_activity(events) for file, events in reference.items()}
 
     import warnings
 
