@@ -14,7 +14,7 @@
    extra windows it costs.
 4. Variants of the score-track rule, for the discussion of the targets.
 
-    python benchmarks/bench_events.py [--work DIR] [--window 1.0] [--hop 0.5] [--json out.json]
+    python benchmarks/bench_events.py [--work DIR] [--window S] [--hop S] [--variant V] [--json out.json]
 
 Timings name the CPU; on a shared machine they are contended.
 """
@@ -186,7 +186,7 @@ class Model:
 
         self.classifier = AudioClassifier.from_pretrained(checkpoint, window=window, hop=hop, threads=threads)
         self.columns = [self.classifier.labels.index(label) for label in SOUNDS]
-        self.window = window
+        self.window, self.hop = self.classifier.window, self.classifier.hop
 
     def score_file(self, path: str) -> tuple[np.ndarray, np.ndarray, float]:
         """(windows (n, 2) s, scores (n, len(SOUNDS)), duration s) of the first pass."""
@@ -267,30 +267,40 @@ def evaluate(reference: dict, detected: dict) -> dict[str, dict[str, float]]:
 
 
 # ---------------------------------------------------------------------------------------------- passes
-def run_passes(model: Model, recordings: dict[str, list], rounds: int, options: Any) -> dict[str, Any]:
-    """Events of every recording without and with the finer pass, window counts and seconds."""
+def run_passes(model: Model, recordings: dict[str, list], finer: Sequence[tuple[str, int]],
+               options: Any) -> dict[str, Any]:
+    """Events of every recording from the first pass ("coarse") and from each finer pass (boundaries,
+    rounds) in `finer` ({"finer": {name: {path: events}}}), model windows and seconds of each. "scored" keeps
+    each file's first-pass windows and scores, and the extra windows and scores of the first finer pass."""
     from ast_audio.answers.events import events_from_windows
     from ast_audio.answers.refine import refine
 
-    coarse, fine, scored = {}, {}, {}
-    windows_first = windows_extra = 0
-    seconds_first = seconds_extra = 0.0
+    out: dict[str, Any] = {"coarse": {}, "finer": {}, "scored": {}, "windows": {}, "seconds": {}}
     for path in recordings:
         started = time.perf_counter()
         windows, scores, duration = model.score_file(path)
-        seconds_first += time.perf_counter() - started
+        out["seconds"]["first pass"] = out["seconds"].get("first pass", 0.0) + time.perf_counter() - started
+        out["windows"]["first pass"] = out["windows"].get("first pass", 0) + len(windows)
         audio, _ = sf.read(path, dtype="float32")
-        coarse[path] = events_from_windows(windows, scores, SOUNDS, options)
-        started = time.perf_counter()
-        fine[path], extra = refine(windows, scores, SOUNDS, lambda rows, a=audio: model.score_windows(a, rows),
-                                   window=model.window, hop=model.classifier.hop, duration=duration, rounds=rounds,
-                                   options=options)
-        seconds_extra += time.perf_counter() - started
-        windows_first += len(windows)
-        windows_extra += len(extra)
-        scored[path] = (windows, scores)
-    return {"coarse": coarse, "fine": fine, "scored": scored, "windows_first": windows_first,
-            "windows_extra": windows_extra, "seconds_first": seconds_first, "seconds_extra": seconds_extra}
+        out["coarse"][path] = events_from_windows(windows, scores, SOUNDS, options)
+        for index, (boundaries, rounds) in enumerate(finer):
+            name = f"finer: {boundaries}, {rounds} rounds"
+            kept: list[np.ndarray] = []
+
+            def score_windows(rows: np.ndarray, audio: np.ndarray = audio, kept: list = kept) -> np.ndarray:
+                kept.append(model.score_windows(audio, rows))
+                return kept[-1]
+
+            started = time.perf_counter()
+            events, extra = refine(windows, scores, SOUNDS, score_windows, window=model.window, hop=model.hop,
+                                   duration=duration, rounds=rounds, options=options, boundaries=boundaries)
+            out["seconds"][name] = out["seconds"].get(name, 0.0) + time.perf_counter() - started
+            out["windows"][name] = out["windows"].get(name, 0) + len(extra)
+            out["finer"].setdefault(name, {})[path] = events
+            if index == 0:
+                out["scored"][path] = (windows, scores, extra,
+                                       np.concatenate(kept) if kept else np.zeros((0, len(SOUNDS))))
+    return out
 
 
 def cpu_name() -> str:
@@ -304,7 +314,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-COLUMNS = [("pass", 22, "s"), ("class", 8, "s"), ("F1", 5, ".3f"), ("sed_eval", 8, ".3f"), ("sounds", 6, "d"),
+COLUMNS = [("pass", 26, "s"), ("class", 8, "s"), ("F1", 5, ".3f"), ("sed_eval", 8, ".3f"), ("sounds", 6, "d"),
            ("found", 5, "d"), ("twice", 5, "d"), ("missed", 6, "d"), ("onset", 6, ".3f"), ("bias", 6, "+.3f"),
            ("offset", 6, ".3f"), ("bias", 6, "+.3f")]
 
@@ -318,17 +328,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=os.path.join(os.path.expanduser("~"), ".cache", "ast_audio_bench_events"),
                         help="folder for the training set, the trained model and the recordings (reused)")
-    parser.add_argument("--window", type=float, default=1.0, help="window in seconds (default 1.0)")
-    parser.add_argument("--hop", type=float, default=0.5, help="hop in seconds (default 0.5)")
+    parser.add_argument("--window", type=float, default=None,
+                        help="window in seconds (default: the model's input, 1.295 s for 128 frames; a shorter "
+                             "window is zero-padded, which a model trained on full clips has never heard)")
+    parser.add_argument("--hop", type=float, default=None, help="hop in seconds (default: half the window)")
     parser.add_argument("--files", type=int, default=3)
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--events", type=int, default=12, help="sounds per recording")
     parser.add_argument("--per-class", type=int, default=40, help="training clips per class")
-    parser.add_argument("--rounds", type=int, default=2, help="bisection rounds of the finer pass")
+    parser.add_argument("--finer", nargs="+", default=["both:2", "onset:2"], metavar="BOUNDARIES:ROUNDS",
+                        help="finer passes to measure: boundaries (both, onset, offset) and bisection rounds")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--threshold-off", type=float, default=0.3)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training override passed to ast-audio train --set")
+    parser.add_argument("--variant", action="append", default=[],
+                        help='a local variant to report as well: "mean", "thresholds ON/OFF", "shift SECONDS"')
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -346,36 +361,78 @@ def main() -> None:
         recordings[path] = make_recording(path, args.minutes * 60, args.events, rng)
     model = Model(checkpoint, args.window, args.hop, args.threads)
     options = EventOptions(args.threshold, args.threshold_off)
-    passes = run_passes(model, recordings, args.rounds, options)
-    results = {"coarse": evaluate(recordings, passes["coarse"]), "fine": evaluate(recordings, passes["fine"])}
-    rows = table_rows(f"first pass", results["coarse"])
-    rows += table_rows(f"finer pass ({args.rounds} rounds)", results["fine"])
-    for name, detected in local_variants(passes, recordings, options, model, args.rounds).items():
+    finer = [(item.split(":")[0], int(item.split(":")[1])) for item in args.finer]
+    passes = run_passes(model, recordings, finer, options)
+    results = {"first pass": evaluate(recordings, passes["coarse"])}
+    rows = table_rows("first pass", results["first pass"])
+    for name, detected in passes["finer"].items():
+        results[name] = evaluate(recordings, detected)
+        rows += table_rows(name, results[name])
+    for name, detected in local_variants(passes, options, args.variant).items():
         results[name] = evaluate(recordings, detected)
         rows += table_rows(name, results[name])
     test = training["results"].get("validation") or training["results"]
     print(f"model: scratch_small trained on {args.per_class} clips x {len(SOUNDS) + 1} classes in "
           f"{training['seconds']:.0f} s (overrides: {training['overrides'] or 'none'}); results {json.dumps(test)}")
-    print(f"{args.files} recordings x {args.minutes:g} min, {args.events} sounds each; window {args.window:g} s, "
-          f"hop {args.hop:g} s; thresholds {args.threshold:g} / {args.threshold_off:g}; collar {COLLAR:g} s; "
+    print(f"{args.files} recordings x {args.minutes:g} min, {args.events} sounds each; window {model.window:g} s, "
+          f"hop {model.hop:g} s; thresholds {args.threshold:g} / {args.threshold_off:g}; collar {COLLAR:g} s; "
           f"errors are medians in seconds over matched sounds")
     print_table(COLUMNS, rows)
-    extra = passes["windows_extra"] / passes["windows_first"]
-    print(f"model windows: first pass {passes['windows_first']} ({passes['seconds_first']:.1f} s), finer pass "
-          f"+{passes['windows_extra']} ({extra:.1%} more, {passes['seconds_extra']:.1f} s); CPU: {cpu_name()} "
-          f"(shared machine: timings contended)")
+    first = passes["windows"]["first pass"]
+    print(f"model windows: first pass {first} ({passes['seconds']['first pass']:.1f} s); " + "; ".join(
+        f"{name} +{count} ({count / first:.1%} more, {passes['seconds'][name]:.1f} s)"
+        for name, count in passes["windows"].items() if name != "first pass"))
+    print(f"CPU: {cpu_name()} (shared machine: timings contended)")
     if args.json:
-        summary = {"cpu": cpu_name(), "window": args.window, "hop": args.hop, "training": training,
-                   "windows_first": passes["windows_first"], "windows_extra": passes["windows_extra"],
-                   "seconds_first": passes["seconds_first"], "seconds_extra": passes["seconds_extra"],
-                   "metrics": results}
+        summary = {"cpu": cpu_name(), "window": model.window, "hop": model.hop, "training": training,
+                   "windows": passes["windows"], "seconds": passes["seconds"], "metrics": results}
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=2)
 
 
-def local_variants(passes: dict, recordings: dict, options: Any, model: Model, rounds: int) -> dict[str, dict]:
-    """Other rules on the same window scores (no model runs): for the discussion of the targets."""
-    return {}
+def mean_track_events(windows: np.ndarray, scores: np.ndarray, options: Any) -> list:
+    """Events from a track that averages the covering windows instead of taking their minimum (a local
+    variant of `score_track`, as in benchmarks/sim_event_track.py)."""
+    from ast_audio.answers.events import ScoreTrack, detect_events, score_track
+
+    ours = score_track(windows, scores, SOUNDS)
+    middle = (ours.edges[:-1] + ours.edges[1:]) / 2
+    cover = (windows[:, :1] <= middle[None, :]) & (middle[None, :] <= windows[:, 1:])
+    mean = (cover.T.astype(float) @ scores) / np.maximum(cover.sum(axis=0), 1)[:, None]
+    return detect_events(ScoreTrack(ours.edges, np.where(cover.any(axis=0)[:, None], mean, np.nan), ours.labels),
+                         options)
+
+
+def local_variants(passes: dict, options: Any, variants: Sequence[str]) -> dict[str, dict]:
+    """Other rules on the same window scores (no more model runs), for the discussion of the targets:
+    "mean track" (first pass, mean instead of minimum), "on/off A/B" (other thresholds, first and finer
+    pass on the windows already scored), "shift S" (every boundary moved S s outwards, first and finer)."""
+    from ast_audio.answers.events import Event, EventOptions
+    from ast_audio.answers.refine import refine_events
+
+    out: dict[str, dict] = {}
+    for variant in variants:
+        kind, _, value = variant.partition(" ")
+        for stage in ("first", "finer"):
+            detected = {}
+            for path, (windows, scores, extra, extra_scores) in passes["scored"].items():
+                if kind == "mean":
+                    detected[path] = mean_track_events(windows, scores, options)
+                elif kind == "thresholds":
+                    on, off = (float(v) for v in value.split("/"))
+                    rows = extra if stage == "finer" else np.zeros((0, 2))
+                    found = refine_events(windows, scores, rows, extra_scores[: len(rows)], SOUNDS,
+                                          EventOptions(on, off))
+                    detected[path] = found
+                elif kind == "shift":
+                    base = (next(iter(passes["finer"].values())) if stage == "finer" else passes["coarse"])[path]
+                    shift = float(value)
+                    detected[path] = [Event(e.label, max(0.0, e.start - shift), e.end + shift, e.score, e.mean)
+                                      for e in base]
+            out[f"{variant} ({stage})"] = detected
+            if kind == "mean":
+                break
+    return out
 
 
 if __name__ == "__main__":
