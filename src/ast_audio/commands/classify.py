@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ast_audio.commands._answers import add_answer_arguments, check_answers
 from ast_audio.commands._common import add_model_arguments, model_options, run_job
 from ast_audio.commands._ray import add_engine_arguments
 
@@ -30,15 +31,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how window scores make the clip summary (default mean)")
     parser.add_argument("--format", "-f", choices=FORMATS, default=None,
                         help="output format (default: the one --output's extension names, .jsonl .json .csv "
-                             ".parquet, else table; with --engine ray, parquet); a --format that contradicts "
-                             "the extension is refused")
+                             ".parquet .vtt .srt, else table; with --output-dir, json; with --engine ray, "
+                             "parquet); a --format that contradicts the extension is refused. Event formats "
+                             "(turn --events on): raven (a Raven selection table; with --output FILE one table "
+                             "for every input, with Begin Path, Begin File and File Offset), audacity (a label "
+                             "track), vtt, srt (subtitles); audacity, vtt and srt describe one recording each: "
+                             "with several inputs, use --output-dir")
     parser.add_argument("--output", "-o", help="write results to FILE (streamed to FILE.partial, renamed when done; "
                         "locked against a second run; progress recorded in .FILE.state.jsonl for --resume; a run "
                         "onto one stopped part-way needs --resume or --overwrite); with --engine ray, a folder")
+    parser.add_argument("--output-dir", metavar="DIR", help="a file per input under DIR, mirroring the input "
+                        "folders (DIR/sub/name.wav.vtt; Raven: DIR/sub/name.Table.1.selections.txt), and "
+                        "DIR/index.jsonl listing each input's file or error (locked, resumable like --output); "
+                        "formats json, csv, raven, audacity, vtt, srt")
     parser.add_argument("--no-timeline", dest="timeline", action="store_false", help="only the clip summaries")
     parser.add_argument("--plot", metavar="PNG",
                         help="draw the spectrogram and the top labels' scores over time (needs matplotlib); "
                              "with several files, PNG-<n>.png per file")
+    add_answer_arguments(parser)
 
 
 def plot_path(base: str, index: int, total: int) -> str:
@@ -49,7 +59,8 @@ def plot_path(base: str, index: int, total: int) -> str:
 
 
 # What an output file's extension says its format is, when --format is not given (other extensions: the table).
-EXTENSION_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+EXTENSION_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet",
+                     ".vtt": "vtt", ".srt": "srt"}
 
 
 def output_format(path: str | None, chosen: str | None) -> str:
@@ -84,6 +95,8 @@ def check_outputs(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from ast_audio.errors import ConfigError
 
+    from ast_audio.jobs.writers import EVENT_FORMATS
+
     check_outputs(args)
     if args.engine == "ray":
         from ast_audio.commands._ray import run_on_ray
@@ -91,8 +104,14 @@ def run(args: argparse.Namespace) -> int:
         args.format = args.format or "parquet"
         if args.plot:
             raise ConfigError("--plot is for the local engine")
+        if args.output_dir or args.format in EVENT_FORMATS:
+            raise UsageError("--output-dir and the event formats (raven, audacity, vtt, srt) are for the local engine")
         return run_on_ray(args, "classify", args.output, embeddings=False)
-    args.format = output_format(args.output, args.format)
+    if args.output_dir and args.output:
+        raise UsageError("--output and --output-dir exclude each other: one file for the job, or one per input")
+    args.format = output_format(args.output, args.format or ("json" if args.output_dir else None))
+    check_answers(args, EVENT_FORMATS)
+    check_event_output(args)
     if args.format == "parquet" and args.output in (None, "-"):
         raise ConfigError("--format parquet needs --output FILE")
     from ast_audio.jobs.output import ResumableOutput, StreamOutput
@@ -100,9 +119,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
-    if args.resume and (args.output is None or args.format == "table"):
+    if args.resume and not args.output_dir and (args.output is None or args.format == "table"):
         raise ConfigError("--resume needs --output FILE and a --format of jsonl, json, csv or parquet")
-    render = renderer(args.format, args.top_k, args.timeline)
+    render = renderer(args.format, args.top_k, args.timeline, per_file=args.output in (None, "-"))
     options = {**model_options(args), "format": args.format, "top_k": args.top_k, "pooling": args.pooling,
                "timeline": args.timeline}
     output = StreamOutput(render) if args.output in (None, "-") else ResumableOutput(
@@ -115,4 +134,41 @@ def run(args: argparse.Namespace) -> int:
 
             plot_result(result, plot_path(args.plot, number, total), top=min(args.top_k, 5))
 
+    if args.output_dir:
+        return run_job(args, "classify", *per_file_output(args, options), pooling=args.pooling, after=plot)
     return run_job(args, "classify", output, render.chunk, pooling=args.pooling, after=plot)
+
+
+def check_event_output(args: argparse.Namespace) -> None:
+    """Where a format can go (`UsageError`): --output-dir for formats with a file per input; audacity, vtt and
+    srt describe one recording, so several inputs need --output-dir; Raven's table of several inputs needs
+    --output FILE (or --output-dir)."""
+    from ast_audio.errors import UsageError
+    from ast_audio.jobs.writers import COMBINED_FORMATS, EVENT_FORMATS, PER_FILE_SUFFIXES
+
+    one_file = len(args.inputs) == 1 and os.path.isfile(args.inputs[0])
+    if args.output_dir:
+        if args.format not in PER_FILE_SUFFIXES:
+            raise UsageError(f"--output-dir writes a file per input: --format {args.format} has none (choose "
+                             f"{', '.join(PER_FILE_SUFFIXES)})")
+    elif args.format in EVENT_FORMATS and not one_file:
+        if args.format not in COMBINED_FORMATS:
+            raise UsageError(f"--format {args.format} describes one recording: for several inputs use --output-dir "
+                             "DIR (a file per input)")
+        if args.output in (None, "-"):
+            raise UsageError("--format raven for several inputs needs --output FILE (one table) or --output-dir DIR")
+
+
+def per_file_output(args: argparse.Namespace, options: dict):
+    """The index output under --output-dir (locked, resumable) and the writer of each input's own file."""
+    from ast_audio.jobs.output import ResumableOutput, check_output_folder
+    from ast_audio.jobs.per_file import INDEX_NAME, MirrorTree, PerFileWriter
+    from ast_audio.jobs.writers import Renderer, renderer
+
+    check_output_folder(args.output_dir)
+    os.makedirs(args.output_dir, exist_ok=True)
+    writer = PerFileWriter(MirrorTree(args.inputs, args.output_dir, args.format),
+                           renderer(args.format, args.top_k, args.timeline, per_file=True))
+    index = ResumableOutput(os.path.join(args.output_dir, INDEX_NAME), Renderer(args.top_k, args.timeline), options,
+                            resume=args.resume, overwrite=args.overwrite)
+    return index, writer

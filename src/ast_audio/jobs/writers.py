@@ -1,4 +1,6 @@
-"""Rendering results as a table, JSON, JSON lines or CSV: a header, one chunk of text per input, a footer.
+"""Rendering results as a table, JSON, JSON lines, CSV, Parquet, or events in the files of other tools (a Raven
+selection table, an Audacity label track, WebVTT and SRT subtitles, over `answers.formats`): a header, one
+chunk of text per input, a footer; `single(result)` the text of one input's own file (`--output-dir`).
 
 Renderers are pure (text in, nothing written), so a job can stream chunks to a file, keep them for a resume,
 and put a resumed output back together exactly.
@@ -12,11 +14,21 @@ import json
 import os
 import re
 
+from ast_audio.answers import formats
 from ast_audio.inference.results import ClipResult
 from ast_audio.io_utils import publish
 from ast_audio.jobs.records import CSV_COLUMNS, clip_json, csv_rows
 
-FORMATS = ("table", "json", "jsonl", "csv", "parquet")
+FORMATS = ("table", "json", "jsonl", "csv", "parquet", "raven", "audacity", "vtt", "srt")
+# The formats that hold only events (classify turns events on for them).
+EVENT_FORMATS = ("raven", "audacity", "vtt", "srt")
+# The formats a whole job can write into one file (--output FILE); the other event formats describe one
+# recording each and need one file per input (--output-dir), unless the job has a single input.
+COMBINED_FORMATS = ("table", "json", "jsonl", "csv", "parquet", "raven")
+# What follows an input's name in its own file (--output-dir): `name.wav.vtt`; Raven names its tables after
+# the recording's stem, `name.Table.1.selections.txt` (`per_file_name`).
+PER_FILE_SUFFIXES = {"json": ".json", "csv": ".csv", "raven": ".Table.1.selections.txt", "audacity": ".txt",
+                     "vtt": ".vtt", "srt": ".srt"}
 # A file name that is not valid UTF-8 reaches Python as a str holding lone surrogates (PEP 383).
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -52,6 +64,10 @@ class Renderer:
     def footer(self) -> str:
         return ""
 
+    def single(self, result: ClipResult) -> str:
+        """The whole text of a file holding one input (`--output-dir`)."""
+        return self.header() + self.chunk(result) + self.footer()
+
     def finish(self, partial: str, path: str) -> None:
         """Turn the finished partial file into the output at `path` (by default: rename it there)."""
         publish(partial, path)
@@ -77,6 +93,9 @@ class JsonRenderer(Renderer):
 
     def footer(self) -> str:
         return "\n]\n"
+
+    def single(self, result: ClipResult) -> str:
+        return json_text(clip_json(result, self.top_k, self.timeline)) + "\n"
 
 
 class CsvRenderer(Renderer):
@@ -143,12 +162,82 @@ class ParquetRenderer(Renderer):
         os.unlink(partial)
 
 
+class EventsRenderer(Renderer):
+    """The events of one input in another tool's file (`answers.formats`): `chunk` is that file's text, so a
+    job of one input streams it, and `--output-dir` writes it per input. An input that failed, or one with no
+    events, gives a file without events (its header only, where the format has one); errors go to stderr."""
+
+    render = staticmethod(formats.to_audacity)
+
+    def chunk(self, result: ClipResult) -> str:
+        return readable(self.render(result.events or [] if result.ok else []))
+
+
+class AudacityRenderer(EventsRenderer):
+    """An Audacity label track (start, end, label; File > Import > Labels)."""
+
+
+class WebVttRenderer(EventsRenderer):
+    """WebVTT subtitles, a cue per event ("label score")."""
+
+    render = staticmethod(formats.to_webvtt)
+
+
+class SrtRenderer(EventsRenderer):
+    """SubRip subtitles, a cue per event."""
+
+    render = staticmethod(formats.to_srt)
+
+
+class RavenRenderer(EventsRenderer):
+    """A Raven selection table of one recording (Begin/End Time in seconds of that recording)."""
+
+    render = staticmethod(formats.to_raven)
+
+
+class RavenTableRenderer(Renderer):
+    """One Raven selection table for every input of a job (`--output FILE`), in Raven's file-sequence layout
+    (`answers.formats.to_raven_files`: `Begin Path`, `Begin File`, `File Offset (s)`; times run on over the
+    files in input order). The partial file holds each input's events as a JSON line (so a resume keeps
+    them); the table is written from them at the end. Inputs that failed are left out (their time too)."""
+
+    def chunk(self, result: ClipResult) -> str:
+        events = [event.to_dict() for event in result.events or ()] if result.ok else []
+        return json_text({"path": result.source, "duration": result.duration if result.ok else 0.0,
+                          "events": events, "ok": result.ok}) + "\n"
+
+    def finish(self, partial: str, path: str) -> None:
+        from ast_audio.answers.events import Event
+        from ast_audio.io_utils import atomic_write_text
+
+        with open(partial, encoding="utf-8") as handle:
+            records = [json.loads(line) for line in handle if line.strip()]
+        files = [formats.FileEvents(readable(record["path"]), record["duration"],
+                                    [Event(**event) for event in record["events"]])
+                 for record in records if record["ok"]]
+        atomic_write_text(path, readable(formats.to_raven_files(files)))
+        os.unlink(partial)
+
+
 RENDERERS: dict[str, type[Renderer]] = {
     "table": TableRenderer, "json": JsonRenderer, "jsonl": JsonlRenderer, "csv": CsvRenderer,
-    "parquet": ParquetRenderer,
+    "parquet": ParquetRenderer, "raven": RavenTableRenderer, "audacity": AudacityRenderer, "vtt": WebVttRenderer,
+    "srt": SrtRenderer,
 }
+# The renderer of a format when each input has its own file (or the job has one input and no --output FILE).
+PER_FILE_RENDERERS: dict[str, type[Renderer]] = {**RENDERERS, "raven": RavenRenderer}
 
 
-def renderer(fmt: str, top_k: int = 5, timeline: bool = True) -> Renderer:
-    """The renderer of format `fmt` (one of FORMATS)."""
-    return RENDERERS[fmt](top_k, timeline)
+def renderer(fmt: str, top_k: int = 5, timeline: bool = True, per_file: bool = False) -> Renderer:
+    """The renderer of format `fmt` (one of FORMATS); `per_file`: for a file per input (Raven: one recording's
+    table, without the file columns)."""
+    return (PER_FILE_RENDERERS if per_file else RENDERERS)[fmt](top_k, timeline)
+
+
+def per_file_name(relative: str, fmt: str) -> str:
+    """The name of an input's own file under --output-dir, from the input's path relative to its input folder:
+    `sub/name.wav` -> `sub/name.wav.vtt`; Raven: `sub/name.Table.1.selections.txt`. Raises KeyError for a
+    format without per-file output (table, jsonl, parquet)."""
+    if fmt == "raven":
+        return os.path.splitext(relative)[0] + PER_FILE_SUFFIXES[fmt]
+    return relative + PER_FILE_SUFFIXES[fmt]
