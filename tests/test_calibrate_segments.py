@@ -234,3 +234,36 @@ def test_bad_review_and_annotation_files_are_one_line_errors(workspace, capsys) 
     assert "\n" not in err and f"{table} line 2: offset 0.5 is before onset 1" in err
     assert main(["evaluate", checkpoint, str(root / "data"), str(root / "data")]) == 2
     assert "expected one DATA" in capsys.readouterr().err
+
+
+def test_window_targets_by_hand() -> None:
+    from ast_audio.answers.window_labels import window_targets
+
+    windows = [(0.0, 2.0), (1.0, 3.0), (2.0, 4.0)]
+    events = [Event("a", 0.2, 0.5), Event("a", 2.9, 6.0), Event("b", 2.0, 2.0), Event("z", 0, 4)]
+    # a: the 0.3 s event lies inside window 0; [2.9, 6] covers 0.1 s of window 1 (less than half of the 2 s
+    # window) and 1.1 s of window 2 (more than half). b: a point on the edges of windows 0 and 2, inside 1.
+    assert window_targets(windows, events, ["a", "b"]).astype(int).T.tolist() == [[1, 0, 1], [1, 1, 1]]
+
+
+def test_calibrate_from_annotated_recordings_learns_on_windows(workspace, capsys) -> None:
+    from ast_audio.answers.window_labels import window_targets
+
+    root, checkpoint, recordings = workspace
+    table = root / "calibration.csv"
+    events = {path: [Event("sound 2", 0.0, 1.2), Event("sound 0", 2.0, 2.6), Event("sound 2", 3.3, 4.0)]
+              for path in recordings}
+    table.write_text("filename,onset,offset,event_label\n" + "".join(
+        f"{os.path.basename(p)},{e.start},{e.end},{e.label}\n" for p, found in events.items() for e in found))
+    code = main(["calibrate", checkpoint, *recordings, "--annotations", str(table), "--min-positives", "2",
+                 "--device", "cpu", "-q", "-o", str(root / "windows.json")])
+    assert code == 0, capsys.readouterr().err
+    learned = Thresholds.read(root / "windows.json")
+    results = engine_results(checkpoint, recordings)
+    labels = ["sound 0", "sound 2"]  # the annotated classes, in the model's order
+    scores = np.concatenate([r.window_scores[:, [0, 2]] for r in results])
+    targets = np.concatenate([window_targets(r.windows, events[r.source], labels) for r in results])
+    expected = choose_thresholds(scores, targets, labels, min_positives=2)
+    assert set(learned.classes) == set(labels) and targets.sum(axis=0).min() >= 2
+    assert learned.thresholds == pytest.approx(expected.thresholds, abs=1e-6)
+    assert learned.source.startswith("annotations: ")

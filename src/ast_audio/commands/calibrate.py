@@ -11,7 +11,9 @@ DESCRIPTION = (
     "Score each clip of DATA with MODEL (the engine of classify: windows, their scores pooled into the clip "
     "score, --pooling) and choose, per class, the threshold of best F1, or with --precision P the one reaching "
     "precision P with the best recall. DATA: a folder with one sub-folder per class, a JSON manifest or a CSV "
-    "(path,label[,label...]), as train reads them; or a review.csv from ast-audio segments with verdicts "
+    "(path,label[,label...]), as train reads them; or recordings with time-stamped annotations (calibrate MODEL "
+    "AUDIO... --annotations FILES: each window scored, a window positive for a class when an annotated event "
+    "covers --min-overlap of the shorter of the two; only the annotated classes); or a review.csv from ast-audio segments with verdicts "
     "filled in (then the verdicts are the targets of the detections' peak scores: no audio is scored, and "
     "only precision among the detections can be learned). Classes with fewer than --min-positives positives "
     "keep the global threshold (the best single threshold, or --default) and are listed. --calibration fits "
@@ -28,7 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ast_audio.inference.results import POOLINGS
 
     add_engine_arguments(parser)
-    parser.add_argument("data", metavar="DATA", help="class folders, a JSON manifest, a CSV, or a reviewed review.csv")
+    parser.add_argument("data", nargs="+", metavar="DATA",
+                        help="class folders, a JSON manifest, a CSV, or a reviewed review.csv; with --annotations: "
+                             "the audio files, folders or globs they annotate")
+    parser.add_argument("--annotations", nargs="+", metavar="FILE",
+                        help="Raven / Audacity / CSV annotations of DATA's recordings (files or folders): learn from "
+                             "their windows, each labelled by the annotated events it holds")
+    parser.add_argument("--min-overlap", type=float, default=0.5,
+                        help="with --annotations: a window is positive when an event covers this part of the shorter "
+                             "of the two (default 0.5)")
     parser.add_argument("--labels-csv", help="class_labels_indices.csv (index, mid, display_name) for mids")
     parser.add_argument("--precision", type=float, metavar="P",
                         help="reach this precision with the best recall (default: the best F1)")
@@ -87,6 +97,43 @@ def labelled_scores(args: argparse.Namespace):
     return np.stack(scores), np.stack(targets), names
 
 
+def annotated_window_scores(args: argparse.Namespace):
+    """(scores, targets, labels) of the windows of DATA's annotated recordings (`answers.window_labels`):
+    scores (windows, classes) of the annotated classes the model has, their 0/1 targets, those labels."""
+    import numpy as np
+
+    from ast_audio.answers.annotations import match_annotations
+    from ast_audio.answers.window_labels import window_targets
+    from ast_audio.audio.files import scan_inputs
+    from ast_audio.commands._detect import load_engine, score_files
+    from ast_audio.commands.evaluate_events import annotation_files
+    from ast_audio.errors import ConfigError
+
+    listing = scan_inputs(args.data)
+    listing.require_some(args.data)
+    annotations = match_annotations(annotation_files(args.annotations), listing.files)
+    for line in annotations.unmatched:
+        print(f"ast-audio calibrate: no audio file for {line}", file=sys.stderr)
+    annotated = [path for path in listing.files if path in annotations.events]
+    if not annotated:
+        raise ConfigError("no audio file is named by the annotations: nothing to learn from")
+    classifier = load_engine(args)
+    named = {e.label for events in annotations.events.values() for e in events}
+    labels = [label for label in classifier.labels if label in named]
+    if not labels:
+        raise ConfigError("no annotated label is among the model's labels: nothing to learn from")
+    columns = [classifier.labels.index(label) for label in labels]
+    scores, targets = [], []
+    for result in score_files(args, "calibrate", classifier, annotated):
+        scores.append(result.window_scores[:, columns])
+        targets.append(window_targets(result.windows, annotations.events[result.source], labels, args.min_overlap))
+    if not scores:
+        raise ConfigError("no annotated audio file could be scored")
+    print(f"ast-audio calibrate: {sum(len(s) for s in scores)} windows of {len(scores)} annotated files, "
+          f"{len(labels)} classes", file=sys.stderr)
+    return np.concatenate(scores), np.concatenate(targets), labels
+
+
 def _table(thresholds, shown: list[str]) -> str:
     from ast_audio.commands._detect import format_figure
 
@@ -129,9 +176,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--precision must be in (0, 1], got {args.precision:g}")
     if args.min_positives < 1:
         raise UsageError(f"--min-positives must be >= 1, got {args.min_positives}")
+    if not args.annotations:
+        if len(args.data) != 1:
+            raise UsageError(f"expected one DATA (class folders, a manifest or a review CSV), got {len(args.data)}; "
+                             "recordings with time-stamped annotations go with --annotations")
+        args.data = args.data[0]
+    if not 0 < args.min_overlap <= 1:
+        raise UsageError(f"--min-overlap must be in (0, 1], got {args.min_overlap:g}")
     path = output_path(args)
     ece = None
-    if is_review_file(args.data):
+    if not args.annotations and is_review_file(args.data):
         if args.calibration:
             raise UsageError("--calibration needs labelled clips, not a review CSV")
         thresholds = review_thresholds(
@@ -139,10 +193,15 @@ def run(args: argparse.Namespace) -> int:
             default=0.5 if args.default is None else args.default, source=os.path.abspath(args.data),
         )
     else:
-        scores, targets, labels = labelled_scores(args)
+        if args.annotations:
+            scores, targets, labels = annotated_window_scores(args)
+            source = "annotations: " + ", ".join(os.path.abspath(path) for path in args.annotations)
+        else:
+            scores, targets, labels = labelled_scores(args)
+            source = os.path.abspath(args.data)
         thresholds = choose_thresholds(
             scores, targets, labels, target_precision=args.precision, min_positives=args.min_positives,
-            default=args.default, source=os.path.abspath(args.data),
+            default=args.default, source=source,
         )
         if args.calibration:
             calibration = fit_calibration(scores, targets, labels, method=args.calibration,
