@@ -93,8 +93,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ast_audio.errors import ConfigError
-
+    from ast_audio.errors import ConfigError, UsageError
     from ast_audio.jobs.writers import EVENT_FORMATS
 
     check_outputs(args)
