@@ -343,7 +343,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training override passed to ast-audio train --set")
     parser.add_argument("--variant", action="append", default=[],
-                        help='a local variant to report as well: "mean", "thresholds ON/OFF", "shift SECONDS"')
+                        help='a local variant to report as well: "mean", "thresholds ON/OFF", "class LABEL=ON,...", '
+                             '"shift SECONDS"')
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -406,7 +407,8 @@ def mean_track_events(windows: np.ndarray, scores: np.ndarray, options: Any) -> 
 def local_variants(passes: dict, options: Any, variants: Sequence[str]) -> dict[str, dict]:
     """Other rules on the same window scores (no more model runs), for the discussion of the targets:
     "mean track" (first pass, mean instead of minimum), "on/off A/B" (other thresholds, first and finer
-    pass on the windows already scored), "shift S" (every boundary moved S s outwards, first and finer)."""
+    pass on the windows already scored), "class LABEL=ON,..." (a class's own threshold, its off threshold in
+    proportion), "shift S" (every boundary moved S s outwards, first and finer)."""
     from ast_audio.answers.events import Event, EventOptions
     from ast_audio.answers.refine import refine_events
 
@@ -418,12 +420,15 @@ def local_variants(passes: dict, options: Any, variants: Sequence[str]) -> dict[
             for path, (windows, scores, extra, extra_scores) in passes["scored"].items():
                 if kind == "mean":
                     detected[path] = mean_track_events(windows, scores, options)
-                elif kind == "thresholds":
-                    on, off = (float(v) for v in value.split("/"))
+                elif kind in ("thresholds", "class"):
+                    if kind == "thresholds":
+                        on, off = (float(v) for v in value.split("/"))
+                        chosen = EventOptions(on, off)
+                    else:
+                        own = {label: float(v) for label, v in (pair.split("=") for pair in value.split(","))}
+                        chosen = EventOptions(options.threshold, options.threshold_off, class_thresholds=own)
                     rows = extra if stage == "finer" else np.zeros((0, 2))
-                    found = refine_events(windows, scores, rows, extra_scores[: len(rows)], SOUNDS,
-                                          EventOptions(on, off))
-                    detected[path] = found
+                    detected[path] = refine_events(windows, scores, rows, extra_scores[: len(rows)], SOUNDS, chosen)
                 elif kind == "shift":
                     base = (next(iter(passes["finer"].values())) if stage == "finer" else passes["coarse"])[path]
                     shift = float(value)
