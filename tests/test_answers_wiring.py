@@ -70,7 +70,8 @@ def test_from_args_reads_the_command_line(tmp_path):
                               include=["Male speech, man speaking", "Dog"], exclude=[f"@{names}"],
                               group=["alarm=Siren,Smoke detector\\, smoke alarm"], rollup=True)
     options = InferenceOptions.from_args(args).answers
-    assert options.events == EventOptions(threshold=0.7, min_gap=1.5)  # a threshold implies events
+    # A threshold implies events; the off threshold defaults to 0.6 x the threshold (as calibrate's rule).
+    assert options.events == EventOptions(threshold=0.7, threshold_off=0.6 * 0.7, min_gap=1.5)
     assert options.include == ("Male speech, man speaking", "Dog")  # names with commas are not split
     assert options.exclude == ("Speech",)
     assert options.groups == (("alarm", ("Siren", "Smoke detector, smoke alarm")),)
@@ -78,6 +79,22 @@ def test_from_args_reads_the_command_line(tmp_path):
     assert InferenceOptions.from_args(argparse.Namespace()).answers == AnswerOptions()
     with pytest.raises(ConfigError, match="NAME=LABEL"):
         AnswerOptions.from_args(argparse.Namespace(group=["alarm"]))
+
+
+def test_thresholds_file_beside_the_checkpoint(tmp_path):
+    from ast_audio.answers.thresholds import Thresholds
+
+    (tmp_path / "thresholds.json").write_text(Thresholds({"Dog": 0.8}, default=0.4).to_json(), encoding="utf-8")
+    options = AnswerOptions.from_args(argparse.Namespace(model=str(tmp_path), events=True, threshold=0.9))
+    assert options.events == EventOptions(threshold=0.4, threshold_off=0.6 * 0.4, class_thresholds={"Dog": 0.8})
+    assert options.events.thresholds(["Dog", "Cat"])[1].tolist() == pytest.approx([0.6 * 0.8, 0.6 * 0.4])
+    assert AnswerOptions.from_args(argparse.Namespace(model=str(tmp_path))).events is None  # events off: unread
+    other = tmp_path / "other.json"
+    other.write_text(Thresholds({"Cat": 0.7}, default=0.5).to_json(), encoding="utf-8")
+    given = AnswerOptions.from_args(argparse.Namespace(model=str(tmp_path), thresholds=str(other)))
+    assert given.events.class_thresholds == (("Cat", 0.7),)
+    with pytest.raises(ConfigError, match="missing.json: cannot read thresholds"):
+        AnswerOptions.from_args(argparse.Namespace(thresholds=str(tmp_path / "missing.json")))
 
 
 def test_assemble_selects_before_pooling_top_k_and_events():

@@ -131,14 +131,43 @@ class AnswerOptions:
     @classmethod
     def from_args(cls, args: Any) -> "AnswerOptions":
         """The options of a command line (`commands.classify`): --events, --threshold, --threshold-off,
-        --min-duration, --min-gap (any of the four implies events), --include, --exclude (names, or @FILE),
-        --group NAME=LABEL,LABEL (repeated), --rollup. Attributes the command does not declare are off."""
+        --min-duration, --min-gap, --thresholds FILE (any of these implies events), --include, --exclude
+        (names, or @FILE), --group NAME=LABEL,LABEL (repeated), --rollup. Attributes the command does not
+        declare are off. Raises `ConfigError` for a bad value or an unreadable file, naming it."""
         get = functools.partial(getattr, args)
-        given = {name: get(name, None) for name in ("threshold", "threshold_off", "min_duration", "min_gap")}
-        given = {name: value for name, value in given.items() if value is not None}
-        events = EventOptions(**given) if (get("events", False) or given) else None
         return cls(include=_cli_names(get("include", None)), exclude=_cli_names(get("exclude", None)),
-                   groups=_cli_groups(get("group", None) or []), rollup=get("rollup", False), events=events)
+                   groups=_cli_groups(get("group", None) or []), rollup=get("rollup", False),
+                   events=_cli_events(args))
+
+
+THRESHOLDS_NAME = "thresholds.json"  # `ast-audio calibrate`'s per-class thresholds, beside the checkpoint
+
+
+def _cli_events(args: Any) -> EventOptions | None:
+    """The event options of a command line, the rule `calibrate`, `segments` and `evaluate --annotations`
+    follow too: per-class thresholds from --thresholds FILE, else the checkpoint folder's thresholds.json
+    (`answers.thresholds.Thresholds`), whose default replaces --threshold (default 0.5); --threshold-off
+    defaults to 0.6 x the threshold (0.3 for 0.5), and each class keeps that proportion."""
+    get = functools.partial(getattr, args)
+    given = {name: get(name, None) for name in ("threshold", "threshold_off", "min_duration", "min_gap")}
+    given = {name: value for name, value in given.items() if value is not None}
+    path = get("thresholds", None)
+    if not (get("events", False) or given or path):
+        return None
+    model = get("model", None)
+    if path is None and isinstance(model, (str, os.PathLike)):
+        beside = os.path.join(os.fspath(model), THRESHOLDS_NAME)
+        path = beside if os.path.isfile(beside) else None
+    own: dict[str, float] = {}
+    if path is not None:
+        from ast_audio.answers.thresholds import Thresholds
+
+        thresholds = Thresholds.read(path)
+        given["threshold"], own = thresholds.default, dict(thresholds.thresholds)
+    threshold = given.get("threshold", EventOptions.threshold)
+    if "threshold_off" not in given and isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+        given["threshold_off"] = min(0.6 * threshold, threshold)
+    return EventOptions(**given, class_thresholds=own)
 
 
 def _cli_names(values: Sequence[str] | None) -> tuple[str, ...] | None:

@@ -26,12 +26,17 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
         "ones, which share 1 among the classes (lower thresholds may be needed)")
     events.add_argument("--events", action="store_true",
                         help="find events (implied by any option below and by --format raven, audacity, vtt, srt)")
-    events.add_argument("--threshold", type=float, metavar="SCORE", help="score an event must reach (default 0.5)")
+    events.add_argument("--threshold", type=float, metavar="SCORE",
+                        help="score an event must reach (default 0.5; a thresholds file's default replaces it)")
     events.add_argument("--threshold-off", type=float, metavar="SCORE",
-                        help="score an event lasts while at or above (default 0.3; at most --threshold)")
+                        help="score an event lasts while at or above (default 0.6 x the threshold: 0.3 for 0.5; "
+                        "at most the threshold; a class with its own threshold keeps the proportion)")
     events.add_argument("--min-duration", type=float, metavar="SECONDS", help="drop events shorter than this many seconds (default 0)")
     events.add_argument("--min-gap", type=float, metavar="SECONDS",
                         help="merge events of one class less than this many seconds apart (default 0)")
+    events.add_argument("--thresholds", metavar="FILE",
+                        help="a threshold per class (thresholds.json from ast-audio calibrate; default: the "
+                        "checkpoint folder's thresholds.json when it has one, with events on)")
     selection = parser.add_argument_group(
         "classes", "the classes scored, labelled and found as events (applied before --top-k and events); names "
         "match the checkpoint's labels exactly (AudioSet names hold commas: 'Male speech, man speaking')")
