@@ -133,6 +133,10 @@ class TableRenderer(Renderer):
             for window in result.timeline(min(self.top_k, 3)):
                 labels = ", ".join(f"{i['label']} {i['score']:.2f}" for i in window["labels"])
                 lines.append(f"    {window['start']:8.2f}-{window['end']:8.2f} s  {labels}")
+        if result.events is not None:
+            lines.append(f"  events: {len(result.events)}")
+            lines += [f"    {e.start:8.2f}-{e.end:8.2f} s  {e.label} {e.score:.2f} (mean {e.mean:.2f})"
+                      for e in result.events]
         return "\n".join(lines) + "\n\n"
 
 
