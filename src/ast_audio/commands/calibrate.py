@@ -13,9 +13,9 @@ DESCRIPTION = (
     "precision P with the best recall. DATA: a folder with one sub-folder per class, a JSON manifest or a CSV "
     "(path,label[,label...]), as train reads them; or recordings with time-stamped annotations (calibrate MODEL "
     "AUDIO... --annotations FILES: each window scored, a window positive for a class when an annotated event "
-    "covers --min-overlap of the shorter of the two; only the annotated classes); or a review.csv from ast-audio segments with verdicts "
-    "filled in (then the verdicts are the targets of the detections' peak scores: no audio is scored, and "
-    "only precision among the detections can be learned). Classes with fewer than --min-positives positives "
+    "covers --min-overlap of the shorter of the two; only the annotated classes); or a review.csv from "
+    "ast-audio segments with verdicts filled in (then the verdicts are the targets of the detections' peak "
+    "scores: no audio is scored, and only precision among the detections can be learned). Classes with fewer than --min-positives positives "
     "keep the global threshold (the best single threshold, or --default) and are listed. --calibration fits "
     "a map of scores to probabilities (Platt or isotonic) and reports the expected calibration error before "
     "and after (on the same clips: optimistic). Writes thresholds.json beside the checkpoint, or to --output; "
@@ -141,8 +141,8 @@ def _table(thresholds, shown: list[str]) -> str:
     lines = [f"{'class':<{width}}  threshold  precision  recall     f1  positives  status"]
     for label in shown:
         item = thresholds.classes[label]
-        lines.append(f"{label:<{width}}  {item.threshold:9.4f}  {format_figure(item.precision):>9}  "
-                     f"{format_figure(item.recall):>6}  {format_figure(item.f1):>5}  {item.positives:9d}  {item.status}")
+        figures = f"{format_figure(item.precision):>9}  {format_figure(item.recall):>6}  {format_figure(item.f1):>5}"
+        lines.append(f"{label:<{width}}  {item.threshold:9.4f}  {figures}  {item.positives:9d}  {item.status}")
     return "\n".join(lines)
 
 
@@ -157,10 +157,11 @@ def report(thresholds, ece: tuple[float, float] | None) -> str:
         lines.append(f"{len(few) + none} classes with fewer than {thresholds.min_positives} positives keep the global "
                      f"threshold: {', '.join(few) or '-'}" + (f" (and {none} with none)" if none else ""))
     if thresholds.not_reached:
-        lines.append(f"target precision {thresholds.target_precision:g} not reached by: {', '.join(thresholds.not_reached)}")
+        lines.append(f"target precision {thresholds.target_precision:g} not reached by: "
+                     f"{', '.join(thresholds.not_reached)} (their threshold of best precision kept)")
     if ece is not None:
-        lines.append(f"expected calibration error: {ece[0]:.4f} before, {ece[1]:.4f} after ({thresholds.calibration.method},"
-                     " on the same clips)")
+        lines.append(f"expected calibration error: {ece[0]:.4f} before, {ece[1]:.4f} after "
+                     f"({thresholds.calibration.method}, on the same clips)")
     return "\n".join(lines)
 
 

@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="offset tolerance: max(collar, ratio x the reference length) (default 0.5)")
     group.add_argument("--no-offset", action="store_true", help="match events by onset only")
     group.add_argument("--segment-length", type=float, default=1.0, help="segment-based metrics' segment (default 1 s)")
-    group.add_argument("--plot", metavar="FILE", help="draw the precision-recall curves of the sweep here (PNG, SVG, PDF)")
+    group.add_argument("--plot", metavar="FILE",
+                       help="draw the precision-recall curves of the sweep here (PNG, SVG, PDF)")
     group.add_argument("--window", type=float, help="window length in seconds (default: the model's input)")
     group.add_argument("--hop", type=float, help="seconds between window starts (default: half a window)")
     group.add_argument("--threads", type=int, help="intra-op threads (default: every core)")
@@ -193,7 +194,8 @@ def table(metrics: dict[str, Any]) -> str:
     for label in rows:
         e = metrics["event_based"]["per_class"][label] if label else metrics["event_based"]["overall"]
         s = metrics["segment_based"]["per_class"][label] if label else metrics["segment_based"]["overall"]
-        lines.append(f"{label or 'overall':<{width}}  {e['reference']:3d}  {e['detected']:3d}  {e['true_positives']:3d}  "
+        counts = f"{e['reference']:3d}  {e['detected']:3d}  {e['true_positives']:3d}"
+        lines.append(f"{label or 'overall':<{width}}  {counts}  "
                      f"{f(e['precision']):>7}  {f(e['recall']):>7}  {f(e['f_measure']):>8}  "
                      f"{f(s['f_measure']):>10}  {f(s['error_rate']):>10}")
     psds = metrics["psds"]["psds"]
