@@ -308,7 +308,7 @@ def test_window_settings_are_checked(checkpoint, capsys, tmp_path):
                            (["--window", "0"], "window 0 s is outside 0.175-1.295 s")]:
         code = main(["classify", path, "--model", checkpoint, *flags])
         err = capsys.readouterr().err
-        assert code == 1 and message in err and "Traceback" not in err, (flags, err)
+        assert code == 2 and message in err and "Traceback" not in err, (flags, err)  # a usage error
     short = AudioClassifier.from_pretrained(checkpoint).classify(path, window=0.5, hop=0.25)
     assert len(short.windows) == len(plan_windows(3.0, 0.5, 0.25))
     with pytest.raises(ValueError, match="applies to the torch backend"):
@@ -318,9 +318,9 @@ def test_window_settings_are_checked(checkpoint, capsys, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for machines without CUDA")
 def test_unavailable_device_is_a_clear_error(checkpoint, capsys, tmp_path):
     code = main(["classify", write(tmp_path / "d.wav", 1.0), "--model", checkpoint, "--device", "cuda"])
-    assert code == 1 and "CUDA is not available on this machine" in capsys.readouterr().err
+    assert code == 2 and "CUDA is not available on this machine" in capsys.readouterr().err
     code = main(["classify", str(tmp_path / "d.wav"), "--model", checkpoint, "--device", "gpu0"])
-    assert code == 1 and "is not a device name" in capsys.readouterr().err
+    assert code == 2 and "is not a device name" in capsys.readouterr().err  # usage errors, found before any work
 
 
 def test_thread_budget_sets_each_stage_once(checkpoint, monkeypatch):

@@ -204,9 +204,9 @@ def test_a_stopped_run_is_not_overwritten_without_a_word(four_files, checkpoint,
     partial = stop_part_way()
     for extra, message in [([], "an earlier run stopped after 2 inputs (kept in "),
                            ([], "pass --resume to go on from there, or --overwrite to start again"),
-                           (["--hop", "0.3"], "with other options (hop was None, now 0.3); pass --overwrite")]:
+                           (["--hop", "0.3"], "with other options (hop was default, now 0.3); pass --overwrite")]:
         code, _, err = run_cli([*arguments, *extra], capsys)
-        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err  # a usage error
     assert (tmp_path / "out.jsonl.partial").read_text() == partial and output.read_text() == complete
     code, _, err = run_cli([*arguments, "--resume", "--overwrite"], capsys)
     assert code == 2 and "--resume and --overwrite exclude each other" in err
@@ -258,7 +258,7 @@ def test_progress_off_a_terminal_is_a_line_every_interval(tmp_path, checkpoint, 
     monkeypatch.setenv("AST_AUDIO_PROGRESS_INTERVAL", "3600")
     code, _, err = run_cli(["-v", *arguments], capsys)
     assert [line for line in err.splitlines() if "so far" in line or "s of audio (" in line] == []
-    assert f"ast-audio classify: [1/2] {path}: 20.00 s, " in err and f"[2/2] {short}: 1.00 s, 1 windows, top " in err
+    assert f"ast-audio classify: [1/2] {path}: 20.00 s, " in err and f"[2/2] {short}: 1.00 s, 1 window, top " in err
     monkeypatch.setenv("AST_AUDIO_PROGRESS_INTERVAL", "soon")
     code, _, err = run_cli(arguments, capsys)
     assert code == 2 and "AST_AUDIO_PROGRESS_INTERVAL='soon': expected seconds" in err
@@ -313,3 +313,163 @@ def test_a_stopped_parquet_run_resumes_from_its_state(four_files, checkpoint, tm
     code, _, err = run_cli([*arguments, "--resume"], capsys)
     assert code == 0 and "resuming: 3 of 4 files already done, 1 to do" in err
     assert pq.read_table(output).to_pylist() == complete
+
+
+# ------------------------------------------------------------------------------------ review 1 (command line)
+def test_hop_is_bounded_below_and_every_range_message_is_exact(tmp_path, capsys):
+    from ast_audio.errors import UsageError
+
+    timing = Timing(input_frames=128)
+    for window, hop, message in [(1.0, 1e-9, "hop 1e-09 s is below one frame shift: expected at least 0.01 s"),
+                                 (1.0, math.inf, "hop inf s is not a finite number: expected a positive number"),
+                                 (1.0, math.nan, "hop nan s is not a finite number"),
+                                 (1.2950001, None, "window 1.2950001 s is outside 0.175-1.295 s")]:
+        with pytest.raises(UsageError, match=message):
+            window_and_hop(timing, window, hop)
+    assert window_and_hop(timing, 1.0, 0.01) == (1.0, 0.01)  # one frame shift: allowed
+    clip = write(tmp_path / "clip.wav", 1.0)
+    code, _, err = run_cli(["classify", clip, "--model", str(tmp_path / "none"), "--hop", "1e-9"], capsys)
+    assert code == 1 and "no such checkpoint" in err  # the range is the model's: checked once it is known
+
+
+def test_usage_errors_exit_2_before_any_work(tmp_path, checkpoint, capsys):
+    clip = write(tmp_path / "clip.wav", 1.0)
+    for arguments, message in [
+        (["classify", clip, "--model", checkpoint, "-f", "parquet"], "--format parquet needs --output FILE"),
+        (["classify", clip, "--model", checkpoint, "--window", "1", "--hop", "1e-9"], "below one frame shift"),
+        (["classify", clip, "--model", checkpoint, "--hop", "inf"], "hop inf s is not a finite number"),
+        (["embed", clip, "--model", checkpoint, "--batch-size", "0", "-o", str(tmp_path / "e")], "batch_size must be"),
+        (["serve", "--model", checkpoint, "--port", "99999"], "--port 99999: expected a TCP port from 0 to 65535"),
+    ]:
+        code, out, err = run_cli(arguments, capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and out == "", (arguments, err)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_an_output_where_no_file_can_be_created_is_refused_before_the_model_loads(tmp_path, capsys):
+    clip = write(tmp_path / "clip.wav", 1.0)
+    missing_model = str(tmp_path / "no-model")  # loading it would fail: the check must come first
+    for arguments, message in [(["classify", clip, "-o", "/proc/r.jsonl"], "--output /proc/r.jsonl: "),
+                               (["classify", clip, "--plot", "/proc/p.png"], "--plot /proc/p.png: "),
+                               (["embed", clip, "-o", "/proc/emb"], "--output-dir /proc/emb: ")]:
+        code, _, err = run_cli([*arguments, "--model", missing_model], capsys)
+        assert code == 2 and message in err and "the folder /proc" in err, (arguments, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".ast-audio-probe")]
+
+
+def test_resume_knows_the_model_by_its_place_and_content(tmp_path, capsys, monkeypatch):
+    from ast_audio.inference.options import InferenceOptions
+    from ast_audio.jobs import directory
+    from ast_audio.errors import UsageError
+
+    save_small_checkpoint(tmp_path / "tiny", labels=3)
+    other = tmp_path / "elsewhere"
+    save_small_checkpoint(other / "tiny", labels=3, seed=1)  # the same name, another model
+    clips = [write(tmp_path / f"{i}.wav", 1.0, seed=i) for i in range(2)]
+    monkeypatch.chdir(tmp_path)
+    output = str(tmp_path / "out.jsonl")
+    assert run_cli(["classify", clips[0], "-m", "tiny", "-o", output], capsys)[0] == 0
+    code, _, err = run_cli(["classify", *clips, "-m", "./tiny", "-o", output, "--resume"], capsys)
+    assert code == 0 and "1 of 2 files already done" in err  # ./tiny is tiny
+    monkeypatch.chdir(other)
+    code, _, err = run_cli(["classify", *clips, "-m", "tiny", "-o", output, "--resume"], capsys)
+    assert code == 2 and "cannot resume" in err and f"now '{other / 'tiny'}' (content " in err, err
+    # An output recorded before fingerprints (the model as typed) resumes when the name leads to the same model.
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / ".out.jsonl.state.jsonl"
+    header, *entries = state.read_text().splitlines()
+    recorded = json.loads(header)
+    del recorded["options"]["model_fingerprint"]
+    recorded["options"]["model"] = "tiny"
+    state.write_text("\n".join([json.dumps(recorded), *entries]) + "\n")
+    code, _, err = run_cli(["classify", *clips, "-m", "tiny", "-o", output, "--resume"], capsys)
+    assert code == 0 and "2 of 2 files already done" in err, err
+    # A Ray job's directory compares by the same rule.
+    now = InferenceOptions(model="tiny").numbers()
+    assert now["model"] == str(tmp_path / "tiny") and len(now["model_fingerprint"]) == 64
+    directory.record_options(str(tmp_path / "ray"), {**now, "model": "./tiny", "model_fingerprint": None})
+    directory.check_options(str(tmp_path / "ray"), now, directory.Contents())
+    directory.record_options(str(tmp_path / "ray"), InferenceOptions(model=str(other / "tiny")).numbers())
+    with pytest.raises(UsageError, match="another checkpoint, or one changed since"):
+        directory.check_options(str(tmp_path / "ray"), now, directory.Contents())
+
+
+def _stop_after_the_first_input(tmp_path):
+    """Inputs for a job stopped part-way: a short file, then a long one scored every 10 ms (seconds of work), and
+    the state file whose second line says the first is done."""
+    short, long = write(tmp_path / "0.wav", 1.0), write(tmp_path / "1.wav", 30.0, seed=1)
+    return [short, long], tmp_path / ".out.jsonl.state.jsonl"
+
+
+def _wait_for_first_entry(state, seconds: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not (state.exists() and len(state.read_text().splitlines()) >= 2):
+        time.sleep(0.02)
+
+
+def _resumes_whole(arguments, clips, tmp_path, capsys) -> None:
+    assert not (tmp_path / ".out.jsonl.lock").exists() and (tmp_path / "out.jsonl.partial").exists()
+    write(tmp_path / "1.wav", 1.0, seed=1)  # changed since: redone (and cheap)
+    code, _, err = run_cli([*arguments, "--resume"], capsys)
+    assert code == 0 and "1 of 2 files already done" in err, err
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["path"] for row in rows] == clips and rows[1]["duration"] == 1.0
+
+
+def test_sigterm_stops_a_job_as_ctrl_c_does(tmp_path, checkpoint, capsys):
+    import signal
+
+    clips, state = _stop_after_the_first_input(tmp_path)
+    arguments = ["classify", *clips, "--model", checkpoint, "-o", str(tmp_path / "out.jsonl"), "--hop", "0.01", "-q"]
+    job = subprocess.Popen([sys.executable, "-m", "ast_audio", *arguments], stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_first_entry(state)
+        job.send_signal(signal.SIGTERM)
+        err = job.communicate(timeout=60)[1]
+    finally:
+        job.kill()
+    assert job.returncode == 128 + signal.SIGTERM, err
+    assert err == ("ast-audio classify: stopped by SIGTERM (an output file keeps what finished: rerun with --resume "
+                   "to go on)\n")
+    _resumes_whole(arguments, clips, tmp_path, capsys)
+
+
+def test_sighup_stops_a_job_and_main_gives_back_the_handlers(tmp_path, checkpoint, capsys):
+    import signal
+    import threading
+
+    clips, state = _stop_after_the_first_input(tmp_path)
+    arguments = ["classify", *clips, "--model", checkpoint, "-o", str(tmp_path / "out.jsonl"), "--hop", "0.01", "-q"]
+    before = signal.getsignal(signal.SIGHUP), signal.getsignal(signal.SIGTERM)
+    lock = tmp_path / ".out.jsonl.lock"
+
+    def hang_up_once_the_first_input_is_done() -> None:
+        _wait_for_first_entry(state)
+        if lock.exists():  # the job runs (the long file has seconds of work left): else SIGHUP would end pytest
+            os.kill(os.getpid(), signal.SIGHUP)
+
+    hang_up = threading.Thread(target=hang_up_once_the_first_input_is_done)
+    hang_up.start()
+    code, _, err = run_cli(arguments, capsys)
+    hang_up.join()
+    assert code == 128 + signal.SIGHUP and err.startswith("ast-audio classify: stopped by SIGHUP"), err
+    assert (signal.getsignal(signal.SIGHUP), signal.getsignal(signal.SIGTERM)) == before
+    _resumes_whole(arguments, clips, tmp_path, capsys)
+
+
+def test_names_with_line_ends_stay_on_one_line_in_json_and_logs(tmp_path, checkpoint, capsys):
+    from ast_audio.jobs.writers import json_text
+
+    assert json_text({"path": "a\u2028b\u2029c\x85d\udcffé"}) == '{"path": "a\\u2028b\\u2029c\\u0085d\\udcffé"}'
+    names = ["a\u2028b.wav", "c\u2029d\x85.wav", "new\nline.wav"]
+    clips = [write(tmp_path / name, 1.0) for name in names]
+    output = tmp_path / "out.jsonl"
+    code, _, err = run_cli(["-v", "classify", *clips, "--model", checkpoint, "-o", str(output)], capsys)
+    assert code == 0
+    rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]  # splits at U+2028 too
+    assert [row["path"] for row in rows] == clips
+    assert all(line.startswith("ast-audio classify: ") for line in err.splitlines()), err
+    assert f"{tmp_path}/new\\nline.wav: 1.00 s, 1 window, top " in err and f"{tmp_path}/a\\u2028b.wav: " in err

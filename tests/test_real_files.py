@@ -194,7 +194,7 @@ def test_killed_run_resumes_without_redoing_finished_files(many_files, checkpoin
         assert len(list(output.glob("*.npy"))) == 60
     # Options that change the numbers refuse to resume and say which differ.
     refused = run_cli([*arguments, "--resume", "--hop", "0.3"])
-    assert refused.returncode == 1 and "cannot resume" in refused.stderr and "hop was None, now 0.3" in refused.stderr
+    assert refused.returncode == 2 and "cannot resume" in refused.stderr and "hop was default, now 0.3" in refused.stderr
 
 
 def test_resume_redoes_changed_files_and_keeps_every_input_once(tmp_path, checkpoint):

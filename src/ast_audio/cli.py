@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     if args.keep_freed_memory:
         keep_freed_memory()  # batch after batch of same-sized buffers: reuse them instead of faulting pages in
-    if not args.own_signals:
-        stop_on_signals()
+    handlers = {} if args.own_signals else stop_on_signals()
     try:
         return args.run(args)
     except UsageError as exc:
@@ -58,12 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ast-audio {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except Stopped as exc:
-        print(f"ast-audio {args.command}: stopped by {exc.name}; what finished is kept (rerun with --resume to go "
-              "on)", file=sys.stderr)
+        print(f"ast-audio {args.command}: stopped by {exc.name} (an output file keeps what finished: rerun with "
+              "--resume to go on)", file=sys.stderr)
         return 128 + exc.signal_number
     except KeyboardInterrupt as exc:
         print(f"ast-audio {args.command}: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
+    finally:
+        for number, handler in handlers.items():  # main() called from Python leaves its caller's handlers as they were
+            signal.signal(number, handler)
 
 
 class Stopped(KeyboardInterrupt):
@@ -75,15 +77,15 @@ class Stopped(KeyboardInterrupt):
         self.signal_number, self.name = signal_number, signal.Signals(signal_number).name
 
 
-def stop_on_signals() -> None:
-    """SIGTERM (kill, a scheduler's stop) and SIGHUP (a closed terminal) stop a command as Ctrl-C does. A
-    command that installs its own handlers (serve, through uvicorn; train) replaces these."""
+def stop_on_signals() -> dict:
+    """SIGTERM (kill, a scheduler's stop) and SIGHUP (a closed terminal) stop a command as Ctrl-C does, until
+    the handlers returned (signal number -> the one before) are put back. A command with handlers of its own
+    (serve, through uvicorn; train, within its loop) declares OWN_SIGNALS or replaces these while it runs."""
 
     def stop(signal_number: int, frame) -> None:
         raise Stopped(signal_number)
 
-    for number in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, stop)
+    return {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
 
 
 if __name__ == "__main__":  # pragma: no cover

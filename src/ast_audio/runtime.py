@@ -20,7 +20,7 @@ import threading
 
 import torch
 
-from ast_audio.errors import ConfigError
+from ast_audio.errors import ConfigError, UsageError
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -31,9 +31,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r} is not a device name (cpu, cuda, cuda:1, mps, ...)") from None
+        raise UsageError(f"device {device!r} is not a device name (cpu, cuda, cuda:1, mps, ...)") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+        raise UsageError(f"device {device!r}: CUDA is not available on this machine; use cpu")
     return resolved
 
 
@@ -54,7 +54,7 @@ class ThreadBudget:
 
     def __post_init__(self) -> None:
         if self.model < 1 or self.features < 1:
-            raise ConfigError(f"thread counts must be at least 1, got model={self.model}, features={self.features}")
+            raise UsageError(f"thread counts must be at least 1, got model={self.model}, features={self.features}")
 
     @classmethod
     def for_machine(cls, threads: int | None = None, feature_threads: int | None = None) -> "ThreadBudget":

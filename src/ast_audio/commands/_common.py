@@ -77,8 +77,9 @@ def report_skipped(command: str, skipped: list[str], quiet: bool) -> None:
     """Count, in the closing summary, the files a folder or glob held that are not audio (named under -v)."""
     import logging
 
-    for path in skipped:
-        logging.getLogger("ast_audio").info("skipped (not audio by its extension): %s", path)
+    if logging.getLogger("ast_audio").isEnabledFor(logging.INFO):  # -v
+        for path in skipped:
+            say(command, f"skipped (not audio by its extension): {path}")
     if skipped and not quiet:
         print(f"ast-audio {command}: skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''} not audio by "
               "extension (-v names them)", file=sys.stderr)
@@ -208,13 +209,22 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
+def say(command: str, text: str) -> None:
+    """A line on stderr, `ast-audio COMMAND: text`, with the control characters a file name may hold escaped
+    (`printable.printable`): one line, whatever the name."""
+    from ast_audio.printable import printable
+
+    print(f"ast-audio {command}: {printable(text)}", file=sys.stderr)
+
+
 def file_line(result) -> str:
     """One input in a line (for -v): its duration, windows and top label, or its error."""
     if not result.ok:
         return f"{result.source}: failed"
     top = result.top(1)
     best = f", top {top[0]['label']} {top[0]['score']:.2f}" if top else ""
-    return f"{result.source}: {result.duration:.2f} s, {len(result.windows)} windows{best}"
+    count = len(result.windows)
+    return f"{result.source}: {result.duration:.2f} s, {count} window{'s' if count != 1 else ''}{best}"
 
 
 def exit_code(total: int, failed: int) -> int:
@@ -247,12 +257,11 @@ def run_job(args: argparse.Namespace, command: str, output, chunk: Callable, poo
                 output.write(result.source, chunk(result))
                 progress.file_done(result)
                 if getattr(args, "verbose", False) and not args.quiet:
-                    print(f"ast-audio {command}: [{progress.done}/{progress.files}] {file_line(result)}",
-                          file=sys.stderr)
+                    say(command, f"[{progress.done}/{progress.files}] {file_line(result)}")
                 if not result.ok:
-                    print(f"ast-audio {command}: {result.error}", file=sys.stderr)
+                    say(command, result.error)
                 elif result.warning:
-                    print(f"ast-audio {command}: {result.source}: warning: {result.warning}", file=sys.stderr)
+                    say(command, f"{result.source}: warning: {result.warning}")
                 if after is not None:
                     after(result, progress.done - 1, progress.files)
         finally:

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from ast_audio.commands._common import Progress, exit_code, input_listing, model_options
+from ast_audio.commands._common import Progress, exit_code, input_listing, model_options, say
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,12 +107,12 @@ def _resume(args: argparse.Namespace, command: str, output_dir: str, options: di
     """The inputs an earlier run wrote into `output_dir`, after checking this run may add to it: refused without
     --resume, or with options that differ; with --resume, files a killed run left unreadable are set aside."""
     from ast_audio.jobs import directory
-    from ast_audio.errors import ConfigError
+    from ast_audio.errors import UsageError
 
     contents = directory.read(output_dir)
     if not args.resume:
         if contents.rows or contents.unreadable:
-            raise ConfigError(f"{output_dir} already holds results: pass --resume to add the rest, or another --output")
+            raise UsageError(f"{output_dir} already holds results: pass --resume to add the rest, or another --output")
         return set()
     directory.check_options(output_dir, options, contents)
     for line in directory.set_aside_unreadable(output_dir, contents):
@@ -146,9 +146,9 @@ def _tag_into(args: argparse.Namespace, command: str, config, todo: list[str], p
             progress(row["duration"] or 0.0)
             progress.input_done(row["path"], row["error"] is None)
             if row["error"] is not None:
-                print(f"ast-audio {command}: {row['error']}", file=sys.stderr)
+                say(command, row["error"])
             elif row["warning"]:
-                print(f"ast-audio {command}: {row['path']}: warning: {row['warning']}", file=sys.stderr)
+                say(command, f"{row['path']}: warning: {row['warning']}")
     finally:
         getattr(stream, "close", lambda: None)()  # a stopped job's pipeline and stall watch end here, not at exit
         files.flush()  # what came before a stop or an error is kept, for --resume

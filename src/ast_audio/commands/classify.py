@@ -15,8 +15,10 @@ DESCRIPTION = (
     "--window seconds every --hop seconds (the last one cut at the end of the file; no window starts at or "
     "past it); each file gets a timeline (per-window top labels) and a clip summary (mean or max of the window "
     "scores). Results stream out as each file finishes. Exit code 0: all files classified; 3: some files "
-    "failed (reported on stderr and in the output); 1: nothing could be classified, or an error; 2: a bad "
-    "argument or output path, found before any work."
+    "failed (reported on stderr and in the output); 1: nothing could be classified, or an error; 2: a usage "
+    "error, found before any work (a bad or clashing option, e.g. --window out of range; an output path that "
+    "cannot be written; an unfinished output without --resume or --overwrite); 130, 143, 129: stopped by "
+    "Ctrl-C, SIGTERM, SIGHUP (lock removed, resumable)."
 )
 
 
@@ -93,7 +95,8 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ast_audio.errors import ConfigError, UsageError
+    from ast_audio.errors import UsageError
+
     from ast_audio.jobs.writers import EVENT_FORMATS
 
     check_outputs(args)
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
         args.format = args.format or "parquet"
         if args.plot:
-            raise ConfigError("--plot is for the local engine")
+            raise UsageError("--plot is for the local engine")
         if args.output_dir or args.format in EVENT_FORMATS:
             raise UsageError("--output-dir and the event formats (raven, audacity, vtt, srt) are for the local engine")
         return run_on_ray(args, "classify", args.output, embeddings=False)
@@ -112,14 +115,14 @@ def run(args: argparse.Namespace) -> int:
     check_answers(args, EVENT_FORMATS)
     check_event_output(args)
     if args.format == "parquet" and args.output in (None, "-"):
-        raise ConfigError("--format parquet needs --output FILE")
+        raise UsageError("--format parquet needs --output FILE")
     from ast_audio.jobs.output import ResumableOutput, StreamOutput
     from ast_audio.jobs.writers import renderer
 
     if args.top_k < 1:
-        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
     if args.resume and not args.output_dir and (args.output is None or args.format == "table"):
-        raise ConfigError("--resume needs --output FILE and a --format of jsonl, json, csv or parquet")
+        raise UsageError("--resume needs --output FILE and a --format of jsonl, json, csv or parquet")
     render = renderer(args.format, args.top_k, args.timeline, per_file=args.output in (None, "-"))
     options = {**model_options(args), "format": args.format, "top_k": args.top_k, "pooling": args.pooling,
                "timeline": args.timeline}

@@ -86,10 +86,10 @@ def run(args: argparse.Namespace) -> int:
 def bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to (host, port), not yet listening; `ConfigError` in one line when that fails (the port
     taken, the address not this machine's, a port below 1024 without the right)."""
-    from ast_audio.errors import ConfigError
+    from ast_audio.errors import ConfigError, UsageError
 
     if not 0 <= port <= 65535:
-        raise ConfigError(f"--port {port}: expected a TCP port from 0 to 65535")
+        raise UsageError(f"--port {port}: expected a TCP port from 0 to 65535")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listening = socket.socket(family, socket.SOCK_STREAM)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart over TIME_WAIT

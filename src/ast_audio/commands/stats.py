@@ -10,8 +10,8 @@ HELP = "compute the fbank mean and std of a folder or manifest of audio files"
 DESCRIPTION = (
     "Compute the mean and standard deviation of the unnormalised log-mel fbank over audio files (folders are "
     "searched recursively), to use as mean/std when fine-tuning on a new dataset. Prints JSON. Exit code 0: "
-    "all files used; 3: some files could not be decoded (listed under 'failed'); 1: nothing usable; 2: an "
-    "output path that cannot be written (checked before any work)."
+    "all files used; 3: some files could not be decoded (listed under 'failed'); 1: nothing usable; 2: a "
+    "usage error (a bad option, or an output path that cannot be written), found before any work."
 )
 
 

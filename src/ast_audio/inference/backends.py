@@ -8,7 +8,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ast_audio.errors import ConfigError
+from ast_audio.errors import ConfigError, UsageError
 from ast_audio.inference.options import BACKENDS  # the vocabulary, owned where it needs no torch
 from ast_audio.model.logits_and_pooled import LogitsAndPooled
 from ast_audio.model.modeling import ASTForAudioClassification
@@ -31,7 +31,7 @@ class TorchBackend:
                  compile: bool = False) -> None:
         if int8:
             if device.type != "cpu":
-                raise ConfigError("int8 dynamic quantisation runs on the CPU only; use dtype=float16 on a GPU")
+                raise UsageError("int8 dynamic quantisation runs on the CPU only; use dtype=float16 on a GPU")
             from ast_audio.quantize import quantize_int8
 
             model = quantize_int8(model)
@@ -53,13 +53,13 @@ def build_backend(
 ) -> Backend:
     """The backend named by `backend` for `model` (whose config describes the input either way)."""
     if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise UsageError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch":
         return TorchBackend(model, device, int8=int8, compile=compile)
     if compile:
-        raise ConfigError("torch.compile applies to the torch backend, not onnxruntime")
+        raise UsageError("torch.compile applies to the torch backend, not onnxruntime")
     if onnx_path is None:  # with int8, onnx_path is the int8 file (model.int8.onnx)
-        raise ConfigError("the onnxruntime backend needs onnx_path (ast-audio export writes model.onnx)")
+        raise UsageError("the onnxruntime backend needs onnx_path (ast-audio export writes model.onnx)")
     from ast_audio.onnx import OnnxBackend
 
     return OnnxBackend(onnx_path, device)

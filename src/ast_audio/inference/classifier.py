@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ast_audio.errors import AudioError, ConfigError
+from ast_audio.errors import AudioError, ConfigError, UsageError
 from ast_audio.answers.events import EventOptions
 from ast_audio.answers.options import AnswerOptions
 from ast_audio.features.extractor import ASTFeatureExtractor
@@ -62,11 +62,11 @@ class AudioClassifier:
         `answers` the class selection and events of every result (default: every class, no events). Raises
         `ConfigError` for a selection naming a label the checkpoint lacks."""
         if quantize not in (None, "int8"):
-            raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
+            raise UsageError(f"quantize must be None or 'int8', got {quantize!r}")
         if score_function not in ("auto", *SCORE_FUNCTIONS):
-            raise ConfigError(f"score_function must be one of {('auto', *SCORE_FUNCTIONS)}, got {score_function!r}")
+            raise UsageError(f"score_function must be one of {('auto', *SCORE_FUNCTIONS)}, got {score_function!r}")
         if pooling not in POOLINGS:
-            raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+            raise UsageError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.config = model.config
         self.device = resolve_device(device)
         self.backend = backend

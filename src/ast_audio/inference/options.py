@@ -67,8 +67,13 @@ class InferenceOptions:
 
     def numbers(self) -> dict[str, Any]:
         """The options that decide an output's numbers (`NUMBER_OPTIONS`, and the answers' "selection" and
-        "events" when set: `AnswerOptions.numbers`), as a resumed job compares them."""
-        return {**{name: getattr(self, name) for name in NUMBER_OPTIONS}, **self.answers.numbers()}
+        "events" when set: `AnswerOptions.numbers`), as a resumed job compares them
+        (`jobs.comparison.option_differences`). The model is named by its resolved location, with
+        "model_fingerprint", a hash of its files (`checkpoints.identity.model_identity`)."""
+        from ast_audio.checkpoints.identity import model_identity
+
+        numbers = {**{name: getattr(self, name) for name in NUMBER_OPTIONS}, **self.answers.numbers()}
+        return {**numbers, **model_identity(self.model)}
 
     def load(self):
         """The `AudioClassifier` of these options (loads the model; raises its errors: `CheckpointNotFoundError`

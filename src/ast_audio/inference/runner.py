@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ast_audio.answers.options import AnswerOptions, Answers
-from ast_audio.errors import ConfigError
+from ast_audio.errors import ConfigError, UsageError
 from ast_audio.failures import input_error
 from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.features.timing import Timing
@@ -30,6 +30,7 @@ from ast_audio.inference.results import POOLINGS, ClipResult
 from ast_audio.inference.prepare import WindowPlan, assemble, failed, prepare
 from ast_audio.inference.sources import AudioInput, input_name
 from ast_audio.model.scoring import logits_to_scores
+from ast_audio.inference.windows import check_window_and_hop
 from ast_audio.runtime import ThreadBudget
 
 logger = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class InferenceRunner:
         score_function: str, *, batch_size: int = 8, threads: ThreadBudget | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+            raise UsageError(f"batch_size must be at least 1, got {batch_size}")
         if extractor.num_mel_bins != timing.options.num_mel_bins:
             raise ConfigError(
                 f"feature extractor makes {extractor.num_mel_bins} mel bins but the model expects "
@@ -229,7 +230,7 @@ class InferenceRunner:
         `answers`: the class selection and events (`prepare.assemble`); its names are checked against the
         model's labels before any input is opened (`ConfigError`)."""
         built = answers.build(self.labels) if answers is not None and answers.active else None
-        self.timing.check_window(window, hop)
+        check_window_and_hop(self.timing, window, hop)
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         events = produce_batches(list(inputs), self.features, self.timing, window=window, hop=hop,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ast_audio.errors import AudioError, ConfigError
+from ast_audio.errors import AudioError, ConfigError, UsageError
 from ast_audio.features.timing import Timing
 
 _EPSILON = 1e-9  # seconds: starts and ends closer than this to the end of the input count as at the end
@@ -23,15 +23,43 @@ def window_and_hop(
     `window` None: the default window, which is the model's whole input (`timing.input_seconds`, 10.255 s
     for 1024 frames) unless `default` = (window, hop) gives another (e.g. an `AudioClassifier`'s own).
     `hop` None: the default hop when the window is the default one, else half the window.
-    Raises `ConfigError` (naming the range) for a window outside one patch .. the model's input, or hop <= 0.
+    Raises `UsageError` (a `ConfigError`; naming the range) as `check_window_and_hop` does.
     """
     default_window, default_hop = default or (timing.input_seconds, timing.input_seconds / 2)
     if window is None:
         window = default_window
     if hop is None:
         hop = default_hop if window == default_window else window / 2
-    timing.check_window(window, hop)
+    check_window_and_hop(timing, window, hop)
     return window, hop
+
+
+def seconds_text(seconds: float) -> str:
+    """`seconds` with every digit that tells it apart (10.2550001 stays so, 10.255 is 10.255), for messages."""
+    return format(seconds, ".10g")
+
+
+def check_window_and_hop(timing: Timing, window: float, hop: float) -> None:
+    """Raise `UsageError` (a `ConfigError`: a bad setting, found before any work) naming the allowed range,
+    unless one patch <= `window` <= the model's input and `hop` is a finite number of seconds of at least one
+    frame shift (10 ms at the usual 160 samples at 16 kHz). A finer hop would give the same features shifted by
+    less than a frame, and a number of windows that grows without bound (1e-9 s: 10^9 windows a second)."""
+    low, high = timing.shortest_window_seconds, timing.input_seconds
+    if not (isinstance(window, (int, float)) and math.isfinite(window) and low - _EPSILON <= window <= high + _EPSILON):
+        raise UsageError(
+            f"window {seconds_text(window)} s is outside {seconds_text(low)}-{seconds_text(high)} s: at least one "
+            f"patch of {timing.patch_size} frames and at most the model's input of {timing.input_frames} frames"
+        )
+    shortest_hop = timing.samples_to_seconds(timing.shift_samples)
+    allowed = (f"at least {seconds_text(shortest_hop)} s, one frame shift (e.g. {seconds_text(window / 2)} s, "
+               "half the window)")
+    if not (isinstance(hop, (int, float)) and math.isfinite(hop)):
+        raise UsageError(f"hop {hop} s is not a finite number: expected a positive number of seconds, {allowed}")
+    if hop <= 0:
+        raise UsageError(f"hop {seconds_text(hop)} s must be positive: {allowed}")
+    if hop < shortest_hop - _EPSILON:
+        raise UsageError(f"hop {seconds_text(hop)} s is below one frame shift: expected {allowed}; a finer hop "
+                         "gives the same features shifted by less than a frame")
 
 
 def plan_windows(duration: float, window: float, hop: float) -> list[tuple[float, float]]:

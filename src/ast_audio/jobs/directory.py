@@ -81,22 +81,23 @@ def set_aside_unreadable(output_dir: str, contents: Contents) -> list[str]:
 
 
 def check_options(output_dir: str, options: dict[str, Any], contents: Contents) -> None:
-    """Refuse (ConfigError) to resume into `output_dir` with `options` other than those that wrote its rows,
+    """Refuse (`UsageError`) to resume into `output_dir` with `options` other than those that wrote its rows,
     naming each difference, or where no record of them exists though rows do."""
     try:
         with open(os.path.join(output_dir, JOB_FILE), encoding="utf-8") as handle:
             before = json.load(handle).get("options", {})
     except FileNotFoundError:
         if contents.rows:
-            raise ConfigError(f"{output_dir}: cannot resume: no record of the options that wrote it ({JOB_FILE} is "
+            raise UsageError(f"{output_dir}: cannot resume: no record of the options that wrote it ({JOB_FILE} is "
                               "missing); rerun with another --output") from None
         return
     except (OSError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{output_dir}: cannot resume: {JOB_FILE} is unreadable ({exc})") from None
-    differences = [f"{key} was {before.get(key)!r}, now {options.get(key)!r}"
-                   for key in sorted(set(before) | set(options)) if before.get(key) != options.get(key)]
+    from ast_audio.jobs.comparison import option_differences
+
+    differences = option_differences(before, options)
     if differences:
-        raise ConfigError(f"{output_dir}: cannot resume: it was written with other options "
+        raise UsageError(f"{output_dir}: cannot resume: it was written with other options "
                           f"({'; '.join(differences)}); rerun with those options, or choose another --output")
 
 
@@ -135,8 +136,8 @@ class RowFiles:
             write_parquet(self.pending, path, self.embeddings)
         else:
             from ast_audio.jobs.records import json_record
+            from ast_audio.jobs.writers import json_text
 
-            atomic_write_text(path, "".join(json.dumps(json_record(row), ensure_ascii=False) + "\n"
-                                            for row in self.pending))
+            atomic_write_text(path, "".join(json_text(json_record(row)) + "\n" for row in self.pending))
         self.files += 1
         self.pending = []

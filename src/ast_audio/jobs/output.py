@@ -19,11 +19,12 @@ import fcntl
 import json
 import os
 import sys
+import tempfile
 import zlib
 from collections.abc import Iterator
 from typing import IO, Any
 
-from ast_audio.errors import ASTAudioError, ConfigError, UsageError
+from ast_audio.errors import ASTAudioError, UsageError
 from ast_audio.jobs.writers import Renderer, json_text
 from ast_audio.io_utils import atomic_write_text
 
@@ -84,8 +85,13 @@ def check_output_file(path: str, option: str = "--output", example: str = "resul
         raise UsageError(f"{option}: an empty name; expected a file name, e.g. {example}")
     if path.endswith(os.sep) or os.path.isdir(path):
         raise UsageError(f"{option} {path}: is a folder; expected a file name, e.g. {os.path.join(path, example)}")
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        raise UsageError(f"{option} {path}: no permission to write this file")
+    if os.path.exists(path):
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))  # opened to write, nothing written
+        except PermissionError:
+            raise UsageError(f"{option} {path}: no permission to write this file") from None
+        except OSError as exc:
+            raise UsageError(f"{option} {path}: cannot write this file ({exc.strerror})") from None
     _check_folder_on_the_way(os.path.dirname(os.path.abspath(path)), option, path)
 
 
@@ -99,14 +105,21 @@ def check_output_folder(path: str, option: str = "--output-dir") -> None:
 
 
 def _check_folder_on_the_way(folder: str, option: str, path: str) -> None:
-    """The nearest existing folder of `folder` (itself or an ancestor) must be a folder we may write in."""
+    """The nearest existing folder of `folder` (itself or an ancestor) must be a folder where a file can be
+    created: probed by creating one and removing it."""
     existing = folder
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise UsageError(f"{option} {path}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {path}: no permission to write in the folder {existing}")
+    try:  # permissions are not the whole story (/sys, /proc, a read-only mount): create a file to know
+        descriptor, probe = tempfile.mkstemp(prefix=".ast-audio-probe-", dir=existing)
+        os.close(descriptor)
+        os.unlink(probe)
+    except PermissionError:
+        raise UsageError(f"{option} {path}: no permission to write in the folder {existing}") from None
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot create files in the folder {existing} ({exc.strerror})") from None
 
 
 def input_stamp(item: Any) -> dict[str, int] | None:
@@ -124,7 +137,7 @@ class ResumableOutput:
     """Stream `renderer`'s chunks to FILE via FILE.partial; see the module docstring.
 
     `resume`: keep what an earlier run of the same options finished; `overwrite`: start again even though an
-    earlier run stopped part-way (without either, that is refused with `ConfigError`).
+    earlier run stopped part-way (without either, that is refused with `UsageError`: exit 2).
 
     >>> with ResumableOutput("out.jsonl", renderer, {"model": "m"}, resume=True) as output:
     ...     for path in output.todo(paths):
@@ -186,22 +199,22 @@ class ResumableOutput:
         return (json.loads(lines[0]) if lines else {}), entries
 
     def _refuse_unfinished(self) -> None:
-        """Raise `ConfigError` when an earlier run onto this output stopped after finishing some inputs."""
+        """Raise `UsageError` when an earlier run onto this output stopped after finishing some inputs."""
         header, entries = self._entries()
         if not entries or not os.path.exists(self.partial):
             return
         differences = _differences(header.get("options", {}), self.options)
         done = f"an earlier run stopped after {len(entries)} inputs (kept in {self.partial})"
         if differences:
-            raise ConfigError(f"{self.path}: {done}, with other options ({'; '.join(differences)}); pass --overwrite "
+            raise UsageError(f"{self.path}: {done}, with other options ({'; '.join(differences)}); pass --overwrite "
                               "to start again, or choose another output")
-        raise ConfigError(f"{self.path}: {done}; pass --resume to go on from there, or --overwrite to start again")
+        raise UsageError(f"{self.path}: {done}; pass --resume to go on from there, or --overwrite to start again")
 
     def _read_state(self) -> dict[str, dict[str, Any]]:
         """The entries of the state file whose text is still where it says, checked against this run's options."""
         if not os.path.exists(self.state_path):
             if os.path.exists(self.path):
-                raise ConfigError(
+                raise UsageError(
                     f"{self.path}: cannot resume: no record of the run that wrote it ({self.state_path} is missing); "
                     "rerun without --resume to start over"
                 )
@@ -209,9 +222,11 @@ class ResumableOutput:
         header, entries = self._entries()
         differences = _differences(header.get("options", {}), self.options)
         if differences:
-            raise ConfigError(
-                f"{self.path}: cannot resume: it was written with other options ({'; '.join(differences)}); rerun "
-                "without --resume to start over, or choose another output"
+            again = "pass --overwrite instead of --resume" if os.path.exists(self.partial) else \
+                "rerun without --resume"
+            raise UsageError(
+                f"{self.path}: cannot resume: it was written with other options ({'; '.join(differences)}); {again} "
+                "to start over, or choose another output"
             )
         kept: dict[str, dict[str, Any]] = {}
         text = self._earlier_text() if header.get("ast_audio_output") == STATE_VERSION else b""
@@ -279,8 +294,9 @@ class ResumableOutput:
 
 
 def _differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    return [f"{key} was {before.get(key)!r}, now {now.get(key)!r}" for key in sorted(set(before) | set(now))
-            if before.get(key) != now.get(key)]
+    from ast_audio.jobs.comparison import option_differences
+
+    return option_differences(before, now)
 
 
 class StreamOutput:

@@ -31,14 +31,19 @@ PER_FILE_SUFFIXES = {"json": ".json", "csv": ".csv", "raven": ".Table.1.selectio
                      "vtt": ".vtt", "srt": ".srt"}
 # A file name that is not valid UTF-8 reaches Python as a str holding lone surrogates (PEP 383).
 _SURROGATES = re.compile("[\ud800-\udfff]")
+# Written as \uXXXX in JSON: lone surrogates, and the three line ends that are not ASCII (NEL, LINE SEPARATOR,
+# PARAGRAPH SEPARATOR), which str.splitlines() and many line readers split a JSON line at.
+_JSON_ESCAPED = re.compile("[\ud800-\udfff\u0085\u2028\u2029]")
 
 
-def json_text(value: object) -> str:
-    """`value` as JSON on one line, non-ASCII text kept as it is, and the bytes of a name that are not UTF-8
-    written as \\udcXX escapes: valid JSON (writable as UTF-8) that reads back to the same str, which
-    `os.fsencode` turns back into the file's name."""
-    text = json.dumps(value, ensure_ascii=False)
-    return _SURROGATES.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+def json_text(value: object, **dumps: object) -> str:
+    """`value` as JSON (on one line unless `dumps` asks for an indent: `json.dumps`'s options), non-ASCII text
+    kept as it is except U+0085, U+2028 and U+2029 (escaped, so no line reader splits a record at them), and
+    the bytes of a name that are not UTF-8 written as \\udcXX escapes: valid JSON (writable as UTF-8) that
+    reads back to the same str, which `os.fsencode` turns back into the file's name. The one JSON writer of
+    job outputs."""
+    text = json.dumps(value, ensure_ascii=False, **dumps)
+    return _JSON_ESCAPED.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def readable(text: str) -> str:
