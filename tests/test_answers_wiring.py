@@ -77,6 +77,8 @@ def test_from_args_reads_the_command_line(tmp_path):
     assert options.groups == (("alarm", ("Siren", "Smoke detector, smoke alarm")),)
     assert options.rollup
     assert InferenceOptions.from_args(argparse.Namespace()).answers == AnswerOptions()
+    # A command without --events (calibrate, segments) keeps its own thresholds: no events in the engine.
+    assert AnswerOptions.from_args(argparse.Namespace(threshold=0.5, threshold_off=0.9)).events is None
     with pytest.raises(ConfigError, match="NAME=LABEL"):
         AnswerOptions.from_args(argparse.Namespace(group=["alarm"]))
 
@@ -88,13 +90,13 @@ def test_thresholds_file_beside_the_checkpoint(tmp_path):
     options = AnswerOptions.from_args(argparse.Namespace(model=str(tmp_path), events=True, threshold=0.9))
     assert options.events == EventOptions(threshold=0.4, threshold_off=0.6 * 0.4, class_thresholds={"Dog": 0.8})
     assert options.events.thresholds(["Dog", "Cat"])[1].tolist() == pytest.approx([0.6 * 0.8, 0.6 * 0.4])
-    assert AnswerOptions.from_args(argparse.Namespace(model=str(tmp_path))).events is None  # events off: unread
+    assert AnswerOptions.from_args(argparse.Namespace(model=str(tmp_path), events=False)).events is None
     other = tmp_path / "other.json"
     other.write_text(Thresholds({"Cat": 0.7}, default=0.5).to_json(), encoding="utf-8")
-    given = AnswerOptions.from_args(argparse.Namespace(model=str(tmp_path), thresholds=str(other)))
+    given = AnswerOptions.from_args(argparse.Namespace(model=str(tmp_path), events=False, thresholds=str(other)))
     assert given.events.class_thresholds == (("Cat", 0.7),)
     with pytest.raises(ConfigError, match="missing.json: cannot read thresholds"):
-        AnswerOptions.from_args(argparse.Namespace(thresholds=str(tmp_path / "missing.json")))
+        AnswerOptions.from_args(argparse.Namespace(events=True, thresholds=str(tmp_path / "missing.json")))
 
 
 def test_assemble_selects_before_pooling_top_k_and_events():

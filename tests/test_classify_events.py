@@ -172,6 +172,17 @@ def test_resume_refuses_other_event_options(setup, capsys, tmp_path):
     assert code != 0 and "cannot resume" in err and "selection" in err
 
 
+def test_table_lists_the_events(setup, capsys):
+    a = setup["paths"][0]
+    code, out, err = classify(setup, capsys, "-f", "table", "--no-timeline", inputs=[a])
+    assert code == 0, err
+    lines = out.splitlines()
+    events = setup["expected"][a]
+    assert f"  events: {len(events)}" in lines
+    assert [line.split()[3] for line in lines[lines.index(f"  events: {len(events)}") + 1:] if line.strip()] == [
+        event.label for event in events]
+
+
 def test_rollup_and_include_from_the_command_line(setup, capsys):
     a = setup["paths"][0]
     code, out, err = classify(setup, capsys, "--no-timeline", "-k", "5", "-f", "jsonl", inputs=[a])

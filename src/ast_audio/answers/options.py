@@ -131,9 +131,9 @@ class AnswerOptions:
     @classmethod
     def from_args(cls, args: Any) -> "AnswerOptions":
         """The options of a command line (`commands.classify`): --events, --threshold, --threshold-off,
-        --min-duration, --min-gap, --thresholds FILE (any of these implies events), --include, --exclude
-        (names, or @FILE), --group NAME=LABEL,LABEL (repeated), --rollup. Attributes the command does not
-        declare are off. Raises `ConfigError` for a bad value or an unreadable file, naming it."""
+        --min-duration, --min-gap, --thresholds FILE (any of these implies events; events only for a command
+        that declares --events), --include, --exclude (names, or @FILE), --group NAME=LABEL,LABEL (repeated),
+        --rollup. Attributes the command does not declare are off. Raises `ConfigError` for a bad value or an unreadable file, naming it."""
         get = functools.partial(getattr, args)
         return cls(include=_cli_names(get("include", None)), exclude=_cli_names(get("exclude", None)),
                    groups=_cli_groups(get("group", None) or []), rollup=get("rollup", False),
@@ -148,6 +148,8 @@ def _cli_events(args: Any) -> EventOptions | None:
     follow too: per-class thresholds from --thresholds FILE, else the checkpoint folder's thresholds.json
     (`answers.thresholds.Thresholds`), whose default replaces --threshold (default 0.5); --threshold-off
     defaults to 0.6 x the threshold (0.3 for 0.5), and each class keeps that proportion."""
+    if not hasattr(args, "events"):
+        return None  # a command without --events (calibrate, segments: their thresholds are their own)
     get = functools.partial(getattr, args)
     given = {name: get(name, None) for name in ("threshold", "threshold_off", "min_duration", "min_gap")}
     given = {name: value for name, value in given.items() if value is not None}
