@@ -13,8 +13,6 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-THRESHOLDS_NAME = "thresholds.json"  # beside the checkpoint's config.json
-
 
 def add_engine_arguments(parser: argparse.ArgumentParser, batch_size: int = 8) -> None:
     """The positional checkpoint and the engine's options (a subset of classify's)."""
@@ -32,45 +30,36 @@ def add_engine_arguments(parser: argparse.ArgumentParser, batch_size: int = 8) -
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress and no closing summary")
 
 
-def add_event_arguments(parser: argparse.ArgumentParser) -> None:
-    """How window scores become events (`answers.events.EventOptions`), and the thresholds file."""
+def add_event_arguments(parser) -> None:
+    """How window scores become events (`answers.events.EventOptions`), and the thresholds file: the options of
+    classify --events, read by the same rule (`event_options`)."""
     parser.add_argument("--thresholds", metavar="FILE",
                         help="per-class thresholds (thresholds.json from calibrate; default: the checkpoint's "
                              "thresholds.json if it has one, else --threshold for every class)")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="an event must reach this score (default 0.5; a thresholds file's default wins)")
-    parser.add_argument("--threshold-off", type=float,
+    parser.add_argument("--threshold", type=float, metavar="SCORE",
+                        help="an event must reach this score (default 0.5; a thresholds file's default replaces it)")
+    parser.add_argument("--threshold-off", type=float, metavar="SCORE",
                         help="an event lasts while the score stays at or above this (default 0.6 x the threshold)")
-    parser.add_argument("--min-duration", type=float, default=0.0, help="drop events shorter than this (s)")
-    parser.add_argument("--min-gap", type=float, default=0.0, help="merge events of a class closer than this (s)")
+    parser.add_argument("--min-duration", type=float, metavar="SECONDS", help="drop events shorter than this")
+    parser.add_argument("--min-gap", type=float, metavar="SECONDS", help="merge events of a class closer than this")
 
 
-def checkpoint_thresholds(checkpoint: str, given: str | None):
-    """The `Thresholds` of `given` (a path), else of the checkpoint directory's thresholds.json, else None.
-    Raises `ConfigError` naming the file when it cannot be read."""
-    from ast_audio.answers.thresholds import Thresholds
+def event_options(args: argparse.Namespace, model_labels: Sequence[str]):
+    """The `EventOptions` of the command line by classify's rule (`AnswerOptions.from_args`: --thresholds FILE,
+    else the checkpoint folder's thresholds.json, whose default replaces --threshold; --threshold-off 0.6 x
+    the threshold unless given). Thresholds of labels the model lacks are named on stderr (and ignored).
+    Raises `ConfigError` for a bad value or an unreadable thresholds file, naming it."""
+    from ast_audio.answers.options import AnswerOptions
 
-    if given:
-        return Thresholds.read(given)
-    path = os.path.join(checkpoint, THRESHOLDS_NAME)
-    return Thresholds.read(path) if os.path.isfile(path) else None
-
-
-def event_options(args: argparse.Namespace, labels: Sequence[str], thresholds=None,
-                  model_labels: Sequence[str] | None = None):
-    """The `EventOptions` of the command line for `labels`, with the thresholds file's per-class thresholds
-    and default (its labels not among `model_labels`, default `labels`, are named on stderr)."""
-    from ast_audio.answers.events import EventOptions
-
-    threshold = thresholds.default if thresholds is not None else args.threshold
-    off = args.threshold_off if args.threshold_off is not None else 0.6 * threshold
-    own = thresholds.for_labels(labels) if thresholds is not None else {}
-    unknown = thresholds.unknown_labels(model_labels or labels) if thresholds is not None else []
+    given = argparse.Namespace(events=True, model=args.checkpoint, thresholds=args.thresholds,
+                               threshold=args.threshold, threshold_off=args.threshold_off,
+                               min_duration=args.min_duration, min_gap=args.min_gap)
+    options = AnswerOptions.from_args(given).events
+    unknown = sorted(set(dict(options.class_thresholds)) - set(model_labels))
     if unknown:
         print(f"ast-audio: warning: the thresholds name {len(unknown)} labels the model lacks (e.g. "
               f"{', '.join(unknown[:3])}): ignored", file=sys.stderr)
-    return EventOptions(threshold=threshold, threshold_off=min(off, threshold), min_duration=args.min_duration,
-                        min_gap=args.min_gap, class_thresholds=own)
+    return options
 
 
 def load_engine(args: argparse.Namespace):

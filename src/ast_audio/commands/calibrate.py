@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def output_path(args: argparse.Namespace) -> str:
     """--output, else MODEL/thresholds.json when MODEL is a writable directory; raises `UsageError` otherwise."""
-    from ast_audio.commands._detect import THRESHOLDS_NAME
+    from ast_audio.answers.options import THRESHOLDS_NAME
     from ast_audio.errors import UsageError
     from ast_audio.jobs.output import check_output_file
 

@@ -243,7 +243,7 @@ def _unknown_labels(annotations, model_labels: list[str]) -> list[str]:
 def run_annotations(args: argparse.Namespace) -> int:
     """`evaluate MODEL AUDIO... --annotations FILES` (module docstring)."""
     from ast_audio.answers.annotations import match_annotations
-    from ast_audio.commands._detect import checkpoint_thresholds, event_options, load_engine
+    from ast_audio.commands._detect import event_options, load_engine
     from ast_audio.errors import ConfigError
     from ast_audio.io_utils import atomic_write_text
 
@@ -257,7 +257,6 @@ def run_annotations(args: argparse.Namespace) -> int:
     skipped = annotations.unannotated(files)
     if skipped:
         print(f"ast-audio evaluate: {len(skipped)} audio files without annotations are not evaluated", file=sys.stderr)
-    thresholds = checkpoint_thresholds(args.checkpoint, args.thresholds)
     classifier = load_engine(args)
     unknown = _unknown_labels(annotations, classifier.labels)
     if unknown:
@@ -267,7 +266,7 @@ def run_annotations(args: argparse.Namespace) -> int:
     labels = [label for label in classifier.labels if label in named]
     if not labels:
         raise ConfigError("no annotated label is among the model's labels: nothing to evaluate")
-    options = event_options(args, labels, thresholds, classifier.labels)
+    options = event_options(args, classifier.labels)
     tracks, durations = _scored_tracks(args, classifier, annotated, labels)
     if not tracks:
         raise ConfigError("no annotated audio file could be scored")

@@ -98,7 +98,7 @@ def check_review(path: str, overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     from ast_audio.answers.review import review_csv, sample_events
     from ast_audio.commands._common import exit_code, input_listing
-    from ast_audio.commands._detect import checkpoint_thresholds, event_options, file_events, load_engine, score_files
+    from ast_audio.commands._detect import event_options, file_events, load_engine, score_files
     from ast_audio.errors import UsageError
     from ast_audio.io_utils import atomic_write_text
     from ast_audio.jobs.output import check_output_folder
@@ -112,9 +112,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.output_dir)
     check_review(os.path.join(args.output_dir, "review.csv"), args.overwrite)
     listing = input_listing(args)
-    thresholds = checkpoint_thresholds(args.checkpoint, args.thresholds)
     classifier = load_engine(args)
-    options = event_options(args, classifier.labels, thresholds)
+    options = event_options(args, classifier.labels)
     scored = [(result.source, event) for result in score_files(args, "segments", classifier, listing.files)
               for event in file_events(result, options)]
     chosen = sample_events(scored, args.sample, stratify=args.stratify, strata=args.strata, seed=args.seed)
