@@ -25,8 +25,9 @@ EVENT_ARGS = ["--thresholds", "median.json", "--threshold-off", "0.5"]  # each c
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A 3-class random checkpoint, a folder per class (4 clips of 1 s each) and 3 recordings of 4 s at
-    44.1 kHz (16-bit, the first stereo)."""
+    """A 3-class random checkpoint, a folder per class (4 clips of 1 s each), 3 recordings of 4 s at 44.1 kHz
+    (16-bit, the first stereo), the engine's results on them, and median.json: each class's threshold at the
+    median of its window scores."""
     root = tmp_path_factory.mktemp("issue22")
     checkpoint = save_small_checkpoint(root / "ckpt", 3)
     rng = np.random.default_rng(0)
@@ -51,7 +52,7 @@ def workspace(tmp_path_factory):
     results = engine_results(checkpoint, recordings)
     medians = np.median(np.concatenate([r.window_scores for r in results]), axis=0)
     Thresholds({label: float(m) for label, m in zip(LABELS, medians)}, 0.5).write(root / "median.json")
-    return root, checkpoint, recordings
+    return root, checkpoint, recordings, results
 
 
 def arguments(root, args: list[str]) -> list[str]:
@@ -65,7 +66,7 @@ def engine_results(checkpoint: str, files: list[str]):
 
 
 def test_calibrate_writes_thresholds_json_the_engine_scores_give(workspace, capsys) -> None:
-    root, checkpoint, _ = workspace
+    root, checkpoint, *_ = workspace
     old = os.umask(0o027)
     try:
         code = main(["calibrate", checkpoint, str(root / "data"), "--min-positives", "2", "--calibration", "platt",
@@ -136,8 +137,7 @@ def write_annotations(root, recordings: list[str], detected: dict) -> list[str]:
 
 
 def test_evaluate_annotations_in_three_formats_equals_sed_eval(workspace, capsys) -> None:
-    root, checkpoint, recordings = workspace
-    results = engine_results(checkpoint, recordings)
+    root, checkpoint, recordings, results = workspace
     options = EventOptions(0.5, 0.5, class_thresholds=Thresholds.read(root / "median.json").thresholds)
     detected = {r.source: events_from_windows(r.windows, r.window_scores, r.labels, options) for r in results}
     durations = {r.source: r.duration for r in results}
@@ -173,7 +173,7 @@ def test_evaluate_annotations_in_three_formats_equals_sed_eval(workspace, capsys
 
 
 def test_segments_are_sample_exact_and_review_csv_reads_back(workspace, capsys) -> None:
-    root, checkpoint, recordings = workspace
+    root, checkpoint, recordings, _ = workspace
     out = root / "clips"
     code = main(["segments", checkpoint, *recordings[:2], "--output-dir", str(out), *arguments(root, EVENT_ARGS),
                  "--padding", "0.5", "--device", "cpu", "-q"])
@@ -220,7 +220,7 @@ def test_stratified_sample_spreads_over_labels_and_scores() -> None:
 
 
 def test_bad_review_and_annotation_files_are_one_line_errors(workspace, capsys) -> None:
-    root, checkpoint, recordings = workspace
+    root, checkpoint, recordings, _ = workspace
     bad = root / "bad_review.csv"
     bad.write_text("file,start,end,label,score,clip,verdict\nrec0.wav,0,1,sound 0,0.5,c.wav,right\n"
                    "rec0.wav,1,2,sound 0,0.5,d.wav,maybe\n")
@@ -249,7 +249,7 @@ def test_window_targets_by_hand() -> None:
 def test_calibrate_from_annotated_recordings_learns_on_windows(workspace, capsys) -> None:
     from ast_audio.answers.window_labels import window_targets
 
-    root, checkpoint, recordings = workspace
+    root, checkpoint, recordings, results = workspace
     table = root / "calibration.csv"
     events = {path: [Event("sound 2", 0.0, 1.2), Event("sound 0", 2.0, 2.6), Event("sound 2", 3.3, 4.0)]
               for path in recordings}
@@ -259,7 +259,6 @@ def test_calibrate_from_annotated_recordings_learns_on_windows(workspace, capsys
                  "--device", "cpu", "-q", "-o", str(root / "windows.json")])
     assert code == 0, capsys.readouterr().err
     learned = Thresholds.read(root / "windows.json")
-    results = engine_results(checkpoint, recordings)
     labels = ["sound 0", "sound 2"]  # the annotated classes, in the model's order
     scores = np.concatenate([r.window_scores[:, [0, 2]] for r in results])
     targets = np.concatenate([window_targets(r.windows, events[r.source], labels) for r in results])
