@@ -159,3 +159,32 @@ def test_classifier_refuses_bad_selections(audioset_checkpoint, tmp_path):
     other = save_small_checkpoint(tmp_path / "other", labels=3)
     with pytest.raises(ConfigError, match="rollup needs AudioSet labels: label 0, 'sound 0' is not an AudioSet"):
         AudioClassifier.from_pretrained(other, rollup=True)
+
+
+def test_finer_pass_scores_extra_windows_at_the_boundaries(audioset_checkpoint):
+    """The engine's finer pass gives the events of `answers.refine.refine` scoring each extra window as a
+    clip of its own (an independent path: the window's samples classified alone, zero-padded alike)."""
+    from ast_audio import AudioClassifier
+    from ast_audio.answers.refine import refine
+
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([np.zeros(32000), 0.5 * rng.standard_normal(32000), np.zeros(32000)]).astype(np.float32)
+    events = EventOptions(threshold=0.5, threshold_off=0.45)
+    classifier = AudioClassifier.from_pretrained(audioset_checkpoint, window=1.0, hop=0.5)
+    coarse = classifier.classify(audio, sampling_rate=16000, answers=AnswerOptions(events=events, include=["Siren"]))
+    assert [event.label for event in coarse.events] == ["Siren"] and 0 < coarse.events[0].start
+    fine = classifier.classify(audio, sampling_rate=16000,
+                               answers=AnswerOptions(events=events, include=["Siren"], refine=2))
+
+    def score_windows(rows):
+        clips = [audio[int(round(start * 16000)) : int(round(end * 16000))] for start, end in rows]
+        return np.stack([classifier.classify(clip, sampling_rate=16000).window_scores[0][[3]] for clip in clips])
+
+    expected, extra = refine(coarse.windows, coarse.window_scores, ["Siren"], score_windows, window=1.0, hop=0.5,
+                             duration=coarse.duration, rounds=2, options=events)
+    assert fine.extra_windows == len(extra) == 4  # 2 rounds x 2 boundaries
+    assert [(e.label, e.start, e.end) for e in fine.events] == [(e.label, e.start, e.end) for e in expected]
+    assert fine.events != coarse.events and coarse.extra_windows == 0
+    with pytest.raises(ConfigError, match="turn events on"):
+        AnswerOptions(refine=1)
+    assert AnswerOptions(events=True, refine=2).numbers()["events"]["refine"] == 2

@@ -206,6 +206,7 @@ def test_rollup_and_include_from_the_command_line(setup, capsys):
     (["-o", "{tmp}/x.jsonl", "--output-dir", "{tmp}/d"], "exclude each other"),
     (["--include", "dog"], "'dog' is not a label of the model (did you mean 'Dog'?)"),
     (["--group", "pets"], "expected NAME=LABEL,LABEL"),
+    (["--refine", "-1"], "refine must be a number of rounds >= 0, got -1"),
     (["--threshold", "0.2", "--threshold-off", "0.4"], "threshold_off 0.4 is above threshold 0.2"),
 ])
 def test_usage_errors_exit_2_with_one_line(setup, capsys, tmp_path, args, message):

@@ -67,6 +67,9 @@ class AnswerOptions:
     rollup: with the AudioSet hierarchy, a class scores the maximum over itself and its descendants, and
         its ancestors become labels ("Animal", "Vehicle"); AudioSet checkpoints only.
     events: `EventOptions` (thresholds, minimum duration and gap), True for the defaults, or None (off).
+    refine: rounds of the finer pass (`answers.refine`; 0: off): each round scores one extra window per event
+        boundary and halves the stretch the boundary is known to (a hop after the first pass), so r rounds
+        give boundaries to hop / 2**r for 2 r extra windows per event (`inference.finer`).
 
     Raises `ConfigError` (one line) for values of the wrong kind; names are checked against a model's labels
     by `build`.
@@ -77,6 +80,7 @@ class AnswerOptions:
     groups: Mapping[str, Sequence[str]] | tuple[tuple[str, tuple[str, ...]], ...] = ()
     rollup: bool = False
     events: EventOptions | bool | None = None
+    refine: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "include", _names(self.include, "include"))
@@ -91,6 +95,10 @@ class AnswerOptions:
         elif events is not None and not isinstance(events, EventOptions):
             raise ConfigError(f"events must be an EventOptions, True or None, got {events!r}")
         object.__setattr__(self, "events", events)
+        if isinstance(self.refine, bool) or not isinstance(self.refine, int) or self.refine < 0:
+            raise ConfigError(f"refine must be a number of rounds >= 0, got {self.refine!r}")
+        if self.refine and events is None:
+            raise ConfigError("refine (the finer pass) sharpens events: turn events on")
 
     @property
     def selects(self) -> bool:
@@ -119,6 +127,8 @@ class AnswerOptions:
             out["events"] = {"threshold": events.threshold, "threshold_off": events.threshold_off,
                              "min_duration": events.min_duration, "min_gap": events.min_gap,
                              "class_thresholds": {label: value for label, value in events.class_thresholds}}
+            if self.refine:
+                out["events"]["refine"] = self.refine
         return out
 
     def build(self, labels: Sequence[str], label_ids: Sequence[str | None] | None = None) -> "Answers":
@@ -137,7 +147,7 @@ class AnswerOptions:
         get = functools.partial(getattr, args)
         return cls(include=_cli_names(get("include", None)), exclude=_cli_names(get("exclude", None)),
                    groups=_cli_groups(get("group", None) or []), rollup=get("rollup", False),
-                   events=_cli_events(args))
+                   events=_cli_events(args), refine=get("refine", None) or 0)
 
 
 THRESHOLDS_NAME = "thresholds.json"  # `ast-audio calibrate`'s per-class thresholds, beside the checkpoint
@@ -154,7 +164,7 @@ def _cli_events(args: Any) -> EventOptions | None:
     given = {name: get(name, None) for name in ("threshold", "threshold_off", "min_duration", "min_gap")}
     given = {name: value for name, value in given.items() if value is not None}
     path = get("thresholds", None)
-    if not (get("events", False) or given or path):
+    if not (get("events", False) or given or path or get("refine", None)):
         return None
     model = get("model", None)
     if path is None and isinstance(model, (str, os.PathLike)):

@@ -34,6 +34,10 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
     events.add_argument("--min-duration", type=float, metavar="SECONDS", help="drop events shorter than this many seconds (default 0)")
     events.add_argument("--min-gap", type=float, metavar="SECONDS",
                         help="merge events of one class less than this many seconds apart (default 0)")
+    events.add_argument("--refine", type=int, metavar="ROUNDS",
+                        help="a finer pass: per round, one extra window scored at each event boundary, halving the "
+                        "stretch it is known to (a hop after the first pass; 2 rounds: a quarter hop, for 4 extra "
+                        "windows per event; default 0: off)")
     events.add_argument("--thresholds", metavar="FILE",
                         help="a threshold per class (thresholds.json from ast-audio calibrate; default: the "
                         "checkpoint folder's thresholds.json when it has one, with events on)")

@@ -42,6 +42,7 @@ class ClipResult:
     error: str | None = None
     warning: str | None = None  # e.g. "decoded 42.1 s of 60.0 s declared" for a partial download
     events: list[Any] | None = None  # `answers.events.Event`s, sorted by start; None when events are off
+    extra_windows: int = 0  # windows the finer pass scored beside `windows` (`inference.finer`)
 
     @property
     def ok(self) -> bool:

@@ -27,6 +27,7 @@ from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.features.timing import Timing
 from ast_audio.inference.backends import Backend
 from ast_audio.inference.results import POOLINGS, ClipResult
+from ast_audio.inference.finer import refine_result
 from ast_audio.inference.prepare import WindowPlan, assemble, failed, prepare
 from ast_audio.inference.sources import AudioInput, input_name
 from ast_audio.model.scoring import logits_to_scores
@@ -218,6 +219,22 @@ class InferenceRunner:
         logits, pooled = self.backend(features)
         return logits_to_scores(logits, self.score_function).numpy(), pooled.numpy()
 
+    def _finer(self, result: ClipResult, item: AudioInput, answers: Answers | None, window: float, hop: float,
+               sampling_rate: int | None, index: int) -> ClipResult:
+        """`result` after the finer pass (`inference.finer.refine_result`) when the answers ask for one; the
+        input is opened again to read the extra windows. Should that fail, the first pass's events stay (a
+        warning is logged): the input did score."""
+        if answers is None or not answers.options.refine or not result.ok or not result.events:
+            return result
+        try:
+            with prepare(item, self.timing, window=window, hop=hop, index=index, sampling_rate=sampling_rate) as again:
+                return refine_result(result, answers, again.source.read,
+                                     lambda clips: self.infer(self.features(clips))[0], window=window, hop=hop,
+                                     batch_size=self.batch_size)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure: keep what the first pass found
+            logger.warning("%s: the finer pass failed, first-pass events kept: %s", result.source, exc)
+            return result
+
     def run(
         self, inputs: Iterable[AudioInput], *, window: float, hop: float, pooling: str = "mean",
         sampling_rate: int | None = None, strict: bool = False, progress: Callable[[float], Any] | None = None,
@@ -233,9 +250,11 @@ class InferenceRunner:
         check_window_and_hop(self.timing, window, hop)
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        events = produce_batches(list(inputs), self.features, self.timing, window=window, hop=hop,
+        items = list(inputs)
+        events = produce_batches(items, self.features, self.timing, window=window, hop=hop,
                                  batch_size=self.batch_size, sampling_rate=sampling_rate, strict=strict)
         assembler = ResultAssembler(self.labels, pooling, built)
+        done = 0  # results come out in input order, one per input
         for event in in_background(events, self.threads):
             if isinstance(event, WindowPlan):
                 assembler.plan(event)
@@ -247,7 +266,9 @@ class InferenceRunner:
                 seconds = assembler.add(event.keys, *self.infer(event.features))
                 if progress is not None:
                     progress(seconds)
-            yield from assembler.ready()
+            for result in assembler.ready():
+                yield self._finer(result, items[done], built, window, hop, sampling_rate, done)
+                done += 1
 
 
 def in_background(events: Iterator[Event], threads: ThreadBudget, depth: int = 4) -> Iterator[Event]:
