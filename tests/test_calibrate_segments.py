@@ -66,11 +66,13 @@ def engine_results(checkpoint: str, files: list[str]):
 
 
 def test_calibrate_writes_thresholds_json_the_engine_scores_give(workspace, capsys) -> None:
+    from ast_audio.commands.calibrate import holdout_split
+
     root, checkpoint, *_ = workspace
     old = os.umask(0o027)
     try:
         code = main(["calibrate", checkpoint, str(root / "data"), "--min-positives", "2", "--calibration", "platt",
-                     "--device", "cpu", "-q"])
+                     "--holdout", "0.25", "--device", "cpu", "-q"])
     finally:
         os.umask(old)
     out = capsys.readouterr().out
@@ -82,13 +84,15 @@ def test_calibrate_writes_thresholds_json_the_engine_scores_give(workspace, caps
     results = engine_results(checkpoint, clips)
     scores = np.stack([r.scores for r in results])
     targets = np.array([[LABELS.index(os.path.basename(os.path.dirname(c))) == k for k in range(3)] for c in clips])
-    expected = choose_thresholds(scores, targets, LABELS, min_positives=2, source=str(root / "data"))
+    fit, held = holdout_split(targets, 0.25, 0)
+    assert len(held) == 3 and sorted(np.argmax(targets[held], axis=1)) == [0, 1, 2]  # one clip of each class
+    expected = choose_thresholds(scores[fit], targets[fit], LABELS, min_positives=2, source=str(root / "data"))
     assert written.thresholds == pytest.approx(expected.thresholds, abs=1e-6)
     assert written.default == pytest.approx(expected.default, abs=1e-6) and written.calibration.method == "platt"
     assert Thresholds.from_json(written.to_json()).to_json() == written.to_json()
     for label in LABELS:
         assert label in out
-    assert "expected calibration error:" in out
+    assert "on the held-out clips)" in out and "held out (3 clips):" in out and "held-out mean F1:" in out
     # Not a writable checkpoint directory, and no --output: refused before any model loads.
     assert main(["calibrate", "some/hub-id", str(root / "data")]) == 2
     assert "name the file with --output" in capsys.readouterr().err

@@ -8,19 +8,20 @@ import sys
 
 HELP = "learn a threshold per class from labelled audio (or a reviewed review.csv) into thresholds.json"
 DESCRIPTION = (
-    "Score each clip of DATA with MODEL (the engine of classify: windows, their scores pooled into the clip "
-    "score, --pooling) and choose, per class, the threshold of best F1, or with --precision P the one reaching "
-    "precision P with the best recall. DATA: a folder with one sub-folder per class, a JSON manifest or a CSV "
+    "Score each clip of DATA with MODEL (the engine of classify: windows, their scores pooled into the clip score, "
+    "--pooling) and choose, per class, the threshold of best F1, or with --precision P the one reaching precision P"
+    " with the best recall. DATA: a folder with one sub-folder per class, a JSON manifest or a CSV "
     "(path,label[,label...]), as train reads them; or recordings with time-stamped annotations (calibrate MODEL "
-    "AUDIO... --annotations FILES: each window scored, a window positive for a class when an annotated event "
-    "covers --min-overlap of the shorter of the two; only the annotated classes); or a review.csv from "
-    "ast-audio segments with verdicts filled in (then the verdicts are the targets of the detections' peak "
-    "scores: no audio is scored, and only precision among the detections can be learned). Classes with fewer than --min-positives positives "
-    "keep the global threshold (the best single threshold, or --default) and are listed. --calibration fits "
-    "a map of scores to probabilities (Platt or isotonic) and reports the expected calibration error before "
-    "and after (on the same clips: optimistic). Writes thresholds.json beside the checkpoint, or to --output; "
-    "classify --events, segments and evaluate --annotations read it. Exit code 0: done; 1: an error; 2: a "
-    "bad argument or an output that cannot be written."
+    "AUDIO... --annotations FILES: each window scored, a window positive for a class when an annotated event covers"
+    " --min-overlap of the shorter of the two; only the annotated classes); or a review.csv from ast-audio segments"
+    " with verdicts filled in (then the verdicts are the targets of the detections' peak scores: no audio is "
+    "scored, and only precision among the detections can be learned). Classes with fewer than --min-positives "
+    "positives keep the global threshold (the best single threshold, or --default) and are listed. --calibration "
+    "fits a map of scores to probabilities (Platt or isotonic) and reports the expected calibration error before "
+    "and after (on the same clips, optimistic, unless --holdout: then thresholds and calibration are learned on the"
+    " rest and measured on the held-out clips). Writes thresholds.json beside the checkpoint, or to --output; "
+    "classify --events, segments and evaluate --annotations read it. Exit code 0: done; 1: an error; 2: a bad "
+    "argument or an output that cannot be written."
 )
 
 
@@ -50,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pooling", choices=POOLINGS, default="mean",
                         help="window scores into a clip score (default mean, as classify)")
     parser.add_argument("--output", "-o", help="write thresholds.json here (default: in the checkpoint directory)")
+    parser.add_argument("--holdout", type=float, metavar="FRACTION",
+                        help="hold out this part of the clips (seeded, stratified by first label): thresholds and "
+                             "calibration learned on the rest, their precision, recall, F1 and ECE reported on it")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --holdout split (default 0)")
 
 
 def output_path(args: argparse.Namespace) -> str:
@@ -146,9 +151,9 @@ def _table(thresholds, shown: list[str]) -> str:
     return "\n".join(lines)
 
 
-def report(thresholds, ece: tuple[float, float] | None) -> str:
+def report(thresholds, notes: list[str]) -> str:
     """The table per class (classes with at least one positive), the global threshold, the classes that kept
-    it and those short of the target precision, and the ECE before/after a calibration."""
+    it and those short of the target precision, then `notes` (ECE, held-out figures)."""
     shown = [label for label, item in thresholds.classes.items() if item.positives > 0]
     lines = [_table(thresholds, shown), f"global threshold: {thresholds.default:.4f}"]
     few = [label for label in thresholds.few_positives if thresholds.classes[label].positives > 0]
@@ -159,58 +164,119 @@ def report(thresholds, ece: tuple[float, float] | None) -> str:
     if thresholds.not_reached:
         lines.append(f"target precision {thresholds.target_precision:g} not reached by: "
                      f"{', '.join(thresholds.not_reached)} (their threshold of best precision kept)")
-    if ece is not None:
-        lines.append(f"expected calibration error: {ece[0]:.4f} before, {ece[1]:.4f} after "
-                     f"({thresholds.calibration.method}, on the same clips)")
-    return "\n".join(lines)
+    return "\n".join([*lines, *notes])
+
+
+def holdout_split(targets, fraction: float, seed: int):
+    """(fit, held_out) index arrays: `fraction` of the clips of each first label (the clips without a label
+    as one more group) held out, at least one of any group of two or more; seeded."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    groups = np.where(targets.any(axis=1), np.argmax(targets, axis=1), -1)
+    held = []
+    for group in np.unique(groups):
+        members = rng.permutation(np.flatnonzero(groups == group))
+        count = int(round(fraction * len(members)))
+        held.extend(members[: max(count, 1) if len(members) >= 2 else count])
+    held = np.sort(np.array(held, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(targets)), held), held
+
+
+def held_out_lines(thresholds, scores, targets, labels: list[str]) -> list[str]:
+    """Precision, recall and F1 per class on held-out clips at the learned thresholds, and the mean F1 against
+    the global threshold's."""
+    import numpy as np
+
+    from ast_audio.answers.thresholds import precision_recall_f1
+    from ast_audio.commands._detect import format_figure as f
+
+    precision, recall, f1 = precision_recall_f1(thresholds.decide(scores, labels), targets)
+    *_, f1_global = precision_recall_f1(scores >= thresholds.default, targets)
+    shown = [i for i in range(len(labels)) if targets[:, i].any()]
+    width = max([len("class"), *(len(labels[i]) for i in shown)])
+    lines = [f"held out ({len(scores)} clips):", f"{'class':<{width}}  precision  recall     f1  positives"]
+    lines += [f"{labels[i]:<{width}}  {f(precision[i]):>9}  {f(recall[i]):>6}  {f(f1[i]):>5}  "
+              f"{int(targets[:, i].sum()):9d}" for i in shown]
+    if shown:
+        lines.append(f"held-out mean F1: {np.mean(f1[shown]):.3f} with these thresholds, "
+                     f"{np.mean(f1_global[shown]):.3f} with the global one")
+    return lines
+
+
+def learn(args: argparse.Namespace, scores, targets, labels: list[str], source: str):
+    """(Thresholds, report notes) from labelled scores: with --holdout, learned on the rest and measured on
+    the held-out part; with --calibration, the calibration and its ECE before and after."""
+    import dataclasses
+
+    import numpy as np
+
+    from ast_audio.answers.calibration import expected_calibration_error, fit_calibration
+    from ast_audio.answers.thresholds import choose_thresholds
+
+    fit, held = holdout_split(targets, args.holdout, args.seed) if args.holdout else (np.arange(len(scores)), None)
+    thresholds = choose_thresholds(
+        scores[fit], targets[fit], labels, target_precision=args.precision, min_positives=args.min_positives,
+        default=args.default, source=source,
+    )
+    notes = []
+    if args.calibration:
+        calibration = fit_calibration(scores[fit], targets[fit], labels, method=args.calibration,
+                                      min_positives=args.min_positives)
+        thresholds = dataclasses.replace(thresholds, calibration=calibration)
+        on = fit if held is None else held
+        before = expected_calibration_error(scores[on], targets[on])
+        after = expected_calibration_error(calibration.apply(scores[on], labels), targets[on])
+        notes.append(f"expected calibration error: {before:.4f} before, {after:.4f} after ({args.calibration}, "
+                     + ("on the same clips: optimistic)" if held is None else "on the held-out clips)"))
+    if held is not None:
+        notes += held_out_lines(thresholds, scores[held], targets[held], labels)
+    return thresholds, notes
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from ast_audio.answers.calibration import expected_calibration_error, fit_calibration
     from ast_audio.answers.review import is_review_file, read_review_csv, review_thresholds
-    from ast_audio.answers.thresholds import choose_thresholds
+    from ast_audio.errors import UsageError
+
+    check_arguments(args)
+    path = output_path(args)
+    notes: list[str] = []
+    if not args.annotations and is_review_file(args.data):
+        if args.calibration or args.holdout:
+            raise UsageError("--calibration and --holdout need labelled clips, not a review CSV")
+        thresholds = review_thresholds(
+            read_review_csv(args.data), target_precision=args.precision, min_positives=args.min_positives,
+            default=0.5 if args.default is None else args.default, source=os.path.abspath(args.data),
+        )
+    elif args.annotations:
+        if args.holdout:
+            raise UsageError("--holdout is for labelled clips (the windows of one recording are not independent)")
+        scores, targets, labels = annotated_window_scores(args)
+        source = "annotations: " + ", ".join(os.path.abspath(path) for path in args.annotations)
+        thresholds, notes = learn(args, scores, targets, labels, source)
+    else:
+        scores, targets, labels = labelled_scores(args)
+        thresholds, notes = learn(args, scores, targets, labels, os.path.abspath(args.data))
+    thresholds.write(path)
+    print(report(thresholds, notes))
+    print(f"ast-audio calibrate: wrote {path}", file=sys.stderr)
+    return 0
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The options' values, before any work (`UsageError`); DATA becomes one path without --annotations."""
     from ast_audio.errors import UsageError
 
     if args.precision is not None and not 0 < args.precision <= 1:
         raise UsageError(f"--precision must be in (0, 1], got {args.precision:g}")
     if args.min_positives < 1:
         raise UsageError(f"--min-positives must be >= 1, got {args.min_positives}")
+    if not 0 < args.min_overlap <= 1:
+        raise UsageError(f"--min-overlap must be in (0, 1], got {args.min_overlap:g}")
+    if args.holdout is not None and not 0 < args.holdout < 1:
+        raise UsageError(f"--holdout must be a fraction in (0, 1), got {args.holdout:g}")
     if not args.annotations:
         if len(args.data) != 1:
             raise UsageError(f"expected one DATA (class folders, a manifest or a review CSV), got {len(args.data)}; "
                              "recordings with time-stamped annotations go with --annotations")
         args.data = args.data[0]
-    if not 0 < args.min_overlap <= 1:
-        raise UsageError(f"--min-overlap must be in (0, 1], got {args.min_overlap:g}")
-    path = output_path(args)
-    ece = None
-    if not args.annotations and is_review_file(args.data):
-        if args.calibration:
-            raise UsageError("--calibration needs labelled clips, not a review CSV")
-        thresholds = review_thresholds(
-            read_review_csv(args.data), target_precision=args.precision, min_positives=args.min_positives,
-            default=0.5 if args.default is None else args.default, source=os.path.abspath(args.data),
-        )
-    else:
-        if args.annotations:
-            scores, targets, labels = annotated_window_scores(args)
-            source = "annotations: " + ", ".join(os.path.abspath(path) for path in args.annotations)
-        else:
-            scores, targets, labels = labelled_scores(args)
-            source = os.path.abspath(args.data)
-        thresholds = choose_thresholds(
-            scores, targets, labels, target_precision=args.precision, min_positives=args.min_positives,
-            default=args.default, source=source,
-        )
-        if args.calibration:
-            calibration = fit_calibration(scores, targets, labels, method=args.calibration,
-                                          min_positives=args.min_positives)
-            thresholds = dataclasses.replace(thresholds, calibration=calibration)
-            ece = (expected_calibration_error(scores, targets),
-                   expected_calibration_error(calibration.apply(scores, labels), targets))
-    thresholds.write(path)
-    print(report(thresholds, ece))
-    print(f"ast-audio calibrate: wrote {path}", file=sys.stderr)
-    return 0
