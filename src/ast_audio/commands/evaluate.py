@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-HELP = "score a checkpoint on labelled data (accuracy, mAP, AUC, d-prime, per-class AP) as JSON"
+HELP = ("score a checkpoint on labelled data (accuracy, mAP, AUC, d-prime, per-class AP) as JSON; with "
+        "--annotations, its events against time-stamped annotations (event, segment, sweep, PSDS)")
 DESCRIPTION = (
     "Evaluate a checkpoint directory on a folder with one sub-folder per class, a release JSON manifest (with "
     "--labels-csv to map mids) or a CSV (path,label[,label...]). Labels are matched to the checkpoint's "
