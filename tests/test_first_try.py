@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -473,3 +474,48 @@ def test_names_with_line_ends_stay_on_one_line_in_json_and_logs(tmp_path, checkp
     assert [row["path"] for row in rows] == clips
     assert all(line.startswith("ast-audio classify: ") for line in err.splitlines()), err
     assert f"{tmp_path}/new\\nline.wav: 1.00 s, 1 window, top " in err and f"{tmp_path}/a\\u2028b.wav: " in err
+
+
+def test_window_times_are_written_at_full_precision(tmp_path, checkpoint, capsys):
+    import csv as csv_module
+
+    clip = write(tmp_path / "clip.wav", 2.0)
+    starts = [i * 0.1275 for i in range(3)]  # 0.1275 and 0.255 + 0.1275 = 0.3825: more than 3 decimals
+    flags = ["--model", checkpoint, "--window", "1", "--hop", "0.1275"]
+    assert run_cli(["classify", clip, *flags, "-o", str(tmp_path / "r.jsonl")], capsys)[0] == 0
+    windows = json.loads((tmp_path / "r.jsonl").read_text())["windows"]
+    assert [w["start"] for w in windows[:3]] == starts and windows[1]["end"] == 1.1275
+    assert run_cli(["classify", clip, *flags, "-o", str(tmp_path / "r.csv")], capsys)[0] == 0
+    rows = list(csv_module.DictReader(open(tmp_path / "r.csv")))
+    assert {"0.1275", "0.3825", "1.1275"} <= {row["start"] for row in rows} | {row["end"] for row in rows}
+    assert run_cli(["embed", clip, *flags, "-o", str(tmp_path / "e")], capsys)[0] == 0
+    index = json.loads((tmp_path / "e" / "index.jsonl").read_text())
+    assert [start for start, _ in index["windows"][:3]] == starts
+
+
+def test_the_pipeline_checks_a_sampling_rate_and_takes_batch_size_per_call(checkpoint):
+    from ast_audio import pipeline
+    from ast_audio.errors import AudioError
+
+    classify = pipeline(model=checkpoint)
+    samples = (0.1 * np.random.default_rng(0).standard_normal(RATE)).astype(np.float32)
+    for rate in (0, -5, math.nan):
+        with pytest.raises(AudioError, match=f"sampling_rate {rate!r}: expected the rate of the samples in Hz, a "
+                                             "positive number such as 16000"):
+            classify({"array": samples, "sampling_rate": rate})
+    batched = classify([samples, samples], batch_size=2, sampling_rate=RATE)
+    assert batched == classify([samples, samples], sampling_rate=RATE) and len(batched) == 2
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        classify(samples, batch_size=0, sampling_rate=RATE)
+
+
+def test_the_one_class_refusal_says_what_gives_a_second_class(tmp_path):
+    from ast_audio.training.data import Clip, DataError, LabelSpace, check_classes
+
+    labels = LabelSpace(["dog", "cat"], ["dog", "cat"])
+    one = [Clip("a.wav", [0]), Clip("b.wav", [0])]
+    for source, hint in [(str(tmp_path), "(a folder: one sub-folder per class)"),
+                         ("train.csv", "(a CSV: rows path,label[,label...] naming at least two labels)"),
+                         ("train.json", "(a manifest: clips whose 'labels' name at least two classes)")]:
+        with pytest.raises(DataError, match=f"only the class 'dog'; .*{re.escape(hint)}"):
+            check_classes(one, labels, source)

@@ -201,12 +201,14 @@ class AudioClassifier:
         strict: bool = False,
         progress: Callable[[float], Any] | None = None,
         answers: AnswerOptions | None = None,
+        batch_size: int | None = None,
     ) -> Iterator[ClipResult]:
         """Yield a `ClipResult` per input, in order, as soon as it is complete; a bad input yields a result
         with `error` set and the others go on. An input cut short (a partial download) gives what decodes and
         a `warning`; with `strict` it is an error. `progress(seconds)` follows the audio scored, batch by batch.
-        `answers` replaces the classifier's class selection and events for this call."""
+        `answers` replaces the classifier's class selection and events for this call; `batch_size` its windows
+        per model call (as a pipeline call's batch_size: the same scores)."""
         window, hop = window_and_hop(self.timing, window, hop, default=(self.window, self.hop))
         return self.runner.run(inputs, window=window, hop=hop, pooling=pooling or self.pooling,
                                sampling_rate=sampling_rate, strict=strict, progress=progress,
-                               answers=answers or self.answers)
+                               answers=answers or self.answers, batch_size=batch_size)

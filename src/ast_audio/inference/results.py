@@ -63,7 +63,7 @@ class ClipResult:
 
     def timeline(self, k: int = 5) -> list[dict[str, Any]]:
         return [
-            {"start": round(start, 3), "end": round(end, 3), "labels": top_labels(scores, self.labels, k)}
+            {"start": float(start), "end": float(end), "labels": top_labels(scores, self.labels, k)}
             for (start, end), scores in zip(self.windows, self.window_scores)
         ]
 
@@ -74,7 +74,7 @@ class ClipResult:
         if not self.ok:
             return {"path": self.source, "error": self.error}
         out: dict[str, Any] = {
-            "path": self.source, "duration": round(self.duration, 3), "pooling": self.pooling,
+            "path": self.source, "duration": float(self.duration), "pooling": self.pooling,
             "labels": self.top(top_k),
         }
         if self.warning:

@@ -238,21 +238,24 @@ class InferenceRunner:
     def run(
         self, inputs: Iterable[AudioInput], *, window: float, hop: float, pooling: str = "mean",
         sampling_rate: int | None = None, strict: bool = False, progress: Callable[[float], Any] | None = None,
-        answers: AnswerOptions | None = None,
+        answers: AnswerOptions | None = None, batch_size: int | None = None,
     ) -> Iterator[ClipResult]:
         """A `ClipResult` per input, in order, as soon as it is complete; a bad input gives a result with
         `error` set and the others go on. `strict`: an input with a warning (cut short) is an error too.
         `progress(seconds)` is called after each model batch with the seconds of audio it completed; a
         `progress` with a `plan` method is also given each input's `WindowPlan` as the input is opened.
         `answers`: the class selection and events (`prepare.assemble`); its names are checked against the
-        model's labels before any input is opened (`ConfigError`)."""
+        model's labels before any input is opened (`ConfigError`). `batch_size`: this call's windows per model
+        call (None: the runner's; the scores are the same, only speed and memory change)."""
+        if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+            raise UsageError(f"batch_size must be at least 1, got {batch_size!r}")
         built = answers.build(self.labels) if answers is not None and answers.active else None
         check_window_and_hop(self.timing, window, hop)
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         items = list(inputs)
         events = produce_batches(items, self.features, self.timing, window=window, hop=hop,
-                                 batch_size=self.batch_size, sampling_rate=sampling_rate, strict=strict)
+                                 batch_size=batch_size or self.batch_size, sampling_rate=sampling_rate, strict=strict)
         assembler = ResultAssembler(self.labels, pooling, built)
         done = 0  # results come out in input order, one per input
         for event in in_background(events, self.threads):

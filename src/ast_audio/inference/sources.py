@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 from typing import Union
 
@@ -78,6 +79,10 @@ class AudioSource:
         if sampling_rate is None:
             logger.warning("%s: no sampling_rate given; assuming %d Hz", self.name, rate)
             sampling_rate = rate
+        if isinstance(sampling_rate, bool) or not (isinstance(sampling_rate, (int, float, np.number))
+                                                   and math.isfinite(sampling_rate) and sampling_rate >= 1):
+            raise AudioError(f"{self.name}: sampling_rate {sampling_rate!r}: expected the rate of the samples in Hz, "
+                             f"a positive number such as {rate}")
         return resample(samples.astype(np.float32, copy=False), int(sampling_rate), rate)
 
     def read(self, start: float, end: float) -> np.ndarray:

@@ -51,7 +51,7 @@ def csv_rows(result: ClipResult, top_k: int = 5, timeline: bool = True) -> list[
     if not result.ok:
         return [[result.source, "clip", "", "", "", "", "", result.error, ""]]
     warning = result.warning or ""
-    rows = [[result.source, "clip", 0.0, round(result.duration, 3), rank, item["label"], f"{item['score']:.6f}", "",
+    rows = [[result.source, "clip", 0.0, float(result.duration), rank, item["label"], f"{item['score']:.6f}", "",
              warning] for rank, item in enumerate(result.top(top_k), 1)]
     if timeline and len(result.windows) > 1:
         rows += [[result.source, "window", window["start"], window["end"], rank, item["label"],
@@ -84,8 +84,8 @@ def embedding_record(result: ClipResult, embedding: Any, window_embeddings: Any 
     """
     if not result.ok:
         return error_record(result.source, result.error)
-    record: dict[str, Any] = {"path": result.source, "embedding": embedding, "duration": round(result.duration, 3),
-                              "windows": [[round(start, 3), round(end, 3)] for start, end in result.windows]}
+    record: dict[str, Any] = {"path": result.source, "embedding": embedding, "duration": float(result.duration),
+                              "windows": [[float(start), float(end)] for start, end in result.windows]}
     if result.warning:
         record["warning"] = result.warning
     if window_embeddings is not None:

@@ -312,7 +312,16 @@ def check_classes(clips: list[Clip], labels: LabelSpace, source: str) -> None:
     if len(present) < 2:
         found = f"only the class '{labels.names[present[0]]}'" if present else "no labelled clips"
         raise DataError(f"{source}: the training data holds {found}; training a classifier needs at least two "
-                        "classes (a folder: one sub-folder per class)")
+                        f"classes ({_classes_hint(source)})")
+
+
+def _classes_hint(source: str) -> str:
+    """How the kind of data `source` is gives a second class."""
+    if os.path.isdir(source):
+        return "a folder: one sub-folder per class"
+    if str(source).lower().endswith(".csv"):
+        return "a CSV: rows path,label[,label...] naming at least two labels"
+    return "a manifest: clips whose 'labels' name at least two classes"
 
 
 def balanced_weights(clips: list[Clip], num_labels: int) -> np.ndarray:
