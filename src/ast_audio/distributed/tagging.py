@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ast_audio.answers.options import AnswerOptions
 from ast_audio.distributed.resources import DECODE_TASK_CPUS
 from ast_audio.errors import ConfigError
 
@@ -24,7 +25,8 @@ def require_ray():
 
 @dataclasses.dataclass(frozen=True)
 class RayOptions:
-    """How a job runs: the model and its options, windows, output columns, and the actor pool."""
+    """How a job runs: the model and its options, windows, output columns, the answers (class selection and
+    events: `ast_audio.answers.options.AnswerOptions`, as for the local engine), and the actor pool."""
 
     model: str
     window: float | None = None
@@ -48,6 +50,7 @@ class RayOptions:
     # A file of more windows than this is read by its model actor as it goes, not shipped whole as features
     # (128 windows of 1024 x 128 float32: 64 MB).
     max_windows_per_row: int = 128
+    answers: AnswerOptions = AnswerOptions()
 
     @property
     def decode_tasks(self) -> int:
@@ -61,20 +64,24 @@ class RayOptions:
     def of(cls, options, **job: Any) -> "RayOptions":
         """The Ray job of an `inference.options.InferenceOptions` (its model and inference options), with the
         pipeline's own (`job`: embeddings, num_workers, cpus_per_worker, ...)."""
-        names = {field.name for field in dataclasses.fields(cls)}
-        shared = {name: value for name, value in dataclasses.asdict(options).items() if name in names}
-        return cls(**{**shared, **job})
+        return cls(**{**_shared_fields(options, cls), **job})
 
     @property
     def inference(self):
         """These options' `InferenceOptions` (what the model replicas load and how they score)."""
         from ast_audio.inference.options import InferenceOptions
 
-        names = {field.name for field in dataclasses.fields(InferenceOptions)}
-        return InferenceOptions(**{name: value for name, value in dataclasses.asdict(self).items() if name in names})
+        return InferenceOptions(**_shared_fields(self, InferenceOptions))
 
     def classifier(self):
         return self.inference.load()
+
+
+def _shared_fields(options: Any, kind: type) -> dict[str, Any]:
+    """The fields of dataclass `options` that dataclass `kind` has too, as they are (not `dataclasses.asdict`,
+    which would turn the nested `AnswerOptions` into a dict)."""
+    names = {field.name for field in dataclasses.fields(kind)}
+    return {field.name: getattr(options, field.name) for field in dataclasses.fields(options) if field.name in names}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +94,7 @@ class _WindowSpec:
     hop: float
     strict: bool
     max_windows_per_row: int
+    labels: tuple[str, ...]  # the model's classes, in the order of its scores
 
     @classmethod
     def for_options(cls, options: RayOptions) -> "_WindowSpec":
@@ -100,7 +108,8 @@ class _WindowSpec:
         from ast_audio.inference.windows import window_and_hop
 
         window, hop = window_and_hop(timing, options.window, options.hop)
-        return cls(extractor, timing, window, hop, options.strict, options.max_windows_per_row)
+        labels = tuple(config.id2label[index] for index in range(config.num_labels))
+        return cls(extractor, timing, window, hop, options.strict, options.max_windows_per_row, labels)
 
     def featurise(self, clips: list[np.ndarray]) -> np.ndarray:
         """Features (windows, input frames, mel bins) of mono sample arrays at the model's rate."""
@@ -162,6 +171,9 @@ class _Model:
         self.embedding_size = classifier.config.hidden_size if options.embeddings else None
         self.options = options
         self.spec = spec
+        # The selection and event plan, built once per replica as the local engine builds it once per job.
+        self.answers = options.answers.build(self.runner.labels) if options.answers.active else None
+        self.labels = self.runner.labels if self.answers is None else list(self.answers.labels)
 
     def __call__(self, batch: dict[str, np.ndarray]):
         import pyarrow as pa
@@ -174,17 +186,18 @@ class _Model:
         return pa.Table.from_pylist(records, schema=schema(self.embedding_size))
 
     def _results(self, batch: dict[str, np.ndarray]) -> list:
-        """Each row's `ClipResult` (`prepare.assemble`, or `prepare.failed` for a row with an error)."""
+        """Each row's `ClipResult` (`prepare.assemble` with the job's answers, or `prepare.failed` for a row with
+        an error)."""
         from ast_audio.inference.prepare import WindowPlan, assemble, failed
 
         count = len(batch["path"])
         features = [np.asarray(batch["features"][i]) for i in range(count)]  # none for errors and deferred files
         scores, embeddings = self._infer(features)
-        labels, results, first = self.runner.labels, [], 0
+        results, first = [], 0
         for i in range(count):
             path, error = str(batch["path"][i]), str(batch["error"][i])
             if error:
-                results.append(failed(path, error, labels))
+                results.append(failed(path, error, self.labels))
             elif batch["deferred"][i]:
                 results.append(self._read_here(path))
             else:
@@ -192,8 +205,8 @@ class _Model:
                 bounds = np.asarray(batch["bounds"][i]).reshape(-1, 2)
                 plan = WindowPlan(i, path, [tuple(map(float, b)) for b in bounds], float(batch["duration"][i]),
                                   str(batch["warning"][i]) or None)
-                results.append(assemble(plan, scores[first:last], embeddings[first:last], labels,
-                                        self.options.pooling))
+                results.append(assemble(plan, scores[first:last], embeddings[first:last], self.runner.labels,
+                                        self.options.pooling, self.answers))
                 first = last
         return results
 
@@ -214,7 +227,17 @@ class _Model:
     def _read_here(self, path: str):
         spec = self.spec
         return next(self.runner.run([path], window=spec.window, hop=spec.hop, pooling=self.options.pooling,
-                                    strict=spec.strict))
+                                    strict=spec.strict, answers=self.options.answers))
+
+
+def _with_answers(options: dict[str, Any]) -> dict[str, Any]:
+    """`tag`'s keyword options with the answers' fields given as keywords (events=True, include=[...]) gathered
+    into one `AnswerOptions`; ConfigError where both `answers` and its fields are given."""
+    names = {field.name for field in dataclasses.fields(AnswerOptions)}
+    fields = {name: options.pop(name) for name in list(options) if name in names}
+    if fields and "answers" in options:
+        raise ConfigError("pass either answers= or its fields (events, include, exclude, groups, rollup), not both")
+    return {**options, "answers": options.get("answers") or AnswerOptions(**fields)}
 
 
 def fit_to_cluster(config: RayOptions) -> tuple[RayOptions, str | None]:
@@ -234,19 +257,25 @@ def tag(inputs: Any, model: str | RayOptions, **options: Any):
 
     `inputs`: paths, or a Ray Dataset with a "path" column. `model` and keyword options as `RayOptions`
     (window, hop, pooling, top_k, timeline, embeddings, strict, batch_size, backend, int8, num_workers,
-    cpus_per_worker, gpus_per_worker, ...). Bad files come back as rows with `error` set. Rows stream out
-    as their files are done (no barrier), in no particular order. Connects to Ray (`ray.init()`) if no
-    connection is open, and checks that the pipeline fits the cluster: ConfigError if it cannot run; a
-    warning where the CPUs per replica were lowered to leave room for decoding.
+    cpus_per_worker, gpus_per_worker, ...). `answers` (`ast_audio.answers.options.AnswerOptions`), or its
+    fields as keywords (events, include, exclude, groups, rollup) as for `AudioClassifier.from_pretrained`:
+    the class selection and the events, so rows carry the selected labels and an `events` list. Bad files
+    come back as rows with `error` set. Rows stream out as their files are done (no barrier), in no
+    particular order. Connects to Ray (`ray.init()`) if no connection is open, and checks that the pipeline
+    fits the cluster: ConfigError if it cannot run, or if the answers name a label the model lacks (before
+    any work); a warning where the CPUs per replica were lowered to leave room for decoding.
     """
     ray = require_ray()
-    config = model if isinstance(model, RayOptions) else RayOptions(model=os.fspath(model), **options)
+    config = model if isinstance(model, RayOptions) else RayOptions(model=os.fspath(model),
+                                                                    **_with_answers(options))
     if config.num_workers < 1:
         raise ConfigError(f"num_workers must be at least 1, got {config.num_workers}")
     for name in ("max_windows_per_row", "decode_tasks_per_worker"):
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
+    spec = _WindowSpec.for_options(config)
+    config.answers.build(spec.labels)  # a label the model lacks is refused here, not in every replica
     if not ray.is_initialized():
         ray.init()
     config, note = fit_to_cluster(config)
@@ -254,7 +283,6 @@ def tag(inputs: Any, model: str | RayOptions, **options: Any):
         warnings.warn(note, stacklevel=2)
     if not isinstance(inputs, ray.data.Dataset):
         inputs = ray.data.from_items([{"path": os.fspath(p)} for p in inputs])
-    spec = _WindowSpec.for_options(config)
     # A bounded number of decoding tasks at once, or Ray starts a process (importing torch) per free quarter
     # CPU, on the model's cores.
     files = inputs.map(_file_row, fn_kwargs={"spec": spec}, num_cpus=DECODE_TASK_CPUS,
