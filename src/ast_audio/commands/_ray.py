@@ -54,13 +54,16 @@ def ray_options(args: argparse.Namespace, embeddings: bool):
 
 def run_on_ray(args: argparse.Namespace, command: str, output_dir: str | None, embeddings: bool) -> int:
     """Tag the inputs on Ray into `output_dir` (Parquet, or JSON lines with --format jsonl); --resume skips the
-    inputs the directory already holds (written with the same options). Progress and errors on stderr as for
-    the local engine."""
+    inputs the directory already holds (written with the same options, the answers' selection and events
+    included). The rows carry the answers of the command line's options (--events, --include, ...: the local
+    engine's records). Progress and errors on stderr as for the local engine."""
+    from ast_audio.commands._answers import check_answers
     from ast_audio.jobs.directory import RowFiles, record_options
     from ast_audio.errors import UsageError
     from ast_audio.jobs.output import output_lock
 
     args.format = getattr(args, "format", None) or "parquet"
+    check_answers(args, ())  # the class selection and event options, checked before Ray starts (exit 2)
     if not output_dir:
         raise UsageError("--engine ray writes a directory: pass --output DIR")
     if args.stall_timeout <= 0:
