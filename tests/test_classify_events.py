@@ -221,3 +221,21 @@ def test_rollup_refused_for_labels_that_are_not_audiosets(setup, capsys, tmp_pat
     other = save_small_checkpoint(tmp_path / "other", labels=3)
     code, _, err = run_cli(["classify", setup["paths"][0], "-m", other, "--rollup", "-q"], capsys)
     assert code == 2 and "rollup needs AudioSet labels" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_output_dir_json_per_file_and_a_bad_input(setup, capsys, tmp_path):
+    import shutil
+
+    inputs = tmp_path / "in"
+    (inputs / "deep" / "er").mkdir(parents=True)
+    shutil.copy(setup["paths"][0], inputs / "deep" / "er" / "a.wav")
+    (inputs / "bad.wav").write_bytes(b"RIFF not really audio")
+    folder = tmp_path / "out"
+    code, _, err = classify(setup, capsys, "--output-dir", folder, inputs=[inputs])
+    assert code == 3 and "bad.wav" in err  # one bad input: reported, the others written
+    index = [json.loads(line) for line in (folder / "index.jsonl").read_text().splitlines()]
+    assert [row.get("output") for row in index] == [None, "deep/er/a.wav.json"] and "error" in index[0]
+    assert not (folder / "bad.wav.json").exists()
+    record = json.loads((folder / "deep" / "er" / "a.wav.json").read_text())
+    assert record["path"] == str(inputs / "deep" / "er" / "a.wav")
+    assert record["events"] == [pytest.approx(e.to_dict()) for e in setup["expected"][setup["paths"][0]]]
