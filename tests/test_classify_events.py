@@ -239,3 +239,16 @@ def test_output_dir_json_per_file_and_a_bad_input(setup, capsys, tmp_path):
     record = json.loads((folder / "deep" / "er" / "a.wav.json").read_text())
     assert record["path"] == str(inputs / "deep" / "er" / "a.wav")
     assert record["events"] == [pytest.approx(e.to_dict()) for e in setup["expected"][setup["paths"][0]]]
+
+
+def test_plot_draws_the_events(setup):
+    pytest.importorskip("matplotlib")
+    from ast_audio import AudioClassifier
+    from ast_audio.jobs.plot import draw_result
+
+    a = setup["paths"][0]
+    classifier = AudioClassifier.from_pretrained(setup["model"], window=1.0, hop=0.5)
+    result = classifier.classify(a, answers=_answers(EventOptions(threshold=0.0, threshold_off=0.0)))
+    figure = draw_result(result, top=3)
+    bars = [c for c in figure.axes[1].collections if c.get_gid() == "events"]
+    assert [tuple(segment[:, 0]) for bar in bars for segment in bar.get_segments()] == [(0.0, 3.0)] * 3

@@ -49,7 +49,8 @@ def mel_bin_of_frequency(hertz: np.ndarray, options: FbankOptions) -> np.ndarray
 
 def draw_result(result: ClipResult, top: int = 5, rate: int = 16000):
     """A matplotlib figure of `result` (its source must be a file): the spectrogram with a frequency axis in
-    Hz, and the top labels' scores over time, one distinct colour each."""
+    Hz, and the top labels' scores over time, one distinct colour each, with their events (when the result
+    has them) as bars of that colour along the top, a row per label."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,6 +77,10 @@ def draw_result(result: ClipResult, top: int = 5, rate: int = 16000):
             lower.hlines(scores[0], 0, duration, colors=[colour], label=label, linewidth=2)
         else:
             lower.plot(centres, scores, marker=".", color=colour, label=label)
+    for row, (label, colour) in enumerate(zip(best, colours)):  # events: a bar per event, a row per label
+        spans = [(event.start, event.end) for event in result.events or () if event.label == label]
+        if spans:
+            lower.hlines([1.0 - 0.025 * row] * len(spans), *zip(*spans), colors=[colour], linewidth=4, gid="events")
     lower.set_xlabel("time (s)")
     lower.set_ylabel("score")
     lower.set_ylim(0, 1.02)
