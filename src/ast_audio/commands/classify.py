@@ -96,7 +96,6 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ast_audio.errors import UsageError
-
     from ast_audio.jobs.writers import EVENT_FORMATS
 
     check_outputs(args)
