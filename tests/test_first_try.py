@@ -205,7 +205,9 @@ def test_a_stopped_run_is_not_overwritten_without_a_word(four_files, checkpoint,
     partial = stop_part_way()
     for extra, message in [([], "an earlier run stopped after 2 inputs (kept in "),
                            ([], "pass --resume to go on from there, or --overwrite to start again"),
-                           (["--hop", "0.3"], "with other options (hop was default, now 0.3); pass --overwrite")]:
+                           (["--hop", "0.3"], "with other options (hop was default, now 0.3); pass --overwrite"),
+                           (["--hop", "0.3", "--resume"], "(hop was default, now 0.3); pass --overwrite instead of "
+                                                          "--resume to start over, or choose another output")]:
         code, _, err = run_cli([*arguments, *extra], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err  # a usage error
     assert (tmp_path / "out.jsonl.partial").read_text() == partial and output.read_text() == complete
@@ -341,6 +343,7 @@ def test_usage_errors_exit_2_before_any_work(tmp_path, checkpoint, capsys):
         (["classify", clip, "--model", checkpoint, "--hop", "inf"], "hop inf s is not a finite number"),
         (["embed", clip, "--model", checkpoint, "--batch-size", "0", "-o", str(tmp_path / "e")], "batch_size must be"),
         (["serve", "--model", checkpoint, "--port", "99999"], "--port 99999: expected a TCP port from 0 to 65535"),
+        (["train", "--train", str(tmp_path), "--set", "lr=-1", "-o", str(tmp_path / "run")], "lr must be positive"),
     ]:
         code, out, err = run_cli(arguments, capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and out == "", (arguments, err)

@@ -16,7 +16,9 @@ DESCRIPTION = (
     "manifest ({'data': [{'wav', 'labels'}]}, with --labels-csv), or a CSV (path,label[,label...]). The output "
     "directory gets best/, final/ (and averaged/) checkpoints that classify and evaluate load, metrics.csv per "
     "epoch, results.json (metrics; null where undefined), and last.pt to resume from. Runs under torchrun "
-    "--nproc-per-node N unchanged."
+    "--nproc-per-node N unchanged. Exit code 0: done; 1: an error (e.g. data of one class, a checkpoint that "
+    "cannot be read); 2: a usage error, a setting that cannot work (found before training starts); 130: stopped "
+    "by Ctrl-C or SIGTERM at a step's end, resumable."
 )
 
 
@@ -50,27 +52,16 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ast_audio.errors import ConfigError, UsageError
     from ast_audio.runtime import available_cores
-    from ast_audio.training.config import default_recipe, load_train_config, parse_overrides, read_stats
     from ast_audio.training.metrics import json_safe
 
     # One line per epoch on stderr by default (-v adds the details, -q keeps only warnings).
     logging.getLogger("ast_audio.training").setLevel(logging.WARNING if args.quiet else logging.INFO)
-    overrides = parse_overrides(args.set)
-    for flag in ("train", "validation", "test", "labels_csv", "init", "output_dir", "epochs", "lr", "batch_size",
-                 "device"):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides[flag] = value
-    if args.stats:
-        overrides.update(read_stats(args.stats))
-    if "epochs" in overrides:  # a length the user chose: the recipe's min_steps does not stretch it
-        overrides.setdefault("min_steps", 0)
-    recipe = args.config or default_recipe(overrides.get("init"))
-    if recipe != args.config:
-        logging.getLogger("ast_audio.training").info("no config given: training from scratch with the %s recipe",
-                                                    recipe)
-    config = load_train_config(recipe, overrides)
+    try:  # the configuration is what the command line names: a setting that cannot work is a usage error (exit 2)
+        config, recipe = _configuration(args)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
@@ -87,3 +78,27 @@ def run(args: argparse.Namespace) -> int:
                 summary[split] = {k: results[split][k] for k in ("accuracy", "mAP", "mAUC", "d_prime")}
         print(json.dumps(json_safe(summary), indent=2, allow_nan=False))
     return 0
+
+
+def _configuration(args: argparse.Namespace):
+    """The training configuration (`TrainConfig`) the command line gives and the recipe or file it starts from;
+    raises `ConfigError` for a setting that cannot work."""
+    import logging
+
+    from ast_audio.training.config import default_recipe, load_train_config, parse_overrides, read_stats
+
+    overrides = parse_overrides(args.set)
+    for flag in ("train", "validation", "test", "labels_csv", "init", "output_dir", "epochs", "lr", "batch_size",
+                 "device"):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[flag] = value
+    if args.stats:
+        overrides.update(read_stats(args.stats))
+    if "epochs" in overrides:  # a length the user chose: the recipe's min_steps does not stretch it
+        overrides.setdefault("min_steps", 0)
+    recipe = args.config or default_recipe(overrides.get("init"))
+    if recipe != args.config:
+        logging.getLogger("ast_audio.training").info("no config given: training from scratch with the %s recipe",
+                                                    recipe)
+    return load_train_config(recipe, overrides), recipe
