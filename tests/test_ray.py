@@ -185,6 +185,14 @@ def assert_same_record(got, expected, where="record"):
         assert got == expected, f"{where}: {got!r} != {expected!r}"
 
 
+# The answers of the parity job: a class selection (two of the model's classes and a group of two others) and
+# events, thresholds between the track values of long.wav's "sound 4" (0.2921-0.3007; none within 5e-4 of
+# them) so that it gives events, one of them reaching the file's end, and the other classes none.
+SELECTED = ["sound 4", "sound 1", "pair"]
+ANSWERS = ["--events", "--threshold", "0.297", "--threshold-off", "0.296", "--include", "sound 4", "--include",
+           "sound 1", "--include", "pair", "--group", "pair=sound 0,sound 3"]
+
+
 def json_lines(*files) -> dict[str, dict]:
     rows = [json.loads(line) for name in files for line in open(name, encoding="utf-8").read().split("\n") if line]
     assert len({r["path"] for r in rows}) == len(rows), "an input written twice"
@@ -200,6 +208,21 @@ def test_counts_below_one_are_refused_before_ray_starts(option, ray_checkpoint):
     with pytest.raises(ConfigError, match=f"{option} must be at least 1, got 0"):
         tag(["a.wav"], ray_checkpoint, **{option: 0})
     assert not ray.is_initialized()
+
+
+def test_answers_naming_a_label_the_model_lacks_are_refused_before_ray_starts(ray_checkpoint, tmp_path, capsys):
+    """(Before any test joins the cluster.) The Python API and the command line check the class selection
+    against the checkpoint's labels on the driver: one line naming the label, nothing written."""
+    from ast_audio.distributed import tag
+    from ast_audio.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no such sound"):
+        tag(["a.wav"], ray_checkpoint, include=["sound 1", "no such sound"], events=True)
+    code = main(["classify", "a.wav", "--model", ray_checkpoint, "--engine", "ray", "-o", str(tmp_path / "out"),
+                 "--group", "pair=sound 0,no such sound"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no such sound" in err and len(err.strip().splitlines()) == 1, err
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()
 
 
 def test_cluster_fit_rule():
@@ -225,19 +248,22 @@ def test_replicas_taking_every_cpu_are_fitted_and_give_the_local_records(driver,
                                                                           capsys, service):
     """Two replicas of the default 1 CPU would take both CPUs of the cluster and leave decoding none (the job
     hung for ever): they are lowered to fit, with a note, and the job finishes within its stall bound. Each
-    row, read from Ray's Parquet, is the local engine's JSON lines record; the Parquet schema is its typed form.
-    The parity of the three front ends: a long file (12 windows) and a file that is not audio give the same
-    record, field by field, from the local engine, Ray and the service (its answer, the upload named as the
-    file; a bad upload's error, its status from the error's type)."""
-    from ast_audio.jobs.records import json_record, schema
+    row, read from Ray's Parquet, is the local engine's JSON lines record, with the same class selection
+    (--include, --group) and the same `events` (--events and its thresholds); the Parquet schema is its typed
+    form (`events` a list of structs). The parity of the three front ends: a long file (12 windows) and a file
+    that is not audio give the same record, field by field, from the local engine, Ray and the service (its
+    answer, the upload named as the file; a bad upload's error, its status from the error's type)."""
+    from ast_audio import AudioClassifier
+    from ast_audio.jobs.records import clip_json, json_record, schema
 
     assert main(["classify", str(archive), "--model", ray_checkpoint, "-f", "jsonl", "-o", str(tmp_path / "l.jsonl"),
-                 "-q"]) == 3
+                 "-q", *ANSWERS]) == 3
     local = json_lines(tmp_path / "l.jsonl")
     capsys.readouterr()
     started = time.monotonic()
     code = main(["classify", str(archive), "--model", ray_checkpoint, "--engine", "ray", "--address", driver,
-                 "-o", str(tmp_path / "ray"), "--num-workers", "2", "--batch-size", "4", "--stall-timeout", "300"])
+                 "-o", str(tmp_path / "ray"), "--num-workers", "2", "--batch-size", "4", "--stall-timeout", "300",
+                 *ANSWERS])
     err = capsys.readouterr().err
     assert code == 3 and time.monotonic() - started < 300, err
     assert "each model replica reserves 0.75 CPU (not 1)" in err and "2 of 8 files failed" in err, err
@@ -255,14 +281,22 @@ def test_replicas_taking_every_cpu_are_fitted_and_give_the_local_records(driver,
     assert "empty file" in rows[str(archive / "empty.wav")]["error"]
     assert len(rows[str(archive / "long.wav")]["windows"]) == 12  # its windows span several model batches
     assert len({actor["Address"]["NodeID"] for actor in model_actors()}) == 2  # replicas on both nodes
+    done = [row for row in rows.values() if "error" not in row]
+    assert all(sorted(label["label"] for label in row["labels"]) == sorted(SELECTED) for row in done)
+    assert all(isinstance(row["events"], list) for row in done)
+    events = rows[str(archive / "long.wav")]["events"]
+    assert len(events) >= 2 and {event["label"] for event in events} == {"sound 4"}, events  # others never fire
+    assert events[-1]["end"] == 8.0 and all(e["score"] >= 0.297 and e["mean"] >= 0.296 for e in events), events
 
+    plain = {result.source: clip_json(result) for result in AudioClassifier.from_pretrained(ray_checkpoint)
+             .iter_classify([str(archive / "long.wav"), str(archive / "broken.mp3")])}
     for name, status in (("long.wav", 200), ("broken.mp3", 415)):
         path = str(archive / name)
         got, answer = post(service, f"/v1/classify?filename={name}", (archive / name).read_bytes())
         assert got == status, answer
         served = answer if status == 200 else {"path": name, **answer}
         expected = {key: value.replace(path, name) if isinstance(value, str) else value
-                    for key, value in local[path].items()}
+                    for key, value in plain[path].items()}
         assert_same_record(served, expected, f"served {name}")
         assert_same_record(rows[path], local[path], f"ray {name}")
 
@@ -280,17 +314,20 @@ def test_a_pipeline_that_cannot_run_is_refused_naming_the_options(driver, ray_ch
 
 def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(driver, ray_checkpoint, archive):
     """`tag` on a Ray Dataset input: long.wav (12 windows) is over max_windows_per_row, so its replica reads it
-    window by window; records and embeddings equal the local engine's. Then a pipeline that waits for a GPU the
-    cluster lacks is reported and given up within the bound."""
+    window by window; records (with the answers' fields as keywords: a class left out, events) and embeddings
+    equal the local engine's. Then a pipeline that waits for a GPU the cluster lacks is reported and given up
+    within the bound."""
     from ast_audio import AudioClassifier
+    from ast_audio.answers.events import EventOptions
     from ast_audio.distributed import tag
     from ast_audio.distributed.resources import waiting_for
     from ast_audio.distributed.stream import StalledError, stream_rows
     from ast_audio.jobs.records import clip_record, schema
 
     paths = [str(archive / name) for name in ("long.wav", "clip00.flac", "broken.mp3")]
+    answers = {"exclude": ["sound 2"], "events": EventOptions(threshold=0.297, threshold_off=0.296)}
     dataset = tag(ray.data.from_items([{"path": p} for p in paths]), ray_checkpoint, max_windows_per_row=8,
-                  batch_size=3, top_k=3, embeddings=True)
+                  batch_size=3, top_k=3, embeddings=True, **answers)
     tables = list(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
     rows = {row["path"]: row for table in tables for row in table.to_pylist()}
     reports = []
@@ -304,12 +341,13 @@ def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(d
     assert reports[0].startswith("no result for 0.") and " s: " in reports[0], reports
     assert sorted(rows) == sorted(paths)
     assert "not an audio file" in rows[paths[2]]["error"]
-    local = AudioClassifier.from_pretrained(ray_checkpoint, batch_size=3).classify(paths[:2])
+    local = AudioClassifier.from_pretrained(ray_checkpoint, batch_size=3, **answers).classify(paths[:2])
     for result in local:
         expected = clip_record(result, 3, True, embeddings=True)
         assert_same_record({**rows[result.source], "embedding": None}, {**expected, "embedding": None}, result.source)
         np.testing.assert_allclose(rows[result.source]["embedding"], result.embedding, atol=1e-5)
     assert len(rows[paths[0]]["windows"]) == 12
+    assert rows[paths[0]]["events"] and all(label["label"] != "sound 2" for label in rows[paths[0]]["labels"])
     assert all(table.schema == schema(64) for table in tables)
 
 
@@ -332,12 +370,16 @@ def test_resume_adds_the_rest_with_the_same_options_only(driver, ray_checkpoint,
     assert written_inputs(str(output)) == {str(folder / "clip00.flac"), str(folder / "clip01.flac")}
     assert sorted(os.listdir(output)) == before  # reading changes nothing
     capsys.readouterr()
-    assert main(["classify", str(folder), *common]) == 1
+    assert main(["classify", str(folder), *common]) == 2
     assert "already holds results: pass --resume" in capsys.readouterr().err
     other = save_small_checkpoint(tmp_path / "other", labels=5, seed=6)
-    assert main(["classify", str(folder), *common[2:], "--model", other, "--resume"]) == 1
+    assert main(["classify", str(folder), *common[2:], "--model", other, "--resume"]) == 2
     err = capsys.readouterr().err
     assert "cannot resume: it was written with other options (model was" in err and other in err, err
+    assert main(["classify", str(folder), *common, "--resume", "--events", "--include", "sound 1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume: it was written with other options (events was default, now" in err, err
+    assert "selection was default, now" in err and "sound 1" in err, err
     assert main(["classify", str(folder), *common, "--resume"]) == 0
     err = capsys.readouterr().err
     assert "2 of 4 files already done, 2 to do" in err, err
