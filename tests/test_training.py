@@ -23,6 +23,7 @@ from ast_audio.training.data import (
     DataError,
     EpochBatchSampler,
     balanced_weights,
+    frequency_warp,
 )
 from ast_audio.checkpoints.adaptation import adapt_position_embeddings, init_from_ast, init_from_timm
 from ast_audio.training.metrics import d_prime, evaluate_predictions
@@ -152,6 +153,34 @@ def test_augmentations_are_seeded_and_shaped(dataset):
     assert (x1 == masked).any()  # SpecAugment zeros the unnormalised fbank
     clean, target = ClipDataset(clips, 3, features, AugmentConfig(mixup=1.0, freqm=10), training=False)[(0, 0)]
     assert target.tolist() == [0.0, 1.0, 0.0] and not (clean == masked).all(dim=1).any()
+
+
+def test_frequency_warp_moves_a_tone_by_its_factor(dataset):
+    """The speaker augmentation: a 1 kHz tone's fbank peak moves to the bin nearest 1.15 kHz under a warp of
+    1.15 (and to 870 Hz under 0.87); a factor of 1 changes nothing; the time shift rolls frames."""
+    features = ASTFeatureExtractor(max_length=48)
+    t = np.arange(RATE // 2) / RATE
+    fbank = features.raw_fbank(torch.from_numpy((0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)))
+    options = features.fbank_options
+    nyquist_mel = 1127 * np.log1p(RATE / 2 / 700)
+    low_mel = 1127 * np.log1p(20 / 700)
+    delta = (nyquist_mel - low_mel) / 129
+    centre = lambda b: 700 * np.expm1((low_mel + (b + 1) * delta) / 1127)
+    nearest = lambda hz: int(np.argmin([abs(centre(b) - hz) for b in range(128)]))
+    assert int(fbank.mean(0).argmax()) == nearest(1000)
+    for factor in (1.15, 0.87):
+        warped = frequency_warp(fbank, factor, options)
+        assert warped.shape == fbank.shape
+        assert abs(int(warped.mean(0).argmax()) - nearest(1000 * factor)) <= 1
+        assert abs(int(warped.mean(0).argmax()) - nearest(1000)) >= 3
+    assert torch.allclose(frequency_warp(fbank, 1.0, options), fbank, atol=1e-5)
+    clips = [Clip(str(dataset / "low" / "0.wav"), [1])]
+    clean = ClipDataset(clips, 3, features, AugmentConfig(), training=True)[(0, 0)][0]
+    shifted = ClipDataset(clips, 3, features, AugmentConfig(shift=20), training=True, seed=3)[(0, 0)][0]
+    rolls = [k for k in range(-20, 21) if torch.equal(torch.roll(clean, k, 0), shifted)]
+    assert len(rolls) == 1 and rolls[0] != 0
+    with pytest.raises(ValueError):
+        frequency_warp(fbank, 0.0, options)
 
 
 @pytest.mark.parametrize("max_length", [48, 400])  # cut, and padded

@@ -63,6 +63,10 @@ class TrainConfig:
     timem: int = 96
     noise: bool = False
     gain_db: float = 0.0
+    # speaker augmentation (not in the release; training/data.py): frequency warp factor in [1 - warp, 1 + warp]
+    # (vocal tract length perturbation on the mel axis) and a circular time shift of up to shift frames
+    warp: float = 0.0
+    shift: int = 0
     balanced_sampling: bool = False
     # run control
     early_stopping_patience: int = 0  # epochs without improvement before stopping; 0: never
@@ -98,6 +102,10 @@ class TrainConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.mixup <= 1.0:
             raise ConfigError(f"mixup is a probability in [0, 1], got {self.mixup}")
+        if isinstance(self.warp, bool) or not isinstance(self.warp, (int, float)) or not 0.0 <= self.warp < 1.0:
+            raise ConfigError(f"warp is a fraction in [0, 1) (factors 1 - warp .. 1 + warp), got {self.warp!r}")
+        if isinstance(self.shift, bool) or not isinstance(self.shift, int) or self.shift < 0:
+            raise ConfigError(f"shift must be a whole number of frames >= 0, got {self.shift!r}")
         if self.average_epochs is not None:
             first, last = self.average_epochs
             if not 1 <= first <= last <= self.epochs:

@@ -19,6 +19,7 @@ import torch
 from ast_audio.audio.decode import load_audio
 from ast_audio.errors import ASTAudioError
 from ast_audio.features.extractor import ASTFeatureExtractor
+from ast_audio.features.kaldi import FbankOptions, mel_scale
 from ast_audio.audio.files import AUDIO_EXTENSIONS, ManifestEntry, read_manifest
 from ast_audio.labels import read_class_labels
 
@@ -147,6 +148,10 @@ class AugmentConfig:
     timem: int = 0  # SpecAugment: one time mask of up to timem frames
     noise: bool = False  # small uniform noise on the fbank and a time roll of up to 10 frames
     gain_db: float = 0.0  # random gain in [-gain_db, +gain_db] dB on the waveform
+    # Speaker augmentation (not in the release): a vocal-tract-length-like frequency warp by a random factor in
+    # [1 - warp, 1 + warp], and a circular time shift of up to shift frames.
+    warp: float = 0.0
+    shift: int = 0
 
 
 # The unaugmented fbank of each clip is kept in memory, up to this many bytes per dataset (per DataLoader
@@ -204,12 +209,18 @@ class ClipDataset(torch.utils.data.Dataset):
             feats = self._fbank(waveform)
         longer = feats.shape[0] - self.extractor.max_length
         offset = int(rng.integers(0, longer + 1)) if self.training and longer >= 0 else 0
-        feats = _spec_augment(self.extractor.fit_length(feats, offset=offset), augment, rng)
+        feats = self.extractor.fit_length(feats, offset=offset)
+        if augment.warp > 0:
+            factor = float(rng.uniform(1 - augment.warp, 1 + augment.warp))
+            feats = frequency_warp(feats, factor, self.extractor.fbank_options)
+        feats = _spec_augment(feats, augment, rng)
         if self.extractor.do_normalize:
             feats = self.extractor.normalize(feats)
         if augment.noise:
             feats = feats + torch.from_numpy(rng.random(feats.shape, dtype=np.float32)) * float(rng.random()) / 10
             feats = torch.roll(feats, int(rng.integers(-10, 10)), 0)
+        if augment.shift > 0:
+            feats = torch.roll(feats, int(rng.integers(-augment.shift, augment.shift + 1)), 0)
         return feats, target
 
     def _fbank(self, waveform: np.ndarray) -> torch.Tensor:
@@ -260,6 +271,29 @@ def _spec_augment(feats: torch.Tensor, augment: AugmentConfig, rng: np.random.Ge
         start = int(rng.integers(0, feats.shape[0] - width + 1))
         feats[start : start + width, :] = 0.0
     return feats
+
+
+def frequency_warp(feats: torch.Tensor, factor: float, options: FbankOptions) -> torch.Tensor:
+    """The log-mel fbank (frames, mel bins) of the same sound with every frequency scaled by `factor`: bin b
+    takes the value the input has at frequency centre(b) / factor (linear interpolation between bins, the edge
+    bins held beyond the band). A factor above 1 moves energy up, as a shorter vocal tract does; this is
+    vocal tract length perturbation (Jaitly and Hinton 2013) applied to the mel axis, so a few speakers cover
+    more of the formant positions unseen ones have. Raises ValueError for a factor <= 0."""
+    if factor <= 0:
+        raise ValueError(f"frequency warp factor must be positive, got {factor}")
+    bins = feats.shape[1]
+    high = options.high_freq if options.high_freq > 0 else options.sample_frequency / 2 + options.high_freq
+    mel_low = float(mel_scale(torch.tensor(options.low_freq, dtype=torch.float64)))
+    mel_high = float(mel_scale(torch.tensor(high, dtype=torch.float64)))
+    delta = (mel_high - mel_low) / (bins + 1)
+    centres_mel = mel_low + delta * torch.arange(1, bins + 1, dtype=torch.float64)
+    centres = 700.0 * torch.expm1(centres_mel / 1127.0)  # Kaldi's mel scale inverted
+    source = (mel_scale(centres / factor) - mel_low) / delta - 1  # fractional bin index the value comes from
+    source = source.clamp(0, bins - 1)
+    lower = source.floor().long()
+    upper = (lower + 1).clamp(max=bins - 1)
+    weight = (source - lower).to(feats.dtype)
+    return feats[:, lower] * (1 - weight) + feats[:, upper] * weight
 
 
 def load_clips(source: str, labels: LabelSpace | None) -> tuple[list[Clip], LabelSpace]:

@@ -239,7 +239,8 @@ class Trainer:
         """Optimizer, precision, data order and state: fresh, or as last.pt left them."""
         config = self.config
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        augment = AugmentConfig(config.mixup, config.freqm, config.timem, config.noise, config.gain_db)
+        augment = AugmentConfig(config.mixup, config.freqm, config.timem, config.noise, config.gain_db, config.warp,
+                                config.shift)
         dataset = ClipDataset(self.data.train, len(self.data.labels), self.extractor, augment, training=True,
                               seed=config.seed)
         # Each optimizer step accumulates grad_accumulation micro-batches that together make one global batch.
