@@ -93,7 +93,7 @@ def served_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def server(served_checkpoint):
     running = Server(served_checkpoint, "--max-upload-mb", "2", "--max-duration-s", "40", "--max-wait-ms", "100",
-                     "--max-batch", "16", "--threads", "1")
+                     "--max-batch", "16", "--threads", "1", "--max-windows-per-request", "1000")
     yield running
     running.stop()
 
@@ -102,7 +102,7 @@ def server(served_checkpoint):
 def keyed_server(served_checkpoint, tmp_path_factory):
     key_file = tmp_path_factory.mktemp("key") / "key.txt"
     key_file.write_text("s3cret-key\n")
-    running = Server(served_checkpoint, "--api-key-file", str(key_file), "--threads", "1")
+    running = Server(served_checkpoint, "--api-key-file", str(key_file), "--threads", "1", "--max-queue", "100000")
     yield running
     running.stop()
 
@@ -114,7 +114,11 @@ def clips(tmp_path_factory):
     paths = {"song.mp3": encode(folder / "song.mp3", seconds=4.0, bitrate=128000)}
     sf.write(folder / "long.wav", (0.1 * rng.standard_normal(16000 * 9)).astype(np.float32), 16000)
     sf.write(folder / "short.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
-    paths.update(long_wav=str(folder / "long.wav"), short_wav=str(folder / "short.wav"))
+    sf.write(folder / "thirty.flac", (0.1 * rng.standard_normal(16000 * 30)).astype(np.float32), 16000)
+    whole = read(encode(folder / "whole.m4a", seconds=3.0, codec="aac", container="mp4"))
+    (folder / "cut.m4a").write_bytes(whole[: len(whole) // 2])  # a partial download: no moov atom at the end
+    paths.update(long_wav=str(folder / "long.wav"), short_wav=str(folder / "short.wav"),
+                 thirty_flac=str(folder / "thirty.flac"), cut_m4a=str(folder / "cut.m4a"))
     return paths
 
 
@@ -175,11 +179,53 @@ def test_embed_and_model_endpoints(server, served_checkpoint, clips):
     (None, "audio/wav", "?pooling=median", 422, "pooling"),
     (None, "audio/wav", "?top_k=many", 422, "top_k"),
     (None, "audio/wav", "?window=50", 422, "window 50 s is outside"),
+    (None, "audio/wav", "?window=0.2&hop=1e-9", 422, "below one frame shift"),
+    ("cut_m4a", "audio/mp4", "", 422, "without its index (moov atom)"),
+    (b"garbage", "multipart/form-data; boundary=xx", "", 400, "malformed request body: Invalid multipart data"),
 ])
 def test_bad_input_gets_4xx_and_the_server_stays_up(server, clips, body, content_type, query, status, message):
-    got, answer = server.post(f"/v1/classify{query}", read(clips["short_wav"]) if body is None else body, content_type)
+    data = read(clips["short_wav"]) if body is None else read(clips[body]) if isinstance(body, str) else body
+    got, answer = server.post(f"/v1/classify{query}", data, content_type)
     assert got == status and message in answer["error"], answer
     assert server.request("GET", "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize("method,path,status,message", [
+    ("GET", "/v1/nothing", 404, "no route /v1/nothing (see /docs)"),
+    ("GET", "/v1/classify", 405, "GET is not allowed on /v1/classify (allowed: POST)"),
+])
+def test_every_error_is_json_with_an_error_field(server, method, path, status, message):
+    got, _, body = server.request(method, path)
+    assert got == status and json.loads(body) == {"error": message}
+
+
+def test_windows_per_request_are_capped_before_any_work(server, clips):
+    """30 s at window 0.2 s, hop 0.01 s is 2981 windows, over this server's 1000: 422 naming the limit, and
+    nothing reached the model."""
+    batches = server.metric("ast_audio_batch_size_count")
+    status, answer = server.post("/v1/classify?window=0.2&hop=0.01", read(clips["thirty_flac"]), "audio/flac")
+    assert status == 422, answer
+    assert "2981 windows, more than this server's limit of 1000 per request (--max-windows-per-request)" \
+        in answer["error"] and "a hop of 0.03 s or more fits" in answer["error"]
+    assert server.metric("ast_audio_batch_size_count") == batches
+
+
+def test_a_client_that_leaves_has_its_windows_dropped(server, clips):
+    """881 windows (9 s at window 0.2 s, hop 0.01 s); the client hangs up once the model has started on them:
+    the rest are dropped unscored and counted, the queue empties, and the next client is served."""
+    dropped, batches = server.metric("ast_audio_dropped_windows_total"), server.metric("ast_audio_batch_size_count")
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.request("POST", "/v1/classify?window=0.2&hop=0.01", body=read(clips["long_wav"]),
+                       headers={"Content-Type": "audio/wav"})
+    deadline = time.monotonic() + 60
+    while server.metric("ast_audio_batch_size_count") == batches and time.monotonic() < deadline:
+        time.sleep(0.02)
+    connection.close()
+    while server.metric("ast_audio_queue_windows") > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.metric("ast_audio_queue_windows") == 0
+    assert 0 < server.metric("ast_audio_dropped_windows_total") - dropped < 881
+    assert server.post("/v1/classify", read(clips["short_wav"]), "audio/wav")[0] == 200
 
 
 def test_limits_on_size_and_duration(server, tmp_path):
@@ -291,6 +337,59 @@ def test_batcher_drops_the_windows_of_a_client_that_left():
     assert sum(seen) < 10 + 3  # the leaving request's later windows were never scored
 
 
+def test_batcher_stop_turns_away_requests_not_started_then_the_rest():
+    """close: a queued request none of whose windows reached the model fails with ShuttingDownError (its windows
+    counted as dropped), a started one finishes, new ones are refused; abort: a started one fails too."""
+    from ast_audio.service.batcher import DynamicBatcher, ShuttingDownError
+
+    release = threading.Event()
+
+    def infer(features: torch.Tensor):
+        release.wait(10)  # the model is busy with the first batch until the test says
+        return np.zeros((len(features), 3), np.float32), np.zeros((len(features), 4), np.float32)
+
+    dropped: list[int] = []
+
+    async def started_and_waiting(batcher: DynamicBatcher):
+        started, waiting = batcher.ticket(), batcher.ticket()
+        assert batcher.submit(started, 4) and batcher.submit(waiting, 2)
+        batcher.feed(started, torch.zeros(2, 4, 4))
+        while started.claimed == 0:
+            await asyncio.sleep(0.005)
+        batcher.feed(waiting, torch.zeros(2, 4, 4))
+        return started, waiting
+
+    async def scenario() -> None:
+        closing = DynamicBatcher(infer, max_batch=2, max_wait_ms=0, on_drop=dropped.append)
+        closing.start()
+        try:
+            started, waiting = await started_and_waiting(closing)
+            assert closing.close(ShuttingDownError("stopping")) == 2 and dropped == [2] and closing.closed
+            with pytest.raises(ShuttingDownError):
+                await asyncio.wait_for(waiting.future, 5)
+            with pytest.raises(ShuttingDownError):
+                closing.submit(closing.ticket(), 1)
+            release.set()
+            closing.feed(started, torch.zeros(2, 4, 4))
+            assert len((await asyncio.wait_for(started.future, 5)).scores) == 4
+        finally:
+            closing.stop()
+        release.clear()
+        aborting = DynamicBatcher(infer, max_batch=2, max_wait_ms=0, on_drop=dropped.append)
+        aborting.start()
+        try:
+            started, waiting = await started_and_waiting(aborting)
+            assert aborting.abort(ShuttingDownError("stopped")) == 2 + 2 and dropped == [2, 4]
+            for ticket in (started, waiting):
+                with pytest.raises(ShuttingDownError):
+                    await asyncio.wait_for(ticket.future, 5)
+        finally:
+            release.set()
+            aborting.stop()
+
+    asyncio.run(scenario())
+
+
 def test_batcher_holds_a_long_request_a_batch_at_a_time():
     """A 100-window request fed in chunks of max_batch: the windows featurised and waiting for the model stay
     under two batches, and the scores come back in window order."""
@@ -346,14 +445,18 @@ def test_a_taken_port_is_one_line_before_any_banner(server, served_checkpoint, c
 
 
 def test_errors_map_to_statuses_by_type():
-    from ast_audio.errors import AudioError, CheckpointError, ConfigError, NotAudioError
-    from ast_audio.service.errors import QueueFullError, rejection
+    from ast_audio.errors import AudioError, CheckpointError, ConfigError, DamagedAudioError, NotAudioError
+    from ast_audio.service.errors import QueueFullError, RequestLimitError, ShuttingDownError, rejection
 
-    errors = (NotAudioError("a"), AudioError("b"), ConfigError("c"), QueueFullError("d"), CheckpointError("e"))
-    assert [rejection(error).status for error in errors] == [415, 422, 422, 503, 500]
+    errors = (NotAudioError("a"), AudioError("b"), ConfigError("c"), QueueFullError("d"), CheckpointError("e"),
+              DamagedAudioError("f"), RequestLimitError("g"), ShuttingDownError("h"), MemoryError(), KeyError("i"))
+    assert [rejection(error).status for error in errors] == [415, 422, 422, 503, 500, 422, 422, 503, 500, 500]
     busy = rejection(QueueFullError("9 windows are queued (limit 8)"))
     assert busy.headers == {"Retry-After": "1"}
     assert busy.message == "server busy: 9 windows are queued (limit 8); retry shortly"
+    assert rejection(ShuttingDownError("stopping")).headers == {"Retry-After": "1"}
+    assert "ran out of memory" in rejection(MemoryError()).message
+    assert rejection(KeyError("i")).message == "internal error (KeyError): see the server's log"
 
 
 def test_service_modules_import_no_private_names():
@@ -427,17 +530,34 @@ def test_page_in_a_real_browser(server, clips, tmp_path):
         browser.quit()
 
 
-def test_sigterm_finishes_the_request_in_flight(keyed_server, tmp_path):
-    """Last test of this module: it stops the keyed server."""
+def test_sigterm_finishes_the_request_in_flight(keyed_server, clips, tmp_path):
+    """Last test of this module: it stops the keyed server. A request the model has started on finishes; the
+    ones queued behind it finish too or get 503 at once (had they not started); the server exits 0, quietly."""
     path = tmp_path / "long.flac"
     sf.write(path, (0.1 * np.random.default_rng(1).standard_normal(16000 * 400)).astype(np.float32), 16000)
-    answer: list = []
-    worker = threading.Thread(target=lambda: answer.append(keyed_server.post(
-        "/v1/classify?timeline=false", read(str(path)), "audio/flac", Authorization="Bearer s3cret-key")))
-    worker.start()
-    time.sleep(0.5)  # the upload is in and being decoded or scored
+    auth = {"Authorization": "Bearer s3cret-key"}
+    answers: dict[str, tuple] = {}
+
+    def send(name: str, data: bytes, content_type: str) -> threading.Thread:
+        thread = threading.Thread(target=lambda: answers.__setitem__(name, keyed_server.post(
+            "/v1/classify?timeline=false", data, content_type, **auth)))
+        thread.start()
+        return thread
+
+    batches = keyed_server.metric("ast_audio_batch_size_count")
+    workers = [send("long", read(str(path)), "audio/flac")]
+    deadline = time.monotonic() + 60
+    while keyed_server.metric("ast_audio_batch_size_count") == batches and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the model has started on it
+    workers += [send(f"queued {i}", read(clips["long_wav"]), "audio/wav") for i in range(3)]
+    time.sleep(0.3)
     keyed_server.process.send_signal(signal.SIGTERM)
-    worker.join(timeout=120)
+    for worker in workers:
+        worker.join(timeout=120)
     assert keyed_server.process.wait(timeout=60) == 0
-    status, result = answer[0]
+    status, result = answers["long"]
     assert status == 200 and result["duration"] == pytest.approx(400.0)
+    for name in ("queued 0", "queued 1", "queued 2"):
+        status, result = answers[name]
+        assert status == 200 or (status == 503 and "server shutting down" in result["error"]), (name, result)
+    assert "Traceback" not in keyed_server.process.stderr.read()

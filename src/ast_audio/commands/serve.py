@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import errno
 import ipaddress
-import signal
 import socket
 import sys
 
@@ -15,8 +14,11 @@ DESCRIPTION = (
     "upload (multipart field 'file', or the raw body with an audio content type); GET /v1/model, /healthz, /readyz, "
     "/metrics (Prometheus), /openapi.json, and /docs (Swagger UI, from files in the package: works offline); / is a "
     "web page. Windows of concurrent requests share model calls. "
-    "Binds 127.0.0.1 by default; SIGTERM finishes the requests in flight, then exits."
+    "Binds 127.0.0.1 by default. SIGTERM or Ctrl-C: stop accepting, answer 503 to requests the model has not "
+    "started on, finish the started ones (at most --shutdown-timeout-s), exit 0; a second signal stops at once."
 )
+
+OWN_SIGNALS = True  # uvicorn's handlers and the service's stop (service.server), not the CLI's
 
 # A server's buffers come and go in many threads and sizes: it returns large freed blocks to the system at a
 # fixed threshold (allocator.return_freed_memory) instead of keeping them as the batch commands do.
@@ -40,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest audio; longer uploads get 422 (default 600 s)")
     parser.add_argument("--max-queue", type=int, default=256,
                         help="windows that may wait for the model; beyond, requests get 503 (default 256)")
+    parser.add_argument("--max-windows-per-request", type=int, default=6000,
+                        help="most windows one request may ask for (its duration, window and hop); more get 422 "
+                             "naming the limit, before any work (default 6000: 600 s at a 0.1 s hop)")
+    parser.add_argument("--shutdown-timeout-s", type=float, default=30.0,
+                        help="on SIGTERM, how long the started requests may take to finish before they get 503 "
+                             "(default 30)")
     parser.add_argument("--decode-workers", type=int, default=2,
                         help="threads decoding and featurising uploads (default 2)")
     parser.add_argument("--api-key-file", help="file holding the API key every /v1 request must send as a Bearer token")
@@ -47,9 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
-
         from ast_audio.service.app import ServiceSettings, create_app
+        from ast_audio.service.server import serve
     except ImportError as exc:
         from ast_audio.errors import ConfigError
 
@@ -58,9 +65,14 @@ def run(args: argparse.Namespace) -> int:
 
     settings = ServiceSettings(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_upload_mb=args.max_upload_mb,
-        max_duration_s=args.max_duration_s, max_queue=args.max_queue, decode_workers=args.decode_workers,
+        max_duration_s=args.max_duration_s, max_queue=args.max_queue,
+        max_windows_per_request=args.max_windows_per_request, decode_workers=args.decode_workers,
         api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
     )
+    if not args.shutdown_timeout_s >= 0:
+        from ast_audio.errors import UsageError
+
+        raise UsageError(f"--shutdown-timeout-s {args.shutdown_timeout_s}: expected a number of seconds >= 0")
     listening = bind(args.host, args.port)  # a taken port fails here, before the model loads
     try:
         if settings.api_key is None and not is_loopback(args.host):
@@ -71,16 +83,12 @@ def run(args: argparse.Namespace) -> int:
 
         return_freed_memory()
         app = create_app(classifier, settings)
-        # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again under the handler that
-        # was there before it: this one, so that a graceful stop exits 0.
-        signal.signal(signal.SIGTERM, lambda *_: None)
         host = f"[{args.host}]" if ":" in args.host else args.host
         print(f"ast-audio serve: http://{host}:{listening.getsockname()[1]}/ (API docs at /docs)", file=sys.stderr)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=None))
-        server.run(sockets=[listening])
+        started = serve(app, listening, args.shutdown_timeout_s)
     finally:
         listening.close()
-    return 0 if server.started else 1
+    return 0 if started else 1
 
 
 def bind(host: str, port: int) -> socket.socket:

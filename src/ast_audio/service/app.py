@@ -8,7 +8,6 @@ import dataclasses
 import hmac
 import logging
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -19,17 +18,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path
 
-from ast_audio.errors import ASTAudioError, AudioError, ConfigError
+from ast_audio.errors import ASTAudioError, ConfigError
 from ast_audio.inference.classifier import AudioClassifier
 from ast_audio.inference.results import ClipResult
 from ast_audio.inference.prepare import Prepared, WindowPlan, assemble, prepare
 from ast_audio.inference.windows import window_and_hop
 from ast_audio.jobs.records import clip_json, embedding_record
 from ast_audio.service.batcher import DynamicBatcher, Ticket
-from ast_audio.service.errors import HTTPRejection, rejection
-from ast_audio.service.metrics import ServiceMetrics
+from ast_audio.service.errors import HTTPRejection, RequestLimitError, ShuttingDownError, rejection
+from ast_audio.service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from ast_audio.service.uploads import UploadLimitMiddleware, read_upload
 
 logger = logging.getLogger(__name__)
@@ -47,11 +47,12 @@ class ServiceSettings:
     max_upload_mb: float = 50.0
     max_duration_s: float = 600.0
     max_queue: int = 256  # windows
+    max_windows_per_request: int = 6000  # 600 s at a 0.1 s hop
     decode_workers: int = 2
     api_key: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_queue", "decode_workers"):
+        for name in ("max_batch", "max_queue", "max_windows_per_request", "decode_workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_wait_ms", "max_upload_mb", "max_duration_s"):
@@ -68,9 +69,10 @@ class Service:
         self.metrics = ServiceMetrics()
         self.batcher = DynamicBatcher(self.runner.infer, max_batch=settings.max_batch,
                                       max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
-                                      on_batch=self.metrics.batch_sizes.observe)
+                                      on_batch=self.metrics.batch_sizes.observe, on_drop=self.metrics.dropped.inc)
         self.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="ast-audio-decode",
                                        initializer=self.runner.threads.enter_feature_stage)
+        self.metrics.queue_depth.set_function(lambda: self.batcher.queued)  # read when scraped
         self.ready = False
 
     def start(self) -> None:
@@ -78,9 +80,27 @@ class Service:
         self.ready = True
 
     def stop(self) -> None:
+        """The app's end (lifespan shutdown, after its requests): the model thread and the decoding pool stop."""
         self.ready = False
         self.batcher.stop()
-        self.pool.shutdown(wait=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def stopping(self) -> bool:
+        return self.batcher.closed
+
+    def close(self) -> None:
+        """The server is stopping (SIGTERM): not ready any more; requests none of whose windows has reached the
+        model yet, and any that arrive, get 503; the started ones go on."""
+        self.ready = False
+        self.batcher.close(ShuttingDownError("the server is stopping and this request had not started"))
+
+    def abort(self) -> None:
+        """The stop's grace ran out, or a second signal: every request still queued gets 503 at once, and the
+        decoding pool takes no more work (its threads end with their current upload)."""
+        self.ready = False
+        self.batcher.abort(ShuttingDownError("the server stopped before this request finished"))
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def prepare(self, ticket: Ticket, upload: Upload, data: bytes, window: float, hop: float) -> None:
         """Open `data` (`inference.prepare.prepare`), keep its window plan in `upload`, queue its windows on
@@ -95,14 +115,25 @@ class Service:
         with prepared:
             try:
                 upload.plan = prepared.plan
-                if prepared.plan.duration > self.settings.max_duration_s:
-                    raise AudioError(f"{upload.name}: {prepared.plan.duration:.1f} s of audio is longer than this "
-                                     f"server's limit of {self.settings.max_duration_s:g} s")
+                self.check_limits(upload.name, prepared.plan, window, hop)
                 if self.batcher.submit(ticket, len(prepared.plan.windows)):
-                    self.metrics.queue_depth.set(self.batcher.queued)
                     self._feed(ticket, prepared)
             except Exception as exc:
                 self.batcher.fail(ticket, exc)
+
+    def check_limits(self, name: str, plan: WindowPlan, window: float, hop: float) -> None:
+        """Raise `RequestLimitError` naming the limit and its option for audio longer than `max_duration_s`, or
+        more windows than `max_windows_per_request` (checked on the plan, before any window is read)."""
+        settings = self.settings
+        if plan.duration > settings.max_duration_s:
+            raise RequestLimitError(f"{name}: {plan.duration:.1f} s of audio is longer than this server's limit of "
+                                    f"{settings.max_duration_s:g} s (--max-duration-s)")
+        if len(plan.windows) > settings.max_windows_per_request:
+            fitting = plan.duration / settings.max_windows_per_request
+            raise RequestLimitError(
+                f"{name}: {plan.duration:.1f} s at window {window:g} s, hop {hop:g} s is {len(plan.windows)} windows, "
+                f"more than this server's limit of {settings.max_windows_per_request} per request "
+                f"(--max-windows-per-request): a hop of {fitting:.3g} s or more fits")
 
     def _feed(self, ticket: Ticket, prepared: Prepared) -> None:
         """Read and featurise the windows of `prepared` a batch at a time into the batcher, which waits while the
@@ -114,20 +145,21 @@ class Service:
     async def score(self, request: Request, data: bytes, name: str, window: float,
                     hop: float) -> tuple[Upload, np.ndarray, np.ndarray]:
         """The opened upload, and the scores (windows, labels) and embeddings (windows, hidden) of its windows
-        through the batcher, featurised as the model takes them; drops them if the client leaves."""
+        through the batcher, featurised as the model takes them. Its windows not yet scored are dropped (counted
+        in `ast_audio_dropped_windows_total`) when the client leaves or the request is cancelled."""
+        if self.stopping:
+            raise ShuttingDownError("the server is stopping")
         ticket, upload = self.batcher.ticket(), Upload(name)
         asyncio.get_running_loop().run_in_executor(self.pool, self.prepare, ticket, upload, data, window, hop)
         watcher = asyncio.ensure_future(_disconnected(request))
         try:
             done, _ = await asyncio.wait({ticket.future, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if ticket.future not in done:
-                self.batcher.cancel(ticket)
-                self.metrics.dropped.inc(ticket.windows - ticket.done)
                 raise HTTPRejection(499, "client disconnected")
             ticket.future.result()
         finally:
             watcher.cancel()
-            self.metrics.queue_depth.set(self.batcher.queued)
+            self.batcher.cancel(ticket)  # nothing left to drop when it finished or failed
         return upload, np.stack(ticket.scores), np.stack(ticket.embeddings)
 
 
@@ -159,7 +191,8 @@ def create_app(classifier: AudioClassifier, settings: ServiceSettings | None = N
     app.state.service = service
     app.add_middleware(UploadLimitMiddleware, max_bytes=int(service.settings.max_upload_mb * 2**20),
                        paths=("/v1/classify", "/v1/embed"))
-    _add_errors(app, service)
+    app.add_middleware(RequestMetricsMiddleware, metrics=service.metrics)  # outermost: counts the 413s too
+    _add_errors(app)
     _add_routes(app, service)
     _add_docs(app)
     return app
@@ -195,14 +228,14 @@ def _authorise(service: Service):
     return check
 
 
-def _add_errors(app: FastAPI, service: Service) -> None:
+def _add_errors(app: FastAPI) -> None:
+    """Every error answers {"error": "<one line>"}: this package's errors by `service.errors.STATUSES`, FastAPI's
+    validation errors (422), Starlette's own (404, 405, a malformed multipart body 400), and anything else
+    (a MemoryError, a bug: 500, logged with its traceback)."""
+
     @app.exception_handler(HTTPRejection)
     async def rejected(request: Request, exc: HTTPRejection) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(ASTAudioError)
-    async def failed(request: Request, exc: ASTAudioError) -> JSONResponse:
-        return await rejected(request, rejection(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -210,14 +243,27 @@ def _add_errors(app: FastAPI, service: Service) -> None:
                              for e in exc.errors())
         return JSONResponse({"error": problems, "detail": jsonable_encoder(exc.errors())}, status_code=422)
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.url.path if request.url.path.startswith("/v1/") else "other"
-        service.metrics.requests.labels(route=route, status=str(response.status_code)).inc()
-        service.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
-        return response
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else str(jsonable_encoder(exc.detail))
+        if exc.status_code == 400:
+            message = f"malformed request body: {message}"
+        elif exc.status_code == 404:
+            message = f"no route {request.url.path} (see /docs)"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path} (allowed: {exc.headers.get('Allow')})" \
+                if exc.headers else f"{request.method} is not allowed on {request.url.path}"
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ASTAudioError)
+    async def failed(request: Request, exc: ASTAudioError) -> JSONResponse:
+        return await rejected(request, rejection(exc))
+
+    # Starlette gives this one to its outermost middleware, which sends the answer and then re-raises, so uvicorn
+    # logs the traceback.
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        return await rejected(request, rejection(exc))
 
 
 def _add_routes(app: FastAPI, service: Service) -> None:

@@ -7,7 +7,8 @@ windows ahead of the model waits, so a request holds at most two batches of feat
 upload. A single model thread takes up to `max_batch` featurised windows, waiting at most `max_wait_ms` after
 the first for more, runs them as one batch through the inference core, and hands each window its scores and
 embedding. A request whose client went away is cancelled: its windows are dropped unscored and its producer
-stops.
+stops. Stopping the server (`close`, then `abort` once its grace has run out) turns away requests that have not
+started and, last, the ones still running.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ast_audio.service.errors import QueueFullError
+from ast_audio.service.errors import QueueFullError, ShuttingDownError
 
-__all__ = ["DynamicBatcher", "QueueFullError", "Ticket"]
+__all__ = ["DynamicBatcher", "QueueFullError", "ShuttingDownError", "Ticket"]
 
 
 @dataclasses.dataclass
@@ -68,9 +69,10 @@ class DynamicBatcher:
     """Batches windows across requests for `infer(features) -> (scores, embeddings)` on one model thread."""
 
     def __init__(self, infer: Callable, *, max_batch: int = 8, max_wait_ms: float = 10.0, max_queue: int = 256,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, on_drop: Callable[[int], None] | None = None) -> None:
         self.infer, self.max_batch, self.max_wait = infer, max_batch, max_wait_ms / 1000
-        self.max_queue, self.on_batch = max_queue, on_batch
+        self.max_queue, self.on_batch, self.on_drop = max_queue, on_batch, on_drop
+        self._closing: ShuttingDownError | None = None  # set by `close`: no new request is taken
         self._tickets: collections.deque[Ticket] = collections.deque()
         self._queued = 0  # windows submitted and not yet in a batch
         self._ready = 0  # of those, the ones featurised
@@ -89,6 +91,11 @@ class DynamicBatcher:
         self._thread.join()
 
     @property
+    def closed(self) -> bool:
+        """True once `close` or `abort` was called: no new request is taken."""
+        return self._closing is not None
+
+    @property
     def queued(self) -> int:
         return self._queued
 
@@ -105,10 +112,13 @@ class DynamicBatcher:
 
     def submit(self, ticket: Ticket, windows: int) -> bool:
         """Queue `ticket`'s `windows` (fed later with `feed`; any thread); raises `QueueFullError` when they do
-        not fit (a request alone in the queue is taken whatever its size). False if it was cancelled."""
+        not fit (a request alone in the queue is taken whatever its size), `ShuttingDownError` once `close` was
+        called. False if it was cancelled."""
         with self._lock:
             if ticket.cancelled:
                 return False
+            if self._closing is not None:
+                raise self._closing
             if self._queued + windows > self.max_queue and self._queued > 0:
                 raise QueueFullError(f"{self._queued} windows are queued (limit {self.max_queue})")
             ticket.windows = windows
@@ -133,10 +143,13 @@ class DynamicBatcher:
             self._lock.notify_all()
         return True
 
-    def cancel(self, ticket: Ticket) -> None:
-        """Drop a request's windows that are not in a batch yet (its client went away); its producer stops."""
+    def cancel(self, ticket: Ticket) -> int:
+        """Drop a request's windows that are not in a batch yet (its client went away); its producer stops. The
+        number of windows dropped unscored (also given to `on_drop`)."""
         with self._lock:
-            self._drop(ticket)
+            dropped = self._drop(ticket)
+        self._dropped(dropped)
+        return dropped
 
     def fail(self, ticket: Ticket, error: BaseException) -> None:
         """The producer could not featurise `ticket`'s windows: drop them and fail the request with `error`."""
@@ -144,16 +157,51 @@ class DynamicBatcher:
             self._drop(ticket)
         ticket.loop.call_soon_threadsafe(_set_exception, ticket.future, error)
 
-    def _drop(self, ticket: Ticket) -> None:
+    def close(self, error: ShuttingDownError) -> int:
+        """Stop taking requests: `submit` raises `error` from now on, and the queued requests none of whose
+        windows has reached the model yet fail with it at once; the ones already started go on. The number of
+        windows dropped unscored (also given to `on_drop`)."""
+        with self._lock:
+            self._closing = error
+            waiting = [ticket for ticket in self._tickets if ticket.claimed == 0]
+        return self._turn_away(waiting, error)
+
+    def abort(self, error: ShuttingDownError) -> int:
+        """`close`, and fail every request still queued with `error`, started or not (a stop whose grace ran
+        out). The number of windows dropped unscored."""
+        with self._lock:
+            self._closing = error
+            queued = list(self._tickets)
+        return self._turn_away(queued, error)
+
+    def _turn_away(self, tickets: list[Ticket], error: BaseException) -> int:
+        dropped = 0
+        with self._lock:
+            for ticket in tickets:
+                dropped += self._drop(ticket)
+        for ticket in tickets:
+            ticket.loop.call_soon_threadsafe(_set_exception, ticket.future, error)
+        self._dropped(dropped)
+        return dropped
+
+    def _dropped(self, windows: int) -> None:
+        if windows and self.on_drop is not None:
+            self.on_drop(windows)
+
+    def _drop(self, ticket: Ticket) -> int:
+        """Take `ticket` off the queue (call under the lock); its windows not yet in a batch, now never scored."""
         if ticket.cancelled:
-            return
+            return 0
         ticket.cancelled = True
+        dropped = 0
         if ticket in self._tickets:
             self._tickets.remove(ticket)
-            self._queued -= ticket.windows - ticket.claimed
+            dropped = ticket.windows - ticket.claimed
+            self._queued -= dropped
             self._ready -= ticket.waiting
         ticket.chunks.clear()
         self._lock.notify_all()
+        return dropped
 
     # ------------------------------------------------------------------------------- model thread
     def _run(self) -> None:

@@ -5,7 +5,7 @@ Callers: `service.app` (its exception handlers), `service.uploads` and `service.
 
 from __future__ import annotations
 
-from ast_audio.errors import ASTAudioError, AudioError, ConfigError, NotAudioError
+from ast_audio.errors import ASTAudioError, AudioError, ConfigError, DamagedAudioError, NotAudioError
 
 
 class HTTPRejection(Exception):
@@ -20,20 +20,41 @@ class QueueFullError(ASTAudioError):
     """The queue cannot take a request's windows now; try again shortly."""
 
 
+class ShuttingDownError(ASTAudioError):
+    """The server is stopping (SIGTERM): a request not yet started is turned away; retry (another replica, or
+    this one once restarted)."""
+
+
+class RequestLimitError(ASTAudioError):
+    """A request asks more than this server allows (longer audio, more windows): names the limit and its option."""
+
+
 # The most specific class in an error's MRO decides: NotAudioError is 415 although it is an AudioError (422).
 STATUSES: dict[type[BaseException], int] = {
     NotAudioError: 415,  # the upload is not audio any decoder here recognises
-    AudioError: 422,  # audio, but unusable: too short, NaN samples, corrupt, longer than the server's limit
+    DamagedAudioError: 422,  # audio, but damaged or cut off before anything decodes (an M4A without its moov)
+    AudioError: 422,  # audio, but unusable: too short, NaN samples, corrupt
     ConfigError: 422,  # a query value out of range (window, hop)
+    RequestLimitError: 422,  # over --max-duration-s or --max-windows-per-request
     QueueFullError: 503,  # busy: retry shortly
+    ShuttingDownError: 503,  # stopping: retry
     ASTAudioError: 500,  # anything else this package raised on purpose
+    MemoryError: 500,  # out of memory: answered in JSON like every error, the server stays up
+    BaseException: 500,  # a bug: answered in JSON, logged with its traceback
 }
 RETRY_AFTER_S = 1
+RETRYABLE = {QueueFullError: "server busy", ShuttingDownError: "server shutting down"}
 
 
-def rejection(error: ASTAudioError) -> HTTPRejection:
-    """The HTTP answer to one of this package's errors, by the STATUSES table."""
-    status = next(STATUSES[cls] for cls in type(error).__mro__ if cls in STATUSES)
-    if status == 503:
-        return HTTPRejection(503, f"server busy: {error}; retry shortly", {"Retry-After": str(RETRY_AFTER_S)})
+def rejection(error: BaseException) -> HTTPRejection:
+    """The HTTP answer to `error`, by the STATUSES table (the first class of its MRO listed there)."""
+    kind = next(cls for cls in type(error).__mro__ if cls in STATUSES)
+    status = STATUSES[kind]
+    if kind in RETRYABLE:
+        return HTTPRejection(status, f"{RETRYABLE[kind]}: {error}; retry shortly", {"Retry-After": str(RETRY_AFTER_S)})
+    if kind is MemoryError:
+        return HTTPRejection(status, "the server ran out of memory on this request: a larger hop, a shorter upload "
+                                     "or a smaller --max-windows-per-request needs less")
+    if not isinstance(error, ASTAudioError):
+        return HTTPRejection(status, f"internal error ({type(error).__name__}): see the server's log")
     return HTTPRejection(status, str(error))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -19,8 +22,39 @@ class ServiceMetrics:
         self.batch_sizes = Histogram("ast_audio_batch_size", "Windows per model call",
                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
         self.queue_depth = Gauge("ast_audio_queue_windows", "Windows waiting for the model", registry=self.registry)
-        self.dropped = Counter("ast_audio_dropped_windows", "Windows dropped because their client disconnected",
+        self.dropped = Counter("ast_audio_dropped_windows",
+                               "Windows dropped unscored: their client disconnected, or the server was stopping",
                                registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RequestMetricsMiddleware:
+    """ASGI middleware counting each request by route ("/v1/..." or "other") and status, and timing it.
+
+    Plain ASGI, not Starlette's BaseHTTPMiddleware: that one wraps `receive` so that a route never sees its
+    client's disconnect (`Request.is_disconnected` stays False), and the service drops a departed client's
+    windows on that signal."""
+
+    def __init__(self, app: Any, metrics: ServiceMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def tracked_send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        finally:
+            route = scope["path"] if scope["path"].startswith("/v1/") else "other"
+            self.metrics.requests.labels(route=route, status=str(status)).inc()
+            self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
