@@ -522,3 +522,25 @@ def test_the_one_class_refusal_says_what_gives_a_second_class(tmp_path):
                          ("train.json", "(a manifest: clips whose 'labels' name at least two classes)")]:
         with pytest.raises(DataError, match=f"only the class 'dog'; .*{re.escape(hint)}"):
             check_classes(one, labels, source)
+
+
+def test_a_model_fingerprint_covers_what_the_loader_reads(tmp_path):
+    from ast_audio.checkpoints.identity import model_fingerprint
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    first = model_fingerprint(str(folder))
+    (folder / "last.pt").write_bytes(b"optimizer state")  # training's files and an export read by another backend
+    (folder / "model.onnx").write_bytes(b"onnx")
+    assert model_fingerprint(str(folder)) == first != model_fingerprint(str(folder), "model.onnx")
+    (folder / "model.safetensors").write_bytes(b"retrained")
+    assert model_fingerprint(str(folder)) != first
+    (folder / "model.safetensors").unlink()  # sharded: the index and every shard it names
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "s1.safetensors"}}))
+    (folder / "s1.safetensors").write_bytes(b"shard")
+    sharded = model_fingerprint(str(folder))
+    (folder / "s1.safetensors").write_bytes(b"shard, retrained")
+    assert model_fingerprint(str(folder)) != sharded
+    assert model_fingerprint(str(tmp_path / "missing")) is None

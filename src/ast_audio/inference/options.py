@@ -73,7 +73,8 @@ class InferenceOptions:
         from ast_audio.checkpoints.identity import model_identity
 
         numbers = {**{name: getattr(self, name) for name in NUMBER_OPTIONS}, **self.answers.numbers()}
-        return {**numbers, **model_identity(self.model)}
+        onnx_file = ("model.int8.onnx" if self.int8 else "model.onnx") if self.backend == "onnxruntime" else None
+        return {**numbers, **model_identity(self.model, onnx_file)}
 
     def load(self):
         """The `AudioClassifier` of these options (loads the model; raises its errors: `CheckpointNotFoundError`
