@@ -352,9 +352,10 @@ def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(d
 
 
 def test_resume_adds_the_rest_with_the_same_options_only(driver, ray_checkpoint, archive, tmp_path, capsys):
-    """A job over two clips, then the folder of four: without --resume refused, with another --model refused
-    naming it, with --resume the other two added (JSON lines in the local form). A file a killed job left
-    half-written does not count and reading the directory leaves it in place; the resume sets it aside."""
+    """A job with events over two clips, then the folder of four: without --resume refused, with another
+    --model or other answers (thresholds, a selection) refused naming them, with --resume the other two added
+    (JSON lines in the local form, an `events` list in each). A file a killed job left half-written does not
+    count and reading the directory leaves it in place; the resume sets it aside."""
     from ast_audio.commands._ray import written_inputs
 
     folder = tmp_path / "clips"
@@ -362,7 +363,8 @@ def test_resume_adds_the_rest_with_the_same_options_only(driver, ray_checkpoint,
     for i in range(4):
         shutil.copy(archive / f"clip{i:02d}.flac", folder / f"clip{i:02d}.flac")
     output = tmp_path / "tags"
-    common = ["--model", ray_checkpoint, "--engine", "ray", "--address", driver, "-f", "jsonl", "-o", str(output)]
+    common = ["--model", ray_checkpoint, "--engine", "ray", "--address", driver, "-f", "jsonl", "-o", str(output),
+              "--events"]
     assert main(["classify", str(folder / "clip00.flac"), str(folder / "clip01.flac"), *common, "-q"]) == 0
     half = output / "20000101T000000-1-00000.jsonl"
     half.write_text(json.dumps({"path": str(folder / "clip02.flac"), "error": None})[:20])
@@ -376,17 +378,18 @@ def test_resume_adds_the_rest_with_the_same_options_only(driver, ray_checkpoint,
     assert main(["classify", str(folder), *common[2:], "--model", other, "--resume"]) == 2
     err = capsys.readouterr().err
     assert "cannot resume: it was written with other options (model was" in err and other in err, err
-    assert main(["classify", str(folder), *common, "--resume", "--events", "--include", "sound 1"]) == 2
+    assert main(["classify", str(folder), *common, "--resume", "--threshold", "0.6", "--include", "sound 1"]) == 2
     err = capsys.readouterr().err
-    assert "cannot resume: it was written with other options (events was default, now" in err, err
-    assert "selection was default, now" in err and "sound 1" in err, err
+    assert "cannot resume: it was written with other options (events was {'threshold': 0.5," in err, err
+    assert "now {'threshold': 0.6," in err and "selection was default, now" in err and "sound 1" in err, err
     assert main(["classify", str(folder), *common, "--resume"]) == 0
     err = capsys.readouterr().err
     assert "2 of 4 files already done, 2 to do" in err, err
     assert "set aside as .20000101T000000-1-00000.jsonl.incomplete" in err, err
     rows = json_lines(*(output / name for name in os.listdir(output) if name.endswith(".jsonl")))
     assert sorted(rows) == sorted(str(path) for path in folder.iterdir())
-    assert all(list(row) == ["path", "duration", "pooling", "labels", "windows"] for row in rows.values())
+    assert all(list(row) == ["path", "duration", "pooling", "labels", "windows", "events"] for row in rows.values())
+    assert all(row["events"] == [] for row in rows.values())  # scores of these clips stay under 0.31
     assert all(list(label) == ["label", "score"] for row in rows.values() for label in row["labels"])
 
 
