@@ -159,6 +159,32 @@ def test_classify_equals_the_command_line(server, served_checkpoint, clips, caps
     assert_same_result(served, json.loads(capsys.readouterr().out)[0])
 
 
+def test_classify_takes_the_answers_options_of_the_command_line(server, served_checkpoint, clips, capsys):
+    """Events, thresholds, include and a group on /v1/classify: the record classify --format json writes with
+    the same options, events included (the threshold between long.wav's window scores, so there are some)."""
+    from urllib.parse import urlencode
+
+    plain = server.post("/v1/classify?top_k=6", read(clips["long_wav"]), "audio/wav")[1]
+    track = [next(x["score"] for x in w["labels"] if x["label"] == "sound 3") for w in plain["windows"]]
+    threshold = float(np.median(track))
+    query = [("events", "true"), ("threshold", repr(threshold)), ("min_gap", "0.5"), ("include", "sound 3"),
+             ("include", "sound 5"), ("group", "pair=sound 1,sound 2")]
+    status, served = server.post(f"/v1/classify?{urlencode(query)}", read(clips["long_wav"]), "audio/wav")
+    assert status == 200, served
+    main(["classify", clips["long_wav"], "--model", served_checkpoint, "-f", "json", "-q", "--events", "--threshold",
+          repr(threshold), "--min-gap", "0.5", "--include", "sound 3", "--include", "sound 5", "--group",
+          "pair=sound 1,sound 2"])
+    local = json.loads(capsys.readouterr().out)[0]
+    assert_same_result(served, local)
+    assert {item["label"] for item in served["labels"]} <= {"sound 3", "sound 5", "pair"}
+    assert served["events"] and any(event["label"] == "sound 3" for event in served["events"])
+    assert served["events"] == local["events"]
+    for bad, message in [("include=sound%209", "sound 9"), ("include=%40/etc/passwd", "label files (@FILE)"),
+                         ("events=true&threshold=0.2&threshold_off=0.4", "threshold_off 0.4 is above")]:
+        status, answer = server.post(f"/v1/classify?{bad}", read(clips["short_wav"]), "audio/wav")
+        assert status == 422 and message in answer["error"], answer
+
+
 def test_embed_and_model_endpoints(server, served_checkpoint, clips):
     status, served = server.post("/v1/embed?per_window=true", read(clips["long_wav"]))
     assert status == 200, served

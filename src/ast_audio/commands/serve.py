@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         from ast_audio.allocator import return_freed_memory
 
         return_freed_memory()
-        app = create_app(classifier, settings)
+        app = create_app(classifier, settings, model_source=args.model)
         host = f"[{args.host}]" if ":" in args.host else args.host
         print(f"ast-audio serve: http://{host}:{listening.getsockname()[1]}/ (API docs at /docs)", file=sys.stderr)
         started = serve(app, listening, args.shutdown_timeout_s)

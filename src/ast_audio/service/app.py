@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import dataclasses
@@ -21,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path
 
+from ast_audio.answers.options import AnswerOptions
 from ast_audio.errors import ASTAudioError, ConfigError
 from ast_audio.inference.classifier import AudioClassifier
 from ast_audio.inference.results import ClipResult
@@ -63,8 +65,8 @@ class ServiceSettings:
 class Service:
     """The loaded model, the batcher, the decoding pool and the metrics of one app."""
 
-    def __init__(self, classifier: AudioClassifier, settings: ServiceSettings) -> None:
-        self.classifier, self.settings = classifier, settings
+    def __init__(self, classifier: AudioClassifier, settings: ServiceSettings, model_source: str | None = None) -> None:
+        self.classifier, self.settings, self.model_source = classifier, settings, model_source
         self.runner = classifier.runner
         self.metrics = ServiceMetrics()
         self.batcher = DynamicBatcher(self.runner.infer, max_batch=settings.max_batch,
@@ -176,9 +178,12 @@ async def _disconnected(request: Request) -> None:
         await asyncio.sleep(0.05)
 
 
-def create_app(classifier: AudioClassifier, settings: ServiceSettings | None = None) -> FastAPI:
-    """The FastAPI app serving `classifier` (model loaded; the batcher starts with the app)."""
-    service = Service(classifier, settings or ServiceSettings())
+def create_app(classifier: AudioClassifier, settings: ServiceSettings | None = None,
+               model_source: str | None = None) -> FastAPI:
+    """The FastAPI app serving `classifier` (model loaded; the batcher starts with the app). `model_source`: the
+    checkpoint folder it came from, where events take the per-class thresholds of a thresholds.json beside it,
+    as `classify --events` does."""
+    service = Service(classifier, settings or ServiceSettings(), model_source)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -299,9 +304,10 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     async def classify(
         request: Request, top_k: int = Query(5, ge=1), window: float | None = Query(None, gt=0),
         hop: float | None = Query(None, gt=0), pooling: Literal["mean", "max"] = "mean", timeline: bool = True,
-        spectrogram: bool = False,
+        spectrogram: bool = False, asked: argparse.Namespace = Depends(_answer_query),
     ) -> dict[str, Any]:
-        result, data = await _run(request, service, window, hop, pooling)
+        answers = request_answers(service, asked)
+        result, data = await _run(request, service, window, hop, pooling, answers)
         out = clip_json(result, top_k, timeline)
         if spectrogram:
             out["spectrogram"] = await asyncio.get_running_loop().run_in_executor(service.pool, _spectrogram, data)
@@ -337,12 +343,47 @@ def _spectrogram(data: bytes) -> dict[str, Any]:
             "frequency_ticks": ticks, "values": scaled.tolist()}
 
 
+def _answer_query(
+    events: bool = Query(False, description="events per class: onset, offset, peak and mean score"),
+    threshold: float | None = Query(None, description="an event starts where a score reaches it (default 0.5)"),
+    threshold_off: float | None = Query(None, description="and lasts while it stays at or above this "
+                                                          "(default 0.6 x threshold)"),
+    min_duration: float | None = Query(None, description="seconds: shorter events are dropped"),
+    min_gap: float | None = Query(None, description="seconds: shorter gaps between events of a class merge"),
+    include: list[str] | None = Query(None, description="label names to keep (repeat the parameter)"),
+    exclude: list[str] | None = Query(None, description="label names to drop (repeat the parameter)"),
+    group: list[str] | None = Query(None, description="NAME=LABEL,LABEL: a label scoring its members' maximum"),
+    rollup: bool = Query(False, description="AudioSet parents score the maximum of their descendants"),
+) -> argparse.Namespace:
+    """The class selection and event options of a request, named as `classify`'s options (any of the four
+    event settings turns events on, as there)."""
+    return argparse.Namespace(events=events, threshold=threshold, threshold_off=threshold_off,
+                              min_duration=min_duration, min_gap=min_gap, include=include, exclude=exclude,
+                              group=group, rollup=rollup)
+
+
+def request_answers(service: Service, asked: argparse.Namespace) -> AnswerOptions:
+    """The answers (`AnswerOptions`) of one request, by the command line's rule (`AnswerOptions.from_args`), or
+    the classifier's own when it asks for none; checked against the model's labels before any work. Raises
+    `HTTPRejection` 422 for a label file (@FILE: no route reads a path on the server), `ConfigError` (422)
+    for a value that cannot work or a label the model lacks."""
+    for value in [*(asked.include or ()), *(asked.exclude or ()), *(asked.group or ())]:
+        if value.startswith("@") or value.partition("=")[2].startswith("@"):
+            raise HTTPRejection(422, f"{value!r}: label files (@FILE) are for the command line; send the names")
+    answers = AnswerOptions.from_args(argparse.Namespace(**vars(asked), model=service.model_source))
+    if not answers.active:
+        return service.classifier.answers
+    answers.build(service.classifier.labels)
+    return answers
+
+
 async def _run(request: Request, service: Service, window: float | None, hop: float | None,
-               pooling: str) -> tuple[ClipResult, bytes]:
-    """Read, decode and score one upload: a ClipResult; raises `HTTPRejection` or this package's errors (their
-    statuses in `service.errors.STATUSES`), each naming the problem."""
+               pooling: str, answers: AnswerOptions | None = None) -> tuple[ClipResult, bytes]:
+    """Read, decode and score one upload: a ClipResult (with `answers`: the selected classes and the events);
+    raises `HTTPRejection` or this package's errors (their statuses in `service.errors.STATUSES`), each naming
+    the problem."""
     data, name = await read_upload(request)
     classifier = service.classifier
     window, hop = window_and_hop(service.runner.timing, window, hop, default=(classifier.window, classifier.hop))
     upload, scores, embeddings = await service.score(request, data, name, window, hop)
-    return assemble(upload.plan, scores, embeddings, classifier.labels, pooling), data
+    return assemble(upload.plan, scores, embeddings, classifier.labels, pooling, answers), data
