@@ -9,7 +9,6 @@ not 1024 x 10 ms = 10.24 s (which leaves the last 2 frames as padding).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 from ast_audio.errors import ConfigError
@@ -81,14 +80,3 @@ class Timing:
     def shortest_window_seconds(self) -> float:
         """The shortest window that fills one patch of frames (0.175 s for 16 frames)."""
         return self.samples_to_seconds(self.samples(self.patch_size))
-
-    def check_window(self, window: float, hop: float) -> None:
-        """Raise `ConfigError` unless one patch <= window <= the model's input, and hop > 0; names the range."""
-        low, high = self.shortest_window_seconds, self.input_seconds
-        if not (isinstance(window, (int, float)) and math.isfinite(window) and low - 1e-9 <= window <= high + 1e-9):
-            raise ConfigError(
-                f"window {window:g} s is outside {low:g}-{high:g} s: at least one patch of {self.patch_size} frames "
-                f"and at most the model's input of {self.input_frames} frames"
-            )
-        if not (isinstance(hop, (int, float)) and math.isfinite(hop) and hop > 0):
-            raise ConfigError(f"hop {hop:g} s must be positive (e.g. {window / 2:g} s, half the window)")
