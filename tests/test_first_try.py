@@ -355,7 +355,8 @@ def test_an_output_where_no_file_can_be_created_is_refused_before_the_model_load
     missing_model = str(tmp_path / "no-model")  # loading it would fail: the check must come first
     for arguments, message in [(["classify", clip, "-o", "/proc/r.jsonl"], "--output /proc/r.jsonl: "),
                                (["classify", clip, "--plot", "/proc/p.png"], "--plot /proc/p.png: "),
-                               (["embed", clip, "-o", "/proc/emb"], "--output-dir /proc/emb: ")]:
+                               (["embed", clip, "-o", "/proc/emb"], "--output-dir /proc/emb: "),
+                               (["classify", clip, "-o", "/proc/a\nb.jsonl"], "--output /proc/a\\nb.jsonl: ")]:
         code, _, err = run_cli([*arguments, "--model", missing_model], capsys)
         assert code == 2 and message in err and "the folder /proc" in err, (arguments, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

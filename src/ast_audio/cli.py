@@ -11,6 +11,7 @@ import sys
 from ast_audio import __version__
 from ast_audio.allocator import keep_freed_memory
 from ast_audio.errors import ASTAudioError, UsageError
+from ast_audio.printable import printable
 
 # name -> module in ast_audio.commands; each has add_arguments(parser) and run(args) -> exit code, and HELP.
 COMMANDS = ("classify", "embed", "serve", "train", "evaluate", "calibrate", "segments", "stats", "convert", "export")
@@ -51,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except UsageError as exc:
-        print(f"ast-audio {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ast-audio {args.command}: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except (ASTAudioError, FileNotFoundError) as exc:
-        print(f"ast-audio {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ast-audio {args.command}: error: {printable(str(exc))}", file=sys.stderr)
         return 1
     except Stopped as exc:
         print(f"ast-audio {args.command}: stopped by {exc.name} (an output file keeps what finished: rerun with "
