@@ -534,6 +534,7 @@ def test_page_in_a_real_browser(server, clips, tmp_path):
         assert ticks["spectrogram-y"][-4:] == ["500", "1k", "2k", "4k"]  # Hz on the mel scale
         os.makedirs(ARTIFACTS, exist_ok=True)
         assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page.png"))
+        _events_follow_the_threshold(browser, server, clips)
 
         # A bad upload next: its error alone, none of the previous file's result.
         bad = tmp_path / "notes.wav"
@@ -541,7 +542,7 @@ def test_page_in_a_real_browser(server, clips, tmp_path):
         browser.find_element(By.ID, "file").send_keys(str(bad))
         WebDriverWait(browser, 60).until(lambda b: "error" in b.find_element(By.ID, "status").get_attribute("class"))
         assert browser.find_element(By.ID, "status").text.startswith("415: notes.wav: not an audio file")
-        for card in ("results", "timeline-card", "spectrogram-card"):
+        for card in ("results", "timeline-card", "events-card", "spectrogram-card"):
             assert not browser.find_element(By.ID, card).is_displayed(), card
         assert not browser.find_elements(By.CSS_SELECTOR, "#labels .label, .axis .tick")
         assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page-after-a-bad-upload.png"))
@@ -554,6 +555,38 @@ def test_page_in_a_real_browser(server, clips, tmp_path):
         assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-docs.png"))
     finally:
         browser.quit()
+
+
+def _events_follow_the_threshold(browser, server: Server, clips) -> None:
+    """The page's events at two thresholds (the slider moved, the server asked again) are the API's at each:
+    one below the top label's lowest window score (an event over the whole file), one above every score (none)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    result = server.post("/v1/classify?top_k=6", read(clips["long_wav"]), "audio/wav")[1]  # every label, each window
+    top = result["labels"][0]["label"]
+    track = [next(x["score"] for x in w["labels"] if x["label"] == top) for w in result["windows"]]
+    shown = {}
+    highest = max(x["score"] for w in result["windows"] for x in w["labels"])
+    for threshold in (max(0.05, np.floor(min(track) * 100) / 100), np.ceil(highest * 100) / 100 + 0.01):
+        browser.execute_script("const t = document.getElementById('threshold'); t.value = arguments[0]; "
+                               "t.dispatchEvent(new Event('input')); t.dispatchEvent(new Event('change'));",
+                               f"{threshold:.2f}")
+        WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "events").get_attribute("data-threshold")
+                                         and float(b.find_element(By.ID, "events").get_attribute("data-threshold"))
+                                         == pytest.approx(threshold))
+        rows = [tuple(cell.text for cell in row.find_elements(By.CSS_SELECTOR, ".c0, .c1, .c2"))
+                for row in browser.find_elements(By.CSS_SELECTOR, "#events .event")]
+        status, answer = server.post(f"/v1/classify?events=true&threshold={threshold:.2f}", read(clips["long_wav"]),
+                                     "audio/wav")
+        assert status == 200 and rows == [(e["label"], f"{e['start']:.2f}", f"{e['end']:.2f}")
+                                          for e in answer["events"]], (threshold, rows)
+        shown[threshold] = rows
+        if len(shown) == 1:
+            assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page-events.png"))
+    low, high = shown.values()
+    assert (top, "0.00", f"{result['duration']:.2f}") in low and high == [], shown
+    assert browser.find_element(By.CSS_SELECTOR, "#events .none").text == f"No score reaches {threshold:.2f}."
 
 
 def test_sigterm_finishes_the_request_in_flight(keyed_server, clips, tmp_path):
