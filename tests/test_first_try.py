@@ -353,14 +353,17 @@ def test_usage_errors_exit_2_before_any_work(tmp_path, checkpoint, capsys):
 def test_an_output_where_no_file_can_be_created_is_refused_before_the_model_loads(tmp_path, capsys):
     clip = write(tmp_path / "clip.wav", 1.0)
     missing_model = str(tmp_path / "no-model")  # loading it would fail: the check must come first
+    pipe = tmp_path / "pipe.jsonl"  # a FIFO (as /dev/null is a device): the output would be renamed onto it
+    os.mkfifo(pipe)
     for arguments, message in [(["classify", clip, "-o", "/proc/r.jsonl"], "--output /proc/r.jsonl: "),
                                (["classify", clip, "--plot", "/proc/p.png"], "--plot /proc/p.png: "),
                                (["embed", clip, "-o", "/proc/emb"], "--output-dir /proc/emb: "),
-                               (["classify", clip, "-o", "/proc/a\nb.jsonl"], "--output /proc/a\\nb.jsonl: ")]:
+                               (["classify", clip, "-o", "/proc/a\nb.jsonl"], "--output /proc/a\\nb.jsonl: "),
+                               (["classify", clip, "-o", str(pipe)], f"--output {pipe}: not a regular file")]:
         code, _, err = run_cli([*arguments, "--model", missing_model], capsys)
-        assert code == 2 and message in err and "the folder /proc" in err, (arguments, err)
+        assert code == 2 and message in err and ("the folder /proc" in err or "regular" in err), (arguments, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert not [name for name in os.listdir(tmp_path) if name.startswith(".ast-audio-probe")]
+    assert sorted(os.listdir(tmp_path)) == ["clip.wav", "pipe.jsonl"]  # no probe, lock or partial left
 
 
 def test_resume_knows_the_model_by_its_place_and_content(tmp_path, capsys, monkeypatch):

@@ -85,6 +85,9 @@ def check_output_file(path: str, option: str = "--output", example: str = "resul
         raise UsageError(f"{option}: an empty name; expected a file name, e.g. {example}")
     if path.endswith(os.sep) or os.path.isdir(path):
         raise UsageError(f"{option} {path}: is a folder; expected a file name, e.g. {os.path.join(path, example)}")
+    if os.path.exists(path) and not os.path.isfile(path):  # the finished output is renamed onto it
+        raise UsageError(f"{option} {path}: not a regular file (a device, pipe or socket); expected a file name, "
+                         f"e.g. {example}")
     if os.path.exists(path):
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_APPEND))  # opened to write, nothing written
