@@ -187,10 +187,11 @@ def assert_same_record(got, expected, where="record"):
 
 # The answers of the parity job: a class selection (two of the model's classes and a group of two others) and
 # events, thresholds between the track values of long.wav's "sound 4" (0.2921-0.3007; none within 5e-4 of
-# them) so that it gives events, one of them reaching the file's end, and the other classes none.
+# them) so that it gives events, one of them reaching the file's end, and the other classes none; two rounds
+# of the finer pass move boundaries off the window edges.
 SELECTED = ["sound 4", "sound 1", "pair"]
 ANSWERS = ["--events", "--threshold", "0.297", "--threshold-off", "0.296", "--include", "sound 4", "--include",
-           "sound 1", "--include", "pair", "--group", "pair=sound 0,sound 3"]
+           "sound 1", "--include", "pair", "--group", "pair=sound 0,sound 3", "--refine", "2"]
 
 
 def json_lines(*files) -> dict[str, dict]:
@@ -249,11 +250,16 @@ def test_replicas_taking_every_cpu_are_fitted_and_give_the_local_records(driver,
     """Two replicas of the default 1 CPU would take both CPUs of the cluster and leave decoding none (the job
     hung for ever): they are lowered to fit, with a note, and the job finishes within its stall bound. Each
     row, read from Ray's Parquet, is the local engine's JSON lines record, with the same class selection
-    (--include, --group) and the same `events` (--events and its thresholds); the Parquet schema is its typed
-    form (`events` a list of structs). The parity of the three front ends: a long file (12 windows) and a file
-    that is not audio give the same record, field by field, from the local engine, Ray and the service (its
-    answer, the upload named as the file; a bad upload's error, its status from the error's type)."""
+    (--include, --group) and the same `events` (--events, its thresholds, the finer pass); the Parquet schema is
+    its typed form (`events` a list of structs). The parity of the three front ends: a long file (12 windows)
+    and a file that is not audio give the same record, field by field, from the local engine, Ray and the
+    service (its answer to the same selection and events as query parameters, the upload named as the file;
+    a bad upload's error, its status from the error's type)."""
+    from urllib.parse import urlencode
+
     from ast_audio import AudioClassifier
+    from ast_audio.answers.events import EventOptions
+    from ast_audio.answers.options import AnswerOptions
     from ast_audio.jobs.records import clip_json, json_record, schema
 
     assert main(["classify", str(archive), "--model", ray_checkpoint, "-f", "jsonl", "-o", str(tmp_path / "l.jsonl"),
@@ -287,16 +293,25 @@ def test_replicas_taking_every_cpu_are_fitted_and_give_the_local_records(driver,
     events = rows[str(archive / "long.wav")]["events"]
     assert len(events) >= 2 and {event["label"] for event in events} == {"sound 4"}, events  # others never fire
     assert events[-1]["end"] == 8.0 and all(e["score"] >= 0.297 and e["mean"] >= 0.296 for e in events), events
+    edges = {edge for window in rows[str(archive / "long.wav")]["windows"] for edge in (window["start"], window["end"])}
+    assert {edge for e in events for edge in (e["start"], e["end"])} - edges, events  # the finer pass ran
 
-    plain = {result.source: clip_json(result) for result in AudioClassifier.from_pretrained(ray_checkpoint)
-             .iter_classify([str(archive / "long.wav"), str(archive / "broken.mp3")])}
+    # The service takes the same answers as query parameters, except the finer pass: it is compared with the
+    # local engine's record of those.
+    answers = AnswerOptions(events=EventOptions(threshold=0.297, threshold_off=0.296), include=SELECTED,
+                            groups={"pair": ["sound 0", "sound 3"]})
+    query = urlencode([("events", "true"), ("threshold", "0.297"), ("threshold_off", "0.296"),
+                       *(("include", label) for label in SELECTED), ("group", "pair=sound 0,sound 3")])
+    first_pass = {result.source: clip_json(result) for result in AudioClassifier.from_pretrained(
+        ray_checkpoint, answers=answers).iter_classify([str(archive / "long.wav"), str(archive / "broken.mp3")])}
+    assert first_pass[str(archive / "long.wav")]["events"]
     for name, status in (("long.wav", 200), ("broken.mp3", 415)):
         path = str(archive / name)
-        got, answer = post(service, f"/v1/classify?filename={name}", (archive / name).read_bytes())
+        got, answer = post(service, f"/v1/classify?filename={name}&{query}", (archive / name).read_bytes())
         assert got == status, answer
         served = answer if status == 200 else {"path": name, **answer}
         expected = {key: value.replace(path, name) if isinstance(value, str) else value
-                    for key, value in plain[path].items()}
+                    for key, value in first_pass[path].items()}
         assert_same_record(served, expected, f"served {name}")
         assert_same_record(rows[path], local[path], f"ray {name}")
 
@@ -322,7 +337,7 @@ def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(d
     from ast_audio.distributed import tag
     from ast_audio.distributed.resources import waiting_for
     from ast_audio.distributed.stream import StalledError, stream_rows
-    from ast_audio.jobs.records import clip_record, schema
+    from ast_audio.jobs.records import clip_record, json_record, schema
 
     paths = [str(archive / name) for name in ("long.wav", "clip00.flac", "broken.mp3")]
     answers = {"exclude": ["sound 2"], "events": EventOptions(threshold=0.297, threshold_off=0.296)}
@@ -344,7 +359,8 @@ def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(d
     local = AudioClassifier.from_pretrained(ray_checkpoint, batch_size=3, **answers).classify(paths[:2])
     for result in local:
         expected = clip_record(result, 3, True, embeddings=True)
-        assert_same_record({**rows[result.source], "embedding": None}, {**expected, "embedding": None}, result.source)
+        assert_same_record(json_record({**rows[result.source], "embedding": None}),
+                           json_record({**expected, "embedding": None}), result.source)
         np.testing.assert_allclose(rows[result.source]["embedding"], result.embedding, atol=1e-5)
     assert len(rows[paths[0]]["windows"]) == 12
     assert rows[paths[0]]["events"] and all(label["label"] != "sound 2" for label in rows[paths[0]]["labels"])
