@@ -6,10 +6,12 @@ answers=...)` takes it, and the service and Ray take the same object. `AnswerOpt
 for one model's labels, into `Answers`, the precomputed plan `inference.prepare.assemble` applies to every
 input's window scores: first the selection (`answers.selection.ClassSelection`: rollup, groups, include,
 exclude), so that labels, pooled scores, top-k, the timeline and the events all use the selected classes;
-then the events (`answers.events.events_from_windows`) from the selected window scores.
+then the events (`answers.events.events_from_windows`) from the selected window scores, and the decisions
+(`answers.decisions`: the selected classes at or above their thresholds, for the clip and each window).
 
     >>> AnswerOptions(events=True, include=["Dog", "Cat"])                      # events of two classes
     >>> AnswerOptions(events=EventOptions(threshold=0.6, min_gap=1.0), rollup=True, groups={"pet": ["Dog", "Cat"]})
+    >>> AnswerOptions(decide=Path("ckpt/thresholds.json"))                   # labels above their thresholds
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ast_audio.answers.decisions import Decision, DecisionThresholds, decisions_of
 from ast_audio.answers.events import Event, EventOptions, events_from_windows
 from ast_audio.answers.selection import ClassSelection, read_label_file
 from ast_audio.errors import ConfigError
@@ -70,6 +73,11 @@ class AnswerOptions:
     refine: rounds of the finer pass (`answers.refine`; 0: off): each round scores one extra window per event
         boundary and halves the stretch the boundary is known to (a hop after the first pass), so r rounds
         give boundaries to hop / 2**r for 2 r extra windows per event (`inference.finer`).
+    decide: report the labels at or above their thresholds, per clip and per window (`answers.decisions`):
+        True (0.5 for every label), a global threshold, a `Thresholds` or a path (`os.PathLike`) to a
+        thresholds.json (read here), or a `DecisionThresholds`; None (off). The Python API reads no file
+        unless given one; the command line and the service take the checkpoint's thresholds.json
+        (`from_args`).
 
     Raises `ConfigError` (one line) for values of the wrong kind; names are checked against a model's labels
     by `build`.
@@ -81,6 +89,7 @@ class AnswerOptions:
     rollup: bool = False
     events: EventOptions | bool | None = None
     refine: int = 0
+    decide: DecisionThresholds | Any = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "include", _names(self.include, "include"))
@@ -99,6 +108,7 @@ class AnswerOptions:
             raise ConfigError(f"refine must be a number of rounds >= 0, got {self.refine!r}")
         if self.refine and events is None:
             raise ConfigError("refine (the finer pass) sharpens events: turn events on")
+        object.__setattr__(self, "decide", DecisionThresholds.of(self.decide))
 
     @property
     def selects(self) -> bool:
@@ -107,12 +117,13 @@ class AnswerOptions:
 
     @property
     def active(self) -> bool:
-        """True when the options change anything (a selection, or events)."""
-        return self.selects or self.events is not None
+        """True when the options change anything (a selection, events, or decisions)."""
+        return self.selects or self.events is not None or self.decide is not None
 
     def numbers(self) -> dict[str, Any]:
         """The options that change an output's numbers, JSON-native (lists, not tuples, so a resume compares
-        them with what it read back): "selection" when the classes change, "events" when events are on;
+        them with what it read back): "selection" when the classes change, "events" when events are on,
+        "decide" when decisions are (`DecisionThresholds.numbers`: the default and a hash of the thresholds);
         empty by default (so outputs written before these options existed resume as before)."""
         out: dict[str, Any] = {}
         if self.selects:
@@ -129,6 +140,8 @@ class AnswerOptions:
                              "class_thresholds": {label: value for label, value in events.class_thresholds}}
             if self.refine:
                 out["events"]["refine"] = self.refine
+        if self.decide is not None:
+            out["decide"] = self.decide.numbers()
         return out
 
     def build(self, labels: Sequence[str], label_ids: Sequence[str | None] | None = None) -> "Answers":
@@ -143,11 +156,13 @@ class AnswerOptions:
         """The options of a command line (`commands.classify`): --events, --threshold, --threshold-off,
         --min-duration, --min-gap, --thresholds FILE (any of these implies events; events only for a command
         that declares --events), --include, --exclude (names, or @FILE), --group NAME=LABEL,LABEL (repeated),
-        --rollup. Attributes the command does not declare are off. Raises `ConfigError` for a bad value or an unreadable file, naming it."""
+        --rollup, --decide (thresholds from --thresholds FILE, else the checkpoint folder's thresholds.json, else
+        --threshold for every class, else 0.5; with --decide, --threshold and --thresholds no longer imply
+        events). Attributes the command does not declare are off. Raises `ConfigError` for a bad value or an unreadable file, naming it."""
         get = functools.partial(getattr, args)
         return cls(include=_cli_names(get("include", None)), exclude=_cli_names(get("exclude", None)),
                    groups=_cli_groups(get("group", None) or []), rollup=get("rollup", False),
-                   events=_cli_events(args), refine=get("refine", None) or 0)
+                   events=_cli_events(args), refine=get("refine", None) or 0, decide=_cli_decide(args))
 
 
 THRESHOLDS_NAME = "thresholds.json"  # `ast-audio calibrate`'s per-class thresholds, beside the checkpoint
@@ -163,23 +178,44 @@ def _cli_events(args: Any) -> EventOptions | None:
     get = functools.partial(getattr, args)
     given = {name: get(name, None) for name in ("threshold", "threshold_off", "min_duration", "min_gap")}
     given = {name: value for name, value in given.items() if value is not None}
-    path = get("thresholds", None)
-    if not (get("events", False) or given or path or get("refine", None)):
+    deciding = get("decide", False)  # then --threshold and --thresholds are the decisions', not a call for events
+    implying = [name for name in given if not (deciding and name == "threshold")]
+    if not (get("events", False) or implying or (get("thresholds", None) and not deciding) or get("refine", None)):
         return None
-    model = get("model", None)
-    if path is None and isinstance(model, (str, os.PathLike)):
-        beside = os.path.join(os.fspath(model), THRESHOLDS_NAME)
-        path = beside if os.path.isfile(beside) else None
     own: dict[str, float] = {}
-    if path is not None:
-        from ast_audio.answers.thresholds import Thresholds
-
-        thresholds = Thresholds.read(path)
+    thresholds = _cli_thresholds(args)
+    if thresholds is not None:
         given["threshold"], own = thresholds.default, dict(thresholds.thresholds)
     threshold = given.get("threshold", EventOptions.threshold)
     if "threshold_off" not in given and isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
         given["threshold_off"] = min(0.6 * threshold, threshold)
     return EventOptions(**given, class_thresholds=own)
+
+
+def _cli_thresholds(args: Any):
+    """The `answers.thresholds.Thresholds` of a command line: --thresholds FILE, else the checkpoint folder's
+    thresholds.json when it has one, else None."""
+    path, model = getattr(args, "thresholds", None), getattr(args, "model", None)
+    if path is None and isinstance(model, (str, os.PathLike)):
+        beside = os.path.join(os.fspath(model), THRESHOLDS_NAME)
+        path = beside if os.path.isfile(beside) else None
+    if path is None:
+        return None
+    from ast_audio.answers.thresholds import Thresholds
+
+    return Thresholds.read(path)
+
+
+def _cli_decide(args: Any) -> DecisionThresholds | None:
+    """The decisions of a command line (--decide): the thresholds file's (`_cli_thresholds`), as events take
+    them (its default replaces --threshold), else --threshold for every class, else 0.5."""
+    if not getattr(args, "decide", False):
+        return None
+    thresholds = _cli_thresholds(args)
+    if thresholds is not None:
+        return DecisionThresholds.of(thresholds)
+    threshold = getattr(args, "threshold", None)
+    return DecisionThresholds() if threshold is None else DecisionThresholds(threshold)
 
 
 def _cli_names(values: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -220,7 +256,8 @@ class Answers:
     """`AnswerOptions` built for one model: the selection plan and the event options.
 
     model_labels: the model's classes, as its scores give them; labels: the output classes (after the
-    selection); selection: None when the classes are the model's unchanged; events: None when off.
+    selection); selection: None when the classes are the model's unchanged; events: None when off; decide:
+    the thresholds of the decisions (`answers.thresholds.Thresholds`), None when off.
     """
 
     options: AnswerOptions
@@ -228,6 +265,7 @@ class Answers:
     labels: tuple[str, ...]
     selection: ClassSelection | None
     events: EventOptions | None
+    decide: Any = None  # `Thresholds`, None when off
 
     def select(self, scores: np.ndarray) -> np.ndarray:
         """Scores (..., model classes) -> (..., output classes), the same dtype; unchanged without a selection.
@@ -249,6 +287,14 @@ class Answers:
             return []
         return events_from_windows(windows, selected_scores, self.labels, self.events)
 
+    def decisions(self, selected_scores: np.ndarray) -> list[list[Decision]] | None:
+        """For each row of `selected_scores` (rows, output classes: a clip's pooled scores, or its windows'),
+        the labels at or above their thresholds, highest score first (`answers.decisions.decisions_of`); None
+        when decisions are off."""
+        if self.decide is None:
+            return None
+        return decisions_of(selected_scores, self.labels, self.decide)
+
 
 @functools.lru_cache(maxsize=64)
 def _build(options: AnswerOptions, labels: tuple[str, ...], label_ids: tuple[str | None, ...] | None) -> Answers:
@@ -261,4 +307,5 @@ def _build(options: AnswerOptions, labels: tuple[str, ...], label_ids: tuple[str
         if selection.is_identity:
             selection = None
     output = labels if selection is None else selection.labels
-    return Answers(options, labels, tuple(output), selection, options.events)
+    decide = None if options.decide is None else options.decide.thresholds()
+    return Answers(options, labels, tuple(output), selection, options.events, decide)

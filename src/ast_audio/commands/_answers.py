@@ -15,7 +15,7 @@ from ast_audio.errors import UsageError
 
 
 def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
-    """--events, its thresholds and durations, and the class selection (--include, --exclude, --group,
+    """--events, its thresholds and durations, --decide, and the class selection (--include, --exclude, --group,
     --rollup)."""
     events = parser.add_argument_group(
         "events", "sound events with an onset and an offset, one per sound: the window scores are combined into "
@@ -41,6 +41,14 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
     events.add_argument("--thresholds", metavar="FILE",
                         help="a threshold per class (thresholds.json from ast-audio calibrate; default: the "
                         "checkpoint folder's thresholds.json when it has one, with events on)")
+    decisions = parser.add_argument_group(
+        "decisions", "the labels present: every class whose clip score (and, per window, whose window score) is "
+        "at or above its threshold, not only the top-k; thresholds from --thresholds FILE, else the checkpoint "
+        "folder's thresholds.json (ast-audio calibrate), else --threshold for every class (default 0.5); a class "
+        "without its own threshold (a --group, a --rollup parent) uses the file's default")
+    decisions.add_argument("--decide", action="store_true",
+                           help="report the labels above their thresholds per file and window (with --decide, "
+                           "--threshold and --thresholds set the decisions' thresholds and do not turn events on)")
     selection = parser.add_argument_group(
         "classes", "the classes scored, labelled and found as events (applied before --top-k and events); names "
         "match the checkpoint's labels exactly (AudioSet names hold commas: 'Male speech, man speaking')")

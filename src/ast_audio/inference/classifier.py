@@ -8,6 +8,7 @@ read one window at a time so memory is bounded by the batch, not the file.
 from __future__ import annotations
 
 import os
+import pathlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -113,6 +114,7 @@ class AudioClassifier:
         exclude: Sequence[str] | os.PathLike | None = None,
         groups: Mapping[str, Sequence[str]] | None = None,
         rollup: bool = False,
+        decide: Any = None,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
@@ -128,15 +130,24 @@ class AudioClassifier:
         Answers (`ast_audio.answers.options.AnswerOptions`): pass one `answers` object, or its fields as
         keywords (not both): `events` (`EventOptions`, or True for the defaults: threshold 0.5, off 0.3),
         `include` / `exclude` (label names, or a Path to a file of them), `groups` ({name: [label, ...]}),
-        `rollup` (AudioSet hierarchy). Results then carry the selected labels and `ClipResult.events`.
+        `rollup` (AudioSet hierarchy), `decide` (True: the checkpoint's thresholds.json when it has one, else
+        0.5 for every class; or what `AnswerOptions(decide=...)` takes). Results then carry the selected labels,
+        `ClipResult.events` and `ClipResult.decisions`.
         """
-        shortcuts = dict(events=events, include=include, exclude=exclude, groups=groups or (), rollup=rollup)
-        if answers is not None and AnswerOptions(**shortcuts).active:
-            raise ConfigError("pass either answers= or its fields (events, include, exclude, groups, rollup), not both")
-        answers = answers or AnswerOptions(**shortcuts)
         from ast_audio.hub import resolve_file
 
         hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        if decide is True:
+            from ast_audio.answers.options import THRESHOLDS_NAME
+
+            beside = resolve_file(model, THRESHOLDS_NAME, required=False, **hub)
+            decide = pathlib.Path(beside) if beside else True
+        shortcuts = dict(events=events, include=include, exclude=exclude, groups=groups or (), rollup=rollup,
+                         decide=decide)
+        if answers is not None and AnswerOptions(**shortcuts).active:
+            raise ConfigError("pass either answers= or its fields (events, include, exclude, groups, rollup, "
+                              "decide), not both")
+        answers = answers or AnswerOptions(**shortcuts)
         network = ASTForAudioClassification.from_pretrained(
             model, dtype=dtype, attn_implementation=attn_implementation, **hub
         )

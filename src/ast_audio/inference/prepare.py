@@ -18,7 +18,7 @@ import numpy as np
 from ast_audio.answers.options import AnswerOptions, Answers
 from ast_audio.errors import AudioError
 from ast_audio.features.timing import Timing
-from ast_audio.inference.results import ClipResult
+from ast_audio.inference.results import ClipResult, pool_scores
 from ast_audio.inference.sources import AudioInput, AudioSource
 from ast_audio.inference.windows import plan_windows
 
@@ -98,20 +98,26 @@ def assemble(plan: WindowPlan, scores: np.ndarray, embeddings: np.ndarray, label
 
     `answers` (options, or options built for `labels`): the class selection is applied to the window scores
     first, so the result's labels, clip scores, top-k, timeline and events all use the selected classes;
-    with events on, `events` are found in the selected window scores. Raises `ConfigError` for a selection
+    with events on, `events` are found in the selected window scores; with decisions on, `decisions` holds the
+    selected classes whose pooled clip score is at or above their threshold and `window_decisions` those of
+    each window (`answers.decisions`). Raises `ConfigError` for a selection
     that names a label the model lacks (or rollup over labels that are not AudioSet's)."""
     if len(scores) != len(plan.windows) or len(embeddings) != len(plan.windows):
         raise ValueError(f"{plan.source}: {len(plan.windows)} windows but {len(scores)} scores and "
                          f"{len(embeddings)} embeddings")
-    events = None
+    events = decisions = window_decisions = None
     if isinstance(answers, AnswerOptions):
         answers = answers.build(labels)
     if answers is not None:
         scores, labels = answers.select(scores), list(answers.labels)
         events = answers.detect(plan.windows, scores)
+        if answers.decide is not None and len(scores):
+            decisions = answers.decisions(pool_scores(scores, pooling))[0]
+            window_decisions = answers.decisions(scores)
     return ClipResult(source=plan.source, duration=plan.duration, windows=list(plan.windows),
                       window_scores=scores, window_embeddings=embeddings, labels=labels, pooling=pooling,
-                      warning=plan.warning or None, events=events)
+                      warning=plan.warning or None, events=events, decisions=decisions,
+                      window_decisions=window_decisions)
 
 
 def failed(source: str, error: str, labels: list[str] | None = None) -> ClipResult:

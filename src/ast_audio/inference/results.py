@@ -43,6 +43,10 @@ class ClipResult:
     warning: str | None = None  # e.g. "decoded 42.1 s of 60.0 s declared" for a partial download
     events: list[Any] | None = None  # `answers.events.Event`s, sorted by start; None when events are off
     extra_windows: int = 0  # windows the finer pass scored beside `windows` (`inference.finer`)
+    # `answers.decisions.Decision`s, highest score first, of the clip (its pooled scores) and of each window;
+    # None when decisions are off
+    decisions: list[Any] | None = None
+    window_decisions: list[list[Any]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -62,14 +66,19 @@ class ClipResult:
         return top_labels(self.scores, self.labels, k)
 
     def timeline(self, k: int = 5) -> list[dict[str, Any]]:
-        return [
+        """Per window: start, end (s), its `k` top labels, and its `decisions` when they were asked for."""
+        windows = [
             {"start": float(start), "end": float(end), "labels": top_labels(scores, self.labels, k)}
             for (start, end), scores in zip(self.windows, self.window_scores)
         ]
+        for window, decided in zip(windows, self.window_decisions or ()):
+            window["decisions"] = [decision.to_dict() for decision in decided]
+        return windows
 
     def to_dict(self, top_k: int = 5, timeline: bool = True) -> dict[str, Any]:
         """JSON-ready summary: path, duration, top labels, pooling, (optionally) the window timeline, and the
-        events ({label, start, end, score, mean}, seconds) when they were asked for: the
+        events ({label, start, end, score, mean}, seconds) and the decisions ({label, score, threshold}, highest
+        score first; per window too) when they were asked for: the
         record of `ast_audio.jobs.records.clip_json` (every front end writes it through there)."""
         if not self.ok:
             return {"path": self.source, "error": self.error}
@@ -83,4 +92,6 @@ class ClipResult:
             out["windows"] = self.timeline(top_k)
         if self.events is not None:
             out["events"] = [event.to_dict() for event in self.events]
+        if self.decisions is not None:
+            out["decisions"] = [decision.to_dict() for decision in self.decisions]
         return out

@@ -2,12 +2,14 @@
 service write.
 
 - `clip_json`: the JSON / JSON lines record (`ClipResult.to_dict`: path, duration, pooling, labels
-  [{label, score}], warning, windows [{start, end, labels}], events [{label, start, end, score, mean}] when
-  events were asked for; or path and error), the service's /v1/classify answer;
+  [{label, score}], warning, windows [{start, end, labels, decisions}], events [{label, start, end, score,
+  mean}] when events were asked for, decisions [{label, score, threshold}] when decisions were; or path and
+  error), the service's /v1/classify answer;
 - `clip_record`: the same as a table row with every column of `COLUMNS` (`schema`: its typed Arrow form, for
   Parquet with pyarrow, pandas, DuckDB; `json_record` back to the JSON form);
 - `embedding_record`: the embed index line (`ast-audio embed`'s index.jsonl, the service's /v1/embed);
-- `csv_rows`: the CSV rows (`CSV_COLUMNS`: a row per label of the clip and of each window, and per event);
+- `csv_rows`: the CSV rows (`CSV_COLUMNS`: a row per label of the clip and of each window, per event, and per
+  decision of the clip and of each window);
 - `error_record` / `unreadable`: an input that failed, and a place a listing could not read.
 """
 
@@ -20,7 +22,7 @@ from ast_audio.inference.results import ClipResult
 
 
 # The columns of a row, in the order of `ClipResult.to_dict`'s keys (so a row less its nulls is that record).
-COLUMNS = ("path", "duration", "pooling", "labels", "warning", "windows", "events", "error")
+COLUMNS = ("path", "duration", "pooling", "labels", "warning", "windows", "events", "decisions", "error")
 
 
 def clip_record(result: ClipResult, top_k: int = 5, timeline: bool = True, embeddings: bool = False) -> dict[str, Any]:
@@ -46,8 +48,11 @@ def csv_rows(result: ClipResult, top_k: int = 5, timeline: bool = True) -> list[
     """The CSV rows of one input (`CSV_COLUMNS`): level "clip" for its `top_k` labels (start 0, end its duration,
     rank from 1, scores with 6 decimals) and, with `timeline`, level "window" for each window's, only for inputs
     of more than one window (a single window's scores are the clip's); with events, level "event" for each
-    event (its start and end in seconds, rank empty, score its peak), in order of start; an input that failed
-    is one clip row with its error."""
+    event (its start and end in seconds, rank empty, score its peak), in order of start; with decisions, level
+    "decision" for each label of the clip at or above its threshold (start 0, end its duration, rank from 1 by
+    score, its pooled score) and, with `timeline` and more than one window, level "window decision" for each
+    window's (that window's start, end and score); the thresholds are the job's (its thresholds.json). An
+    input that failed is one clip row with its error."""
     if not result.ok:
         return [[result.source, "clip", "", "", "", "", "", result.error, ""]]
     warning = result.warning or ""
@@ -59,6 +64,13 @@ def csv_rows(result: ClipResult, top_k: int = 5, timeline: bool = True) -> list[
                  for window in result.timeline(top_k) for rank, item in enumerate(window["labels"], 1)]
     rows += [[result.source, "event", round(event.start, 3), round(event.end, 3), "", event.label,
               f"{event.score:.6f}", "", warning] for event in result.events or ()]
+    rows += [[result.source, "decision", 0.0, float(result.duration), rank, decision.label,
+              f"{decision.score:.6f}", "", warning] for rank, decision in enumerate(result.decisions or (), 1)]
+    if timeline and len(result.windows) > 1:
+        rows += [[result.source, "window decision", float(start), float(end), rank, decision.label,
+                  f"{decision.score:.6f}", "", warning]
+                 for (start, end), decided in zip(result.windows, result.window_decisions or ())
+                 for rank, decision in enumerate(decided, 1)]
     return rows
 
 
@@ -94,23 +106,31 @@ def embedding_record(result: ClipResult, embedding: Any, window_embeddings: Any 
 
 
 def json_record(row: dict[str, Any]) -> dict[str, Any]:
-    """A row back in the JSON form of `ClipResult.to_dict` (its null columns left out)."""
-    return {key: value for key, value in row.items() if value is not None}
+    """A row back in the JSON form of `ClipResult.to_dict` (its null columns left out, and the windows' null
+    decisions: a table's windows all have the field)."""
+    record = {key: value for key, value in row.items() if value is not None}
+    if record.get("windows"):
+        record["windows"] = [{key: value for key, value in window.items() if key != "decisions" or value is not None}
+                             for window in record["windows"]]
+    return record
 
 
 def schema(embedding_size: int | None = None):
     """The rows' Arrow schema, the typed form of the JSON record: `labels` list<struct<label, score>>, `windows`
-    list<struct<start, end, labels>> (seconds), `events` list<struct<label, start, end, score, mean>> (seconds;
-    null when events were not asked for); `embedding_size` adds a fixed-size list column of float32."""
+    list<struct<start, end, labels, decisions>> (seconds), `events` list<struct<label, start, end, score, mean>>
+    (seconds; null when events were not asked for), `decisions` list<struct<label, score, threshold>> (null
+    when decisions were not asked for; in windows too); `embedding_size` adds a fixed-size list column of float32."""
     import pyarrow as pa
 
     label = pa.struct([("label", pa.string()), ("score", pa.float64())])
-    window = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("labels", pa.list_(label))])
+    decision = pa.struct([("label", pa.string()), ("score", pa.float64()), ("threshold", pa.float64())])
+    window = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("labels", pa.list_(label)),
+                        ("decisions", pa.list_(decision))])
     event = pa.struct([("label", pa.string()), ("start", pa.float64()), ("end", pa.float64()),
                        ("score", pa.float64()), ("mean", pa.float64())])
     fields = [("path", pa.string()), ("duration", pa.float64()), ("pooling", pa.string()),
               ("labels", pa.list_(label)), ("warning", pa.string()), ("windows", pa.list_(window)),
-              ("events", pa.list_(event)), ("error", pa.string())]
+              ("events", pa.list_(event)), ("decisions", pa.list_(decision)), ("error", pa.string())]
     if embedding_size:
         fields.append(("embedding", pa.list_(pa.float32(), embedding_size)))
     return pa.schema(fields)

@@ -137,7 +137,12 @@ class TableRenderer(Renderer):
         if self.timeline and count > 1:
             for window in result.timeline(min(self.top_k, 3)):
                 labels = ", ".join(f"{i['label']} {i['score']:.2f}" for i in window["labels"])
+                if "decisions" in window:  # the window's labels at or above their thresholds, after a bar
+                    labels += "  | " + (", ".join(d["label"] for d in window["decisions"]) or "-")
                 lines.append(f"    {window['start']:8.2f}-{window['end']:8.2f} s  {labels}")
+        if result.decisions is not None:
+            lines.append(f"  decisions: {len(result.decisions)} above their thresholds")
+            lines += [f"  {d.score:7.4f}  {d.label} (>= {d.threshold:.4g})" for d in result.decisions]
         if result.events is not None:
             lines.append(f"  events: {len(result.events)}")
             lines += [f"    {e.start:8.2f}-{e.end:8.2f} s  {e.label} {e.score:.2f} (mean {e.mean:.2f})"
