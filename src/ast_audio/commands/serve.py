@@ -13,7 +13,9 @@ DESCRIPTION = (
     "Serve a checkpoint over HTTP (needs pip install 'ast-audio[serve]'). POST /v1/classify and /v1/embed take an "
     "upload (multipart field 'file', or the raw body with an audio content type); GET /v1/model, /healthz, /readyz, "
     "/metrics (Prometheus), /openapi.json, and /docs (Swagger UI, from files in the package: works offline); / is a "
-    "web page. Windows of concurrent requests share model calls. "
+    "web page (with events on a timeline and a threshold slider). /v1/classify takes classify's events and class "
+    "selection options as query parameters (events, threshold, threshold_off, min_duration, min_gap, include, "
+    "exclude, group, rollup). Windows of concurrent requests share model calls. "
     "Binds 127.0.0.1 by default. SIGTERM or Ctrl-C: stop accepting, answer 503 to requests the model has not "
     "started on, finish the started ones (at most --shutdown-timeout-s), exit 0; a second signal stops at once."
 )

@@ -107,8 +107,8 @@ class Service:
     def prepare(self, ticket: Ticket, upload: Upload, data: bytes, window: float, hop: float) -> None:
         """Open `data` (`inference.prepare.prepare`), keep its window plan in `upload`, queue its windows on
         `ticket` and feed their features a batch at a time (runs in the decoding pool, one task per request).
-        Any failure fails the ticket's request: `AudioError` for audio that cannot be used or is longer than the
-        server's limit, `QueueFullError`."""
+        Any failure fails the ticket's request: `AudioError` for audio that cannot be used, `RequestLimitError`
+        for more audio or windows than the server allows, `QueueFullError`, `ShuttingDownError`."""
         try:
             prepared = prepare(data, self.runner.timing, window=window, hop=hop, name=upload.name)
         except Exception as exc:
@@ -354,12 +354,14 @@ def _answer_query(
     exclude: list[str] | None = Query(None, description="label names to drop (repeat the parameter)"),
     group: list[str] | None = Query(None, description="NAME=LABEL,LABEL: a label scoring its members' maximum"),
     rollup: bool = Query(False, description="AudioSet parents score the maximum of their descendants"),
+    decide: bool = Query(False, description="the labels at or above their thresholds (the checkpoint's "
+                                            "thresholds.json, else threshold, else 0.5), per clip and window"),
 ) -> argparse.Namespace:
-    """The class selection and event options of a request, named as `classify`'s options (any of the four
-    event settings turns events on, as there)."""
+    """The class selection, event and decision options of a request, named as `classify`'s options (any of the
+    four event settings turns events on, as there, except threshold with decide: then it is the decisions')."""
     return argparse.Namespace(events=events, threshold=threshold, threshold_off=threshold_off,
                               min_duration=min_duration, min_gap=min_gap, include=include, exclude=exclude,
-                              group=group, rollup=rollup)
+                              group=group, rollup=rollup, decide=decide)
 
 
 def request_answers(service: Service, asked: argparse.Namespace) -> AnswerOptions:
