@@ -185,6 +185,31 @@ def test_classify_takes_the_answers_options_of_the_command_line(server, served_c
         assert status == 422 and message in answer["error"], answer
 
 
+def test_classify_decide_gives_the_decisions_of_the_command_line(server, served_checkpoint, clips, capsys):
+    """decide=true with a global threshold (the served checkpoint has no thresholds.json): the labels at or
+    above it, per clip and per window, as classify --decide --threshold writes them (no events)."""
+    plain = server.post("/v1/classify?top_k=6", read(clips["long_wav"]), "audio/wav")[1]
+    scores = np.unique([x["score"] for w in plain["windows"] for x in w["labels"]])
+    middle = scores[len(scores) // 4: 3 * len(scores) // 4 + 1]
+    gap = int(np.argmax(np.diff(middle)))  # a threshold far from every score: no decision rests on a rounding
+    threshold = float((middle[gap] + middle[gap + 1]) / 2)
+    status, served = server.post(f"/v1/classify?top_k=6&decide=true&threshold={threshold!r}",
+                                 read(clips["long_wav"]), "audio/wav")
+    assert status == 200, served
+    main(["classify", clips["long_wav"], "--model", served_checkpoint, "-f", "json", "-q", "-k", "6", "--decide",
+          "--threshold", repr(threshold)])
+    local = json.loads(capsys.readouterr().out)[0]
+    assert "events" not in served and "events" not in local
+    expected = [[x["label"] for x in w["labels"] if x["score"] >= threshold] for w in plain["windows"]]
+    assert [[d["label"] for d in w["decisions"]] for w in served["windows"]] == expected
+    assert 0 < sum(map(len, expected)) < 6 * len(expected)
+    for ours, theirs in [(served["decisions"], local["decisions"])] + list(zip(
+            [w["decisions"] for w in served["windows"]], [w["decisions"] for w in local["windows"]])):
+        assert [(d["label"], d["threshold"]) for d in ours] == [(d["label"], d["threshold"]) for d in theirs]
+        np.testing.assert_allclose([d["score"] for d in ours], [d["score"] for d in theirs], atol=1e-5)
+    assert [d["label"] for d in served["decisions"]] == [x["label"] for x in plain["labels"] if x["score"] >= threshold]
+
+
 def test_embed_and_model_endpoints(server, served_checkpoint, clips):
     status, served = server.post("/v1/embed?per_window=true", read(clips["long_wav"]))
     assert status == 200, served
