@@ -14,7 +14,7 @@ from ast_audio.errors import ASTAudioError, UsageError
 from ast_audio.printable import printable
 
 # name -> module in ast_audio.commands; each has add_arguments(parser) and run(args) -> exit code, and HELP.
-COMMANDS = ("classify", "embed", "serve", "train", "evaluate", "calibrate", "segments", "stats", "convert", "export")
+COMMANDS = ("classify", "embed", "serve", "train", "evaluate", "calibrate", "segments", "stats", "convert", "export", "listen")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,205 @@
+"""`ast-audio listen`: tag a stream as it plays (stdin, a network stream, a capture device), a JSON line a window."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+
+from ast_audio.commands._answers import add_answer_arguments
+from ast_audio.commands._common import add_model_options
+
+HELP = "tag a live stream (stdin, a URL, a capture device): one JSON line per window"
+DESCRIPTION = (
+    "Tag audio as it arrives. SOURCE is - (standard input: WAV or any container FFmpeg reads from a pipe, or raw "
+    "PCM with --raw-format, --rate, --channels), a URL FFmpeg opens (HTTP/HTTPS Icecast-style streams, RTSP, ...), "
+    "or omitted with --capture (an FFmpeg capture input, e.g. alsa:default). Windows of --window seconds every "
+    "--hop seconds are scored as soon as their audio is complete, with the numbers classify gives the same audio "
+    "as a file (exactly for audio at the model's rate, 16 kHz; other rates go through a streaming resampler). "
+    "Each window prints {start, end, labels, wall_time}; a reconnect prints {gap: {start, end}, wall_time}. "
+    "--duration, Ctrl-C and SIGTERM stop it cleanly (exit 0). Exit 1: the source cannot be read (one line on "
+    "stderr); 2: a usage error."
+)
+OWN_SIGNALS = True  # SIGTERM/SIGHUP stop the stream cleanly (exit 0), not as a job cut short
+
+RAW_FORMATS = {"s16le": "<i2", "f32le": "<f4"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", nargs="?", metavar="SOURCE",
+                        help="- for standard input, or a URL (http://, https://, rtsp://, ...)")
+    parser.add_argument("--capture", metavar="FORMAT:NAME",
+                        help="read a capture device through FFmpeg's input devices instead of SOURCE, e.g. "
+                             "alsa:default or alsa:hw:1 (the FFmpeg in PyAV's wheels has alsa; pulse needs a "
+                             "PyAV built against an FFmpeg with it)")
+    add_model_options(parser)
+    parser.add_argument("--window", type=float, help="window length in seconds (default: the model's input)")
+    parser.add_argument("--hop", type=float, help="seconds between window starts (default: half a window)")
+    parser.add_argument("--batch-size", type=int, default=8, help="most windows per model call (default 8)")
+    parser.add_argument("--top-k", "-k", type=int, default=5, help="labels per window (default 5)")
+    parser.add_argument("--raw-format", choices=tuple(RAW_FORMATS),
+                        help="standard input is raw PCM of this sample format (needs --rate; --channels default 1)")
+    parser.add_argument("--rate", type=int, help="sampling rate of raw PCM in Hz")
+    parser.add_argument("--channels", type=int, default=1, help="channels of raw PCM, interleaved (default 1)")
+    parser.add_argument("--duration", type=float, metavar="SECONDS",
+                        help="stop after this many seconds of stream time (the last windows cut there)")
+    parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
+                        help="a live source: drop whole windows (counted, with a warning) when the model falls "
+                             "behind, and reopen a URL that ends; default on for URLs and --capture, off for "
+                             "standard input, which is then read as fast as the model keeps up (never a drop)")
+    parser.add_argument("--reconnect", type=int, default=5, metavar="N",
+                        help="reopen a URL that fails (or ends, with --realtime) up to N times in a row, waiting "
+                             "1, 2, 4, ... s (default 5); the lost time is reported as a gap line")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no closing line on stderr")
+    add_answer_arguments(parser)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every option checked before the model loads (`UsageError`: exit 2)."""
+    from ast_audio.answers.options import AnswerOptions
+    from ast_audio.errors import ConfigError, UsageError
+
+    if (args.source is None) == (args.capture is None):
+        raise UsageError("give a SOURCE (- for standard input, or a URL) or --capture FORMAT:NAME, not both")
+    if args.raw_format and args.source != "-":
+        raise UsageError("--raw-format is for standard input (SOURCE -)")
+    if args.raw_format and not (args.rate and args.rate > 0):
+        raise UsageError(f"--raw-format {args.raw_format} needs --rate, the sampling rate in Hz (e.g. 16000)")
+    if args.channels < 1:
+        raise UsageError(f"--channels must be at least 1, got {args.channels}")
+    if args.capture and ":" not in args.capture:
+        raise UsageError(f"--capture {args.capture}: expected FORMAT:NAME, e.g. alsa:default")
+    if args.duration is not None and not args.duration > 0:
+        raise UsageError(f"--duration must be a positive number of seconds, got {args.duration}")
+    if args.top_k < 1 or args.batch_size < 1 or args.reconnect < 0:
+        raise UsageError("--top-k and --batch-size must be at least 1, --reconnect at least 0")
+    try:
+        answers = AnswerOptions.from_args(args)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    if answers.events is not None:
+        raise UsageError("listen does not find events yet: drop --events and its options")
+
+
+def open_source(args: argparse.Namespace, realtime: bool) -> Iterator:
+    """The chunks of the source the arguments name (`inference.stream.Chunk`s, and floats for lost seconds)."""
+    from ast_audio.inference.stream import reconnecting
+
+    if args.raw_format:
+        return raw_chunks(sys.stdin.buffer, RAW_FORMATS[args.raw_format], args.channels, args.rate)
+    if args.capture:
+        device_format, name = args.capture.split(":", 1)
+        return container_chunks(name, f"--capture {args.capture}", device_format)
+    if args.source == "-":
+        return container_chunks("pipe:0", "standard input")
+
+    if not realtime:  # a recording: reopening it would start it again, so a break ends it
+        return kept_until_broken(container_chunks(args.source, args.source))
+
+    def warn(attempt: int, reason: str) -> None:
+        print(f"ast-audio listen: {reason}; reconnecting ({attempt}/{args.reconnect})", file=sys.stderr, flush=True)
+
+    return reconnecting(lambda: container_chunks(args.source, args.source), args.reconnect,
+                        reopen_at_end=realtime, on_retry=warn)
+
+
+def kept_until_broken(chunks: Iterator) -> Iterator:
+    """`chunks` until they end or break off; a break after some audio ends the stream with a warning (what
+    arrived is scored, as the file decoder keeps what decodes of a file cut short: an HTTP stream without a
+    length ends so), a break before any audio is the error."""
+    from ast_audio.errors import AudioError
+
+    arrived = False
+    try:
+        for chunk in chunks:
+            arrived = True
+            yield chunk
+    except AudioError as exc:
+        if not arrived:
+            raise
+        print(f"ast-audio listen: warning: {exc}; the stream ends there", file=sys.stderr, flush=True)
+
+
+def raw_chunks(handle, dtype: str, channels: int, rate: int, frames: int = 4096) -> Iterator:
+    """(frames, channels) float32 chunks of interleaved raw PCM read from the binary `handle` as it arrives."""
+    import numpy as np
+
+    from ast_audio.inference.stream import pcm_to_float
+
+    frame_bytes = np.dtype(dtype).itemsize * channels
+    pending = b""
+    while data := handle.read1(frames * frame_bytes) if hasattr(handle, "read1") else handle.read(frames * frame_bytes):
+        pending += data
+        whole = len(pending) // frame_bytes * frame_bytes
+        if whole:
+            samples = np.frombuffer(pending[:whole], dtype=dtype).reshape(-1, channels)
+            pending = pending[whole:]
+            yield pcm_to_float(samples), rate
+
+
+def container_chunks(target: str, name: str, device_format: str | None = None) -> Iterator:
+    """(frames, channels) float32 chunks of the first audio stream of what FFmpeg (PyAV) opens at `target`,
+    decoded as it arrives; `AudioError` naming `name` when it cannot be opened or decoded."""
+    import av
+
+    from ast_audio.errors import AudioError
+    from ast_audio.inference.stream import pcm_to_float
+
+    try:
+        container = av.open(target, format=device_format, timeout=(10.0, 10.0))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise AudioError(f"{name}: cannot be opened as audio ({exc})") from None
+    try:
+        stream = next((s for s in container.streams if s.type == "audio"), None)
+        if stream is None:
+            raise AudioError(f"{name}: no audio stream")
+        for frame in container.decode(stream):
+            array = frame.to_ndarray()
+            array = array.T if frame.format.is_planar else array.reshape(-1, len(frame.layout.channels))
+            yield pcm_to_float(array), frame.sample_rate
+    except (av.error.FFmpegError, OSError) as exc:
+        raise AudioError(f"{name}: the stream broke off ({exc})") from None
+    finally:
+        container.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+
+    from ast_audio.inference.options import InferenceOptions
+    from ast_audio.inference.stream import LiveTagger, wall_time
+
+    check_arguments(args)
+    realtime = args.realtime if args.realtime is not None else bool(args.capture or args.source != "-")
+    classifier = InferenceOptions.from_args(args).load()
+    answers = classifier.answers.build(classifier.labels) if classifier.answers.selects else None
+    tagger = LiveTagger(classifier.runner, answers, window=classifier.window, hop=classifier.hop, top_k=args.top_k,
+                        realtime=realtime, batch_size=args.batch_size)
+
+    def stop(signal_number: int, frame) -> None:
+        raise KeyboardInterrupt(signal.Signals(signal_number).name)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
+    started, reported_drops, how = time.monotonic(), 0, "the stream ended"
+    try:
+        for record in tagger.run(open_source(args, realtime), until=args.duration):
+            print(json.dumps({**record, "wall_time": wall_time()}), flush=True)
+            if tagger.dropped > reported_drops:
+                print(f"ast-audio listen: warning: the model falls behind the stream: {tagger.dropped} window(s) "
+                      "dropped so far", file=sys.stderr, flush=True)
+                reported_drops = tagger.dropped
+        if args.duration is not None and tagger.planner.seconds >= args.duration - 1e-9:
+            how = f"--duration {args.duration:g} s reached"
+    except KeyboardInterrupt as exc:
+        how = f"stopped by {exc or 'Ctrl-C'}"
+    except BrokenPipeError:
+        return 0
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if not args.quiet:
+        print(f"ast-audio listen: {how}: {tagger.windows} window(s) over {tagger.planner.seconds:.2f} s of stream "
+              f"in {time.monotonic() - started:.1f} s, {tagger.dropped} dropped", file=sys.stderr)
+    return 0

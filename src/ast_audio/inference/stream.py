@@ -1,0 +1,399 @@
+"""Live tagging: a stream of audio in, the file's windows and scores out as soon as each window's audio is there.
+
+A stream (chunks of samples at any rate and channel count) is mixed down to mono as the file decoder does
+(`audio.decode.to_mono`: the mean of the channels), resampled to the model's rate with soxr's streaming
+resampler, and kept in a `SampleRing` that holds only the samples the next windows need (at most window +
+hop + one chunk). `StreamWindows` emits window k, [k*hop, k*hop + window) s, once its last sample has
+arrived, reading exactly the samples `audio.decode.AudioFile.read` reads for that window of the file; when the
+stream ends, the windows left are those `inference.windows.plan_windows` gives for the stream's duration (the
+last one cut at the end, padded to a frame as `inference.sources.AudioSource.read` does). `LiveTagger` runs
+the reading in a thread and scores windows that are ready together in one batch with the runner's own
+featuriser and backend (`InferenceRunner.features`, `.infer`), so a stream of a file at the model's rate gives
+that file's window scores. Callers: `ast-audio listen` (`commands.listen`).
+
+Back-pressure: the reader hands windows over through a queue of `queue_windows` places. A source read faster
+than real time (a file, a pipe) blocks there, so it is read as fast as the model keeps up; a live source
+(`realtime=True`: a capture device, a network stream) cannot wait, so a window that finds the queue full is
+dropped whole and counted (`LiveTagger.dropped`), and memory stays bounded either way.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ast_audio.errors import AudioError
+from ast_audio.inference.results import top_labels
+from ast_audio.inference.windows import plan_windows
+
+__all__ = ["Gap", "LiveTagger", "MonoResampler", "SampleRing", "StreamWindow", "StreamWindows", "pcm_to_float"]
+
+
+@dataclass
+class StreamWindow:
+    """Window `index` of a stream: `start`, `end` in seconds of stream time and its mono samples at the model's
+    rate (at least one frame)."""
+
+    index: int
+    start: float
+    end: float
+    samples: np.ndarray
+
+
+@dataclass
+class Gap:
+    """The source dropped and was reopened: stream time from `start` to `end` s has no audio (no window
+    that overlaps it is scored)."""
+
+    start: float
+    end: float
+
+
+class SampleRing:
+    """The samples from absolute sample index `start` to `end` (exclusive) of a stream, in a fixed array of
+    `capacity` samples: appending more than fits is a bug of the caller (`OverflowError`).
+
+    `peak` is the most samples it has held at once (memory is `capacity` float32 samples, whatever the
+    stream's length).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._data = np.zeros(capacity, np.float32)
+        self._offset = 0  # where sample `start` lies in _data
+        self.start = 0
+        self.size = 0
+        self.peak = 0
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    @property
+    def capacity(self) -> int:
+        return len(self._data)
+
+    def append(self, samples: np.ndarray) -> None:
+        """Add `samples` (mono float32) after `end`."""
+        count = len(samples)
+        if self.size + count > self.capacity:
+            raise OverflowError(f"ring of {self.capacity} samples cannot take {count} more after {self.size}")
+        if self._offset + self.size + count > self.capacity:  # compact: move what is held to the front
+            self._data[: self.size] = self._data[self._offset : self._offset + self.size]
+            self._offset = 0
+        begin = self._offset + self.size
+        self._data[begin : begin + count] = samples
+        self.size += count
+        self.peak = max(self.peak, self.size)
+
+    def read(self, begin: int, stop: int) -> np.ndarray:
+        """A copy of samples [begin, stop) (absolute indices, within what is held)."""
+        if begin < self.start or stop > self.end or stop < begin:
+            raise IndexError(f"samples [{begin}, {stop}) outside the held [{self.start}, {self.end})")
+        return self._data[self._offset + begin - self.start : self._offset + stop - self.start].copy()
+
+    def forget_before(self, index: int) -> None:
+        """Drop the samples before absolute index `index`; past `end`, the ring is empty and starts there."""
+        index = max(index, self.start)
+        dropped = min(index - self.start, self.size)
+        self._offset += dropped
+        self.size -= dropped
+        self.start = index
+        if self.size == 0:
+            self._offset = 0
+
+
+class StreamWindows:
+    """The window planner of a stream: `push` samples, get the windows their arrival completes; `finish` at the
+    end of the stream gives the rest, as `plan_windows` plans the stream's duration.
+
+    rate: samples a second (the model's); window, hop: seconds; frame_samples: the shortest window read
+    (a shorter one is zero-padded); chunk_samples: the most samples added at once (longer pushes are split),
+    so the ring holds at most window + hop + chunk_samples samples.
+    """
+
+    def __init__(self, rate: int, window: float, hop: float, frame_samples: int, chunk_samples: int = 4096) -> None:
+        self.rate, self.window, self.hop = rate, window, hop
+        self.frame_samples, self.chunk_samples = frame_samples, chunk_samples
+        self.ring = SampleRing(self._span(window) + self._span(hop) + chunk_samples + 2)
+        self.received = 0  # samples of stream time so far, gaps included
+        self.next_index = 0
+        self._gaps: list[tuple[int, int]] = []  # sample spans without audio
+
+    def _span(self, seconds: float) -> int:
+        return int(round(seconds * self.rate))
+
+    def _bounds(self, start: float, end: float) -> tuple[int, int]:
+        """Samples [begin, stop) of the window (start, end) s, computed as `AudioFile.read` computes them."""
+        begin = int(round(start * self.rate))
+        return begin, begin + int(round((end - start) * self.rate))
+
+    @property
+    def seconds(self) -> float:
+        """Stream time so far in seconds."""
+        return self.received / self.rate
+
+    def push(self, samples: np.ndarray) -> list[StreamWindow]:
+        """Add mono float32 `samples` at `rate`; the windows now complete, in order."""
+        ready: list[StreamWindow] = []
+        for first in range(0, len(samples), self.chunk_samples):
+            piece = samples[first : first + self.chunk_samples]
+            keep_from = self._bounds(self.next_index * self.hop, self.next_index * self.hop + self.window)[0]
+            if keep_from > self.ring.end:  # sparse windows (hop > window): audio between them is not kept
+                skip = min(keep_from - self.ring.end, len(piece))
+                self.ring.forget_before(self.ring.end + skip)
+                piece = piece[skip:]
+            self.ring.append(piece)
+            self.received = self.ring.end
+            ready.extend(self._complete())
+        return ready
+
+    def _complete(self) -> Iterator[StreamWindow]:
+        while True:
+            start = self.next_index * self.hop
+            begin, stop = self._bounds(start, start + self.window)
+            if stop > self.received:
+                return
+            yield self._take(start, start + self.window, begin, stop)
+
+    def _take(self, start: float, end: float, begin: int, stop: int) -> StreamWindow:
+        samples = self.ring.read(begin, min(stop, self.received))
+        if len(samples) < self.frame_samples:
+            samples = np.pad(samples, (0, self.frame_samples - len(samples)))
+        window = StreamWindow(self.next_index, float(start), float(end), samples)
+        self.next_index += 1
+        following = self._bounds(self.next_index * self.hop, self.next_index * self.hop + self.window)[0]
+        self.ring.forget_before(min(following, self.received))
+        return window
+
+    def skip(self, seconds: float) -> Gap:
+        """The source lost `seconds` of audio: stream time moves on by that much, what is held is dropped and
+        the windows go on at the first start at or after the gap's end (the grid stays k * hop)."""
+        gap_start = self.received
+        self.received += max(0, self._span(seconds))
+        while self._bounds(self.next_index * self.hop, self.next_index * self.hop)[0] < self.received:
+            self.next_index += 1
+        self.ring.forget_before(self.received)
+        return Gap(gap_start / self.rate, self.received / self.rate)
+
+    def finish(self) -> list[StreamWindow]:
+        """The windows left when the stream ends: those of `plan_windows(duration)` from `next_index` on (the
+        last cut at the end). Raises `AudioError` when the stream held less than one frame of audio."""
+        if self.received < self.frame_samples:
+            if self.next_index:  # a gap at the very end: nothing left to score
+                return []
+            raise AudioError(f"the stream ended after {self.received / self.rate * 1000:.1f} ms of audio, less than "
+                             f"one {self.frame_samples / self.rate * 1000:g} ms frame")
+        ready = []
+        for start, end in plan_windows(self.received / self.rate, self.window, self.hop)[self.next_index:]:
+            begin, stop = self._bounds(start, end)
+            if begin < self.ring.start:  # only after a gap at the end
+                break
+            ready.append(self._take(start, end, begin, stop))
+        return ready
+
+
+def pcm_to_float(array: np.ndarray) -> np.ndarray:
+    """Samples of any PCM dtype as float32 in [-1, 1]: signed integers divided by 2^(bits-1), unsigned
+    ones centred on their middle (as libsndfile and the file decoder read them), floats as they are."""
+    if array.dtype.kind == "f":
+        return array.astype(np.float32, copy=False)
+    if array.dtype.kind == "i":
+        return (array / float(np.iinfo(array.dtype).max + 1)).astype(np.float32)
+    if array.dtype.kind == "u":
+        middle = (np.iinfo(array.dtype).max + 1) / 2
+        return ((array - middle) / middle).astype(np.float32)
+    raise AudioError(f"unsupported sample format {array.dtype}")
+
+
+class MonoResampler:
+    """Chunks of (frames, channels) float32 at `rate` -> mono float32 at `target` (soxr's streaming
+    resampler, high quality, when the rates differ); `flush` gives the resampler's last samples."""
+
+    def __init__(self, rate: int, target: int) -> None:
+        self.rate, self.target = rate, target
+        self._stream = None
+        if rate != target:
+            import soxr
+
+            self._stream = soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        mono = samples if samples.ndim == 1 else samples.mean(axis=1, dtype=np.float32)
+        mono = np.ascontiguousarray(mono, dtype=np.float32)
+        if not np.isfinite(mono).all():
+            raise AudioError("the stream contains NaN or infinite samples")
+        return mono if self._stream is None else self._stream.resample_chunk(mono, last=False)
+
+    def flush(self) -> np.ndarray:
+        if self._stream is None:
+            return np.zeros(0, np.float32)
+        return self._stream.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
+# What a source yields: (frames, channels) samples and their rate, or a Gap in seconds of lost audio (its start
+# and end are filled in by the planner, which owns stream time).
+Chunk = tuple[np.ndarray, int]
+
+
+class LiveTagger:
+    """Windows of a stream scored as they complete, one batch for the windows ready together.
+
+    runner: the `InferenceRunner` (its `features` and `infer`); answers: the built `Answers` (class selection)
+    or None; window, hop: seconds; top_k: labels per window; realtime: drop windows when the model falls
+    behind instead of blocking the reader; queue_windows: windows waiting at most.
+    """
+
+    def __init__(self, runner: Any, answers: Any, *, window: float, hop: float, top_k: int = 5,
+                 realtime: bool = False, queue_windows: int = 16, batch_size: int = 8) -> None:
+        self.runner, self.answers, self.top_k = runner, answers, top_k
+        self.labels = list(answers.labels) if answers is not None else list(runner.labels)
+        timing = runner.timing
+        self.planner = StreamWindows(timing.sampling_rate, window, hop, timing.frame_samples)
+        self.realtime, self.batch_size = realtime, batch_size
+        self.dropped = 0
+        self.windows = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=max(queue_windows, batch_size))
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the reader to stop at its next chunk (the windows already read are still scored)."""
+        self._stop.set()
+
+    def _offer(self, item: Any, droppable: bool) -> bool:
+        """Hand `item` to the scorer: False when the tagger is stopping."""
+        while not self._stop.is_set():
+            try:
+                if droppable and self.realtime:
+                    self._queue.put_nowait(item)
+                else:
+                    self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if droppable and self.realtime:
+                    self.dropped += 1
+                    return True
+        return False
+
+    def _read(self, chunks: Iterable[Chunk | float], until: float | None) -> None:
+        """The reader thread: chunks -> windows (and gaps) onto the queue; then None, or the error raised."""
+        resampler: MonoResampler | None = None
+        try:
+            for chunk in chunks:
+                if self._stop.is_set():
+                    break
+                if isinstance(chunk, float):  # seconds of audio lost by a reconnect
+                    if not self._offer(self.planner.skip(chunk), droppable=False):
+                        break
+                    continue
+                samples, rate = chunk
+                if resampler is None or resampler.rate != rate:
+                    resampler = MonoResampler(rate, self.planner.rate)
+                mono = resampler(samples)
+                if until is not None:
+                    mono = mono[: max(0, int(round(until * self.planner.rate)) - self.planner.received)]
+                if not all(self._offer(window, True) for window in self.planner.push(mono)):
+                    break
+                if until is not None and self.planner.received >= int(round(until * self.planner.rate)):
+                    break
+            else:
+                if resampler is not None:
+                    for window in self.planner.push(resampler.flush()):
+                        self._offer(window, droppable=False)
+            for window in self.planner.finish():
+                self._offer(window, droppable=False)
+            self._offer(None, droppable=False)
+        except BaseException as exc:  # noqa: BLE001 - reported in the scoring thread
+            self._offer(exc, droppable=False)
+            self._offer(None, droppable=False)
+
+    def run(self, chunks: Iterable[Chunk | float], until: float | None = None) -> Iterator[dict[str, Any]]:
+        """Records as windows are scored: {"start", "end", "labels"} per window (the labels as `top_labels`
+        gives them, classify's `windows` form) and {"gap": {"start", "end"}} per reconnect. `until`: stop after
+        this many seconds of stream time. Raises what the source raised (e.g. `AudioError`) after the records of
+        the windows read before it."""
+        reader = threading.Thread(target=self._read, args=(chunks, until), name="ast-audio-listen", daemon=True)
+        reader.start()
+        error: BaseException | None = None
+        try:
+            while True:
+                batch, finished = self._next_batch()
+                for item in batch:
+                    if isinstance(item, BaseException):
+                        error = item
+                records = self._score([item for item in batch if isinstance(item, StreamWindow)])
+                for item in batch:
+                    if isinstance(item, Gap):
+                        yield {"gap": {"start": item.start, "end": item.end}}
+                    elif isinstance(item, StreamWindow):
+                        yield records.pop(0)
+                if finished:
+                    break
+        finally:
+            self._stop.set()
+            reader.join(timeout=5)
+        if error is not None:
+            raise error
+
+    def _next_batch(self) -> tuple[list[Any], bool]:
+        """What is waiting (at least one item, at most a batch of windows); True when the reader is done."""
+        batch = [self._queue.get()]
+        while sum(isinstance(item, StreamWindow) for item in batch) < self.batch_size and batch[-1] is not None:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        finished = batch[-1] is None
+        return [item for item in batch if item is not None], finished
+
+    def _score(self, windows: list[StreamWindow]) -> list[dict[str, Any]]:
+        if not windows:
+            return []
+        scores, _ = self.runner.infer(self.runner.features([window.samples for window in windows]))
+        if self.answers is not None:
+            scores = self.answers.select(scores)
+        self.windows += len(windows)
+        return [{"start": window.start, "end": window.end, "labels": top_labels(row, self.labels, self.top_k)}
+                for window, row in zip(windows, scores)]
+
+
+def wall_time(seconds: float | None = None) -> str:
+    """`seconds` since the epoch (now when None) as ISO 8601 UTC with milliseconds, e.g. 2026-01-02T03:04:05.678Z."""
+    stamp = time.time() if seconds is None else seconds
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{int(stamp % 1 * 1000):03d}Z"
+
+
+def reconnecting(open_chunks: Callable[[], Iterator[Chunk]], attempts: int, *, backoff: float = 1.0,
+                 reopen_at_end: bool = True, on_retry: Callable[[int, str], None] | None = None,
+                 ) -> Iterator[Chunk | float]:
+    """The chunks of `open_chunks()`, reopened when it fails (or ends, with `reopen_at_end`) up to `attempts`
+    times in a row, waiting `backoff` s, then twice that, ... (at most 30 s); after a reopen, the seconds of
+    wall time without audio (a float) before the chunks go on. Raises `AudioError` when the attempts are
+    spent (naming the last error). `on_retry(attempt, reason)` is told of each retry."""
+    failures, lost_at = 0, None
+    while True:
+        reason = "the stream ended"
+        try:
+            for chunk in open_chunks():
+                if lost_at is not None:
+                    yield time.monotonic() - lost_at
+                    lost_at, failures = None, 0
+                yield chunk
+            if not reopen_at_end:
+                return
+        except AudioError as exc:
+            reason = str(exc)
+        if failures >= attempts:
+            if attempts == 0 and reason == "the stream ended":
+                return
+            raise AudioError(f"{reason}; gave up after {attempts} reconnect attempt(s)" if attempts else reason)
+        lost_at = lost_at if lost_at is not None else time.monotonic()
+        failures += 1
+        if on_retry is not None:
+            on_retry(failures, reason)
+        time.sleep(min(30.0, backoff * 2 ** (failures - 1)))

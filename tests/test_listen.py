@@ -1,0 +1,209 @@
+"""`ast-audio listen`: a stream gives the file's windows and scores (stdin WAV, raw PCM, loopback HTTP), bad
+input is one line, --duration and SIGTERM stop it cleanly, and the stream's memory stays bounded."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ast_audio.errors import AudioError
+from ast_audio.inference.stream import StreamWindows, reconnecting
+from ast_audio.inference.windows import plan_windows
+from helpers import save_small_checkpoint
+
+WINDOW, HOP, RATE = 1.0, 0.5, 16000
+LISTEN = [sys.executable, "-m", "ast_audio", "listen"]
+
+
+@pytest.fixture(scope="module")
+def stream_case(tmp_path_factory):
+    """A tiny checkpoint, a 3.3 s stereo 16-bit WAV and classify's JSON record of it."""
+    folder = tmp_path_factory.mktemp("listen")
+    model = save_small_checkpoint(folder / "model", labels=6)
+    rng = np.random.default_rng(0)
+    t = np.arange(int(3.3 * RATE)) / RATE
+    left = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * rng.standard_normal(len(t))
+    right = 0.2 * np.sin(2 * np.pi * 1200 * t) + 0.1 * rng.standard_normal(len(t))
+    wav = folder / "clip.wav"
+    sf.write(wav, np.stack([left, right], axis=1).astype(np.float32), RATE, subtype="PCM_16")
+    done = subprocess.run([sys.executable, "-m", "ast_audio", "classify", str(wav), "-m", model, "--window",
+                           str(WINDOW), "--hop", str(HOP), "--format", "json", "-q"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    record = record[0] if isinstance(record, list) else record
+    return model, wav, record["windows"]
+
+
+def listen(model: str, *arguments: str, stdin=None, data: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*LISTEN, *arguments, "-m", model, "--window", str(WINDOW), "--hop", str(HOP)],
+                          input=data, stdin=stdin, capture_output=True, timeout=120)
+
+
+def window_lines(stdout: bytes) -> list[dict]:
+    return [json.loads(line) for line in stdout.decode().splitlines()]
+
+
+def spans(windows) -> list[float]:
+    """Starts and ends, flat: [start 0, end 0, start 1, ...] (records or (start, end) pairs)."""
+    pairs = [(w["start"], w["end"]) if isinstance(w, dict) else (w.start, w.end) if hasattr(w, "start") else w
+             for w in windows]
+    return [value for pair in pairs for value in pair]
+
+
+def assert_same_windows(streamed: list[dict], expected: list[dict]) -> None:
+    assert spans(streamed) == pytest.approx(spans(expected))
+    for got, want in zip(streamed, expected):
+        assert [item["label"] for item in got["labels"]] == [item["label"] for item in want["labels"]]
+        assert [item["score"] for item in got["labels"]] == pytest.approx(
+            [item["score"] for item in want["labels"]], abs=1e-4)
+        assert got["wall_time"].endswith("Z") and got["wall_time"][10] == "T"
+
+
+def test_wav_on_stdin_gives_classify_windows(stream_case):
+    model, wav, expected = stream_case
+    with open(wav, "rb") as handle:
+        done = listen(model, "-", stdin=handle)
+    assert done.returncode == 0, done.stderr
+    assert len(expected) == 6  # the last window, [2.5, 3.3], is cut at the end as in the file
+    assert_same_windows(window_lines(done.stdout), expected)
+    assert b"6 window(s) over 3.30 s" in done.stderr
+
+
+def test_raw_pcm_with_duration(stream_case):
+    model, wav, expected = stream_case
+    samples, _ = sf.read(wav, dtype="int16")
+    done = listen(model, "-", "--raw-format", "s16le", "--rate", str(RATE), "--channels", "2", "--duration", "2.2",
+                  data=samples.astype("<i2").tobytes())
+    assert done.returncode == 0, done.stderr
+    lines = window_lines(done.stdout)
+    assert spans(lines) == pytest.approx(spans(plan_windows(2.2, WINDOW, HOP)))
+    assert_same_windows(lines[:3], expected[:3])  # the windows before the cut are the file's
+    assert b"--duration 2.2 s reached" in done.stderr
+
+
+class _ChunkedWav(http.server.BaseHTTPRequestHandler):
+    """Serves the test's WAV in small pieces, as a stream without a length (HTTP/1.0, ends when it closes)."""
+
+    payload = b""
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/wav")
+        self.end_headers()
+        for start in range(0, len(self.payload), 8192):
+            self.wfile.write(self.payload[start : start + 8192])
+            self.wfile.flush()
+            time.sleep(0.005)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_http_stream_gives_classify_windows(stream_case):
+    model, wav, expected = stream_case
+    handler = type("Handler", (_ChunkedWav,), {"payload": wav.read_bytes()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.wav"
+        done = listen(model, url, "--no-realtime")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert done.returncode == 0, done.stderr
+    assert_same_windows(window_lines(done.stdout), expected)
+
+
+def test_garbage_on_stdin_is_one_line(stream_case):
+    model, _, _ = stream_case
+    done = listen(model, "-", data=os.urandom(3000))
+    assert done.returncode == 1
+    assert done.stdout == b""
+    message = done.stderr.decode().strip()
+    assert message.startswith("ast-audio listen: error: standard input") and "\n" not in message
+
+
+def test_sigterm_stops_cleanly(stream_case):
+    model, _, _ = stream_case
+    process = subprocess.Popen([*LISTEN, "-", "--raw-format", "f32le", "--rate", str(RATE), "-m", model,
+                                "--window", str(WINDOW), "--hop", str(HOP)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        process.stdin.write(np.zeros(int(1.6 * RATE), "<f4").tobytes())
+        process.stdin.flush()  # the pipe stays open: the stream goes on until stopped
+        first = json.loads(process.stdout.readline())
+        assert (first["start"], first["end"]) == (0.0, 1.0)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert b"stopped by SIGTERM" in stderr
+
+
+@pytest.mark.parametrize("hop", [0.5, 0.25, 1.0, 1.7])
+def test_stream_windows_are_the_files_and_memory_is_bounded(hop):
+    """Random chunk sizes in; the windows' samples are those a file read gives (`plan_windows`, the last cut
+    at the end and padded to a frame), and the ring never holds more than window + hop + one chunk."""
+    rng = np.random.default_rng(1)
+    samples = rng.standard_normal(int(4.37 * RATE)).astype(np.float32)
+    chunk = 1000
+    planner = StreamWindows(RATE, WINDOW, hop, frame_samples=400, chunk_samples=chunk)
+    windows, position = [], 0
+    while position < len(samples):
+        size = int(rng.integers(1, 5000))  # pushes longer than a chunk are split
+        windows += planner.push(samples[position : position + size])
+        position += size
+    windows += planner.finish()
+    expected = plan_windows(len(samples) / RATE, WINDOW, hop)
+    assert spans(windows) == pytest.approx(spans(expected))
+    for window, (start, end) in zip(windows, expected):
+        begin = int(round(start * RATE))
+        want = samples[begin : begin + int(round((end - start) * RATE))]
+        np.testing.assert_array_equal(window.samples[: len(want)], want)
+    assert planner.ring.peak <= int(round(WINDOW * RATE)) + int(round(hop * RATE)) + chunk
+    assert planner.ring.capacity <= int(round(WINDOW * RATE)) + int(round(hop * RATE)) + chunk + 2
+
+
+def test_a_gap_moves_stream_time_and_skips_windows_over_it():
+    planner = StreamWindows(RATE, WINDOW, HOP, frame_samples=400)
+    first = planner.push(np.ones(int(1.2 * RATE), np.float32))
+    gap = planner.skip(0.9)  # 1.2 s -> 2.1 s lost
+    after = planner.push(np.ones(int(1.5 * RATE), np.float32)) + planner.finish()
+    assert [(w.start, w.end) for w in first] == [(0.0, 1.0)]
+    assert (gap.start, gap.end) == pytest.approx((1.2, 2.1))
+    assert spans(after) == pytest.approx([2.5, 3.5, 3.0, 3.6])
+
+
+def test_reconnecting_reports_lost_time_then_gives_up():
+    opened = []
+
+    def source():
+        opened.append(len(opened))
+        if len(opened) in (2, 3) or len(opened) >= 5:
+            raise AudioError("http://x: cannot be opened")
+        yield np.zeros((10, 1), np.float32), RATE
+        raise AudioError("http://x: the stream broke off")
+
+    items = []
+    with pytest.raises(AudioError, match="cannot be opened; gave up after 3 reconnect attempt"):
+        for item in reconnecting(source, 3, backoff=0.01):
+            items.append(item)
+    assert len(opened) == 7  # a break, 2 failed reopens, a third that breaks again, 3 failed reopens
+    assert isinstance(items[0], tuple) and isinstance(items[1], float) and items[1] > 0.0
+    assert isinstance(items[2], tuple) and len(items) == 3
