@@ -329,9 +329,9 @@ def test_a_pipeline_that_cannot_run_is_refused_naming_the_options(driver, ray_ch
 
 def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(driver, ray_checkpoint, archive):
     """`tag` on a Ray Dataset input: long.wav (12 windows) is over max_windows_per_row, so its replica reads it
-    window by window; records (with the answers' fields as keywords: a class left out, events) and embeddings
-    equal the local engine's. Then a pipeline that waits for a GPU the cluster lacks is reported and given up
-    within the bound."""
+    window by window; records (with the answers' fields as keywords: a class left out, events, decisions) and
+    embeddings equal the local engine's. Then a pipeline that waits for a GPU the cluster lacks is reported and
+    given up within the bound."""
     from ast_audio import AudioClassifier
     from ast_audio.answers.events import EventOptions
     from ast_audio.distributed import tag
@@ -340,7 +340,7 @@ def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(d
     from ast_audio.jobs.records import clip_record, json_record, schema
 
     paths = [str(archive / name) for name in ("long.wav", "clip00.flac", "broken.mp3")]
-    answers = {"exclude": ["sound 2"], "events": EventOptions(threshold=0.297, threshold_off=0.296)}
+    answers = {"exclude": ["sound 2"], "events": EventOptions(threshold=0.297, threshold_off=0.296), "decide": 0.297}
     dataset = tag(ray.data.from_items([{"path": p} for p in paths]), ray_checkpoint, max_windows_per_row=8,
                   batch_size=3, top_k=3, embeddings=True, **answers)
     tables = list(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
@@ -364,6 +364,7 @@ def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(d
         np.testing.assert_allclose(rows[result.source]["embedding"], result.embedding, atol=1e-5)
     assert len(rows[paths[0]]["windows"]) == 12
     assert rows[paths[0]]["events"] and all(label["label"] != "sound 2" for label in rows[paths[0]]["labels"])
+    assert any(window["decisions"] for window in rows[paths[0]]["windows"])  # decided in the replica as locally
     assert all(table.schema == schema(64) for table in tables)
 
 
