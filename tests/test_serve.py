@@ -102,7 +102,8 @@ def server(served_checkpoint):
 def keyed_server(served_checkpoint, tmp_path_factory):
     key_file = tmp_path_factory.mktemp("key") / "key.txt"
     key_file.write_text("s3cret-key\n")
-    running = Server(served_checkpoint, "--api-key-file", str(key_file), "--threads", "1", "--max-queue", "100000")
+    running = Server(served_checkpoint, "--api-key-file", str(key_file), "--threads", "1", "--max-queue", "100000",
+                     "--shutdown-timeout-s", "90")  # a busy machine still finishes the started request
     yield running
     running.stop()
 
