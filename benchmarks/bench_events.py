@@ -341,7 +341,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--events", type=int, default=12, help="sounds per recording")
     parser.add_argument("--per-class", type=int, default=40, help="training clips per class")
-    parser.add_argument("--finer", nargs="+", default=["both:2", "onset:2"], metavar="BOUNDARIES:ROUNDS",
+    parser.add_argument("--finer", nargs="+", default=["both:2", "onset:2", "both:1"], metavar="BOUNDARIES:ROUNDS",
                         help="finer passes to measure: boundaries (both, onset, offset) and bisection rounds")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--threshold-off", type=float, default=0.3)

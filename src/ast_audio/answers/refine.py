@@ -18,7 +18,11 @@ model sees what it saw in the first pass):
 
 After r rounds a boundary is known to hop / 2**r (0.125 s for a 0.5 s hop and 2 rounds) for 2 r extra
 windows per event: with `n` events in `m` first-pass windows the finer pass costs 2 r n / m more windows
-(benchmarks/bench_events.py measures it with a trained model).
+(benchmarks/bench_events.py measures it with a trained model). There (3 recordings of 2 min, 12 sounds of
+0.5-3 s each, a 1.295 s window every 0.6475 s) the median onset error went from 0.28 s to 0.10 s with 2 rounds
+on both boundaries (25% more windows) or on onsets only (13%), and to 0.12 s with 1 round on both (13%). More
+rounds converge on where a window starts to fire, which lies a class-dependent part of a second inside the
+sound (0.26 s for a tone there), not on the onset itself.
 """
 
 from __future__ import annotations
