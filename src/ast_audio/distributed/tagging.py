@@ -259,7 +259,8 @@ def _with_answers(options: dict[str, Any]) -> dict[str, Any]:
     names = {field.name for field in dataclasses.fields(AnswerOptions)}
     fields = {name: options.pop(name) for name in list(options) if name in names}
     if fields and "answers" in options:
-        raise ConfigError("pass either answers= or its fields (events, include, exclude, groups, rollup), not both")
+        raise ConfigError("pass either answers= or its fields (events, include, exclude, groups, rollup, refine), "
+                          "not both")
     return {**options, "answers": options.get("answers") or AnswerOptions(**fields)}
 
 
@@ -281,8 +282,9 @@ def tag(inputs: Any, model: str | RayOptions, **options: Any):
     `inputs`: paths, or a Ray Dataset with a "path" column. `model` and keyword options as `RayOptions`
     (window, hop, pooling, top_k, timeline, embeddings, strict, batch_size, backend, int8, num_workers,
     cpus_per_worker, gpus_per_worker, ...). `answers` (`ast_audio.answers.options.AnswerOptions`), or its
-    fields as keywords (events, include, exclude, groups, rollup) as for `AudioClassifier.from_pretrained`:
-    the class selection and the events, so rows carry the selected labels and an `events` list. Bad files
+    fields as keywords (events, include, exclude, groups, rollup, refine) as for
+    `AudioClassifier.from_pretrained`: the class selection and the events (with the finer pass where asked),
+    so rows carry the selected labels and an `events` list. Bad files
     come back as rows with `error` set. Rows stream out as their files are done (no barrier), in no
     particular order. Connects to Ray (`ray.init()`) if no connection is open, and checks that the pipeline
     fits the cluster: ConfigError if it cannot run, or if the answers name a label the model lacks (before
