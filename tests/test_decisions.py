@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,7 +51,8 @@ def test_assemble_decides_clip_and_windows_after_the_selection_in_every_record_f
     assert [d["label"] for d in record["decisions"]] == ["pets", "Siren"]
     for window, row in zip(record["windows"], result.window_scores):
         assert window["decisions"] == expected_decisions(row, result.labels, thresholds)
-    assert [[d["label"] for d in w["decisions"]] for w in record["windows"]] == [["pets", "Siren"], ["Cat", "pets", "Siren"], ["pets"]]
+    assert [[d["label"] for d in w["decisions"]] for w in record["windows"]] == [
+        ["pets", "Siren"], ["Cat", "pets", "Siren"], ["pets"]]
     # the table row (Parquet) reads back to the same record
     table = records_table([clip_record(result)])
     assert json_record(table.to_pylist()[0]) == record
@@ -69,14 +71,13 @@ def test_assemble_decides_clip_and_windows_after_the_selection_in_every_record_f
 def test_decide_options_hashable_in_numbers_and_checked(tmp_path):
     path = tmp_path / "thresholds.json"
     Thresholds({"Dog": 0.7}, default=0.4).write(path)
-    from pathlib import Path
-
     read = AnswerOptions(decide=Path(path))
     assert read == AnswerOptions(decide=DecisionThresholds(0.4, {"Dog": 0.7})) and hash(read)
     assert read.active and AnswerOptions(decide=0.3).decide == DecisionThresholds(0.3)
     numbers = read.numbers()["decide"]
     assert json.loads(json.dumps(numbers)) == numbers and numbers["default"] == 0.4 and numbers["classes"] == 1
-    assert AnswerOptions(decide=DecisionThresholds(0.4, {"Dog": 0.71})).numbers()["decide"]["content"] != numbers["content"]
+    other = AnswerOptions(decide=DecisionThresholds(0.4, {"Dog": 0.71}))
+    assert other.numbers()["decide"]["content"] != numbers["content"]
     assert AnswerOptions().numbers() == {}
     with pytest.raises(ConfigError, match="decide must be"):
         AnswerOptions(decide="0.5")

@@ -57,7 +57,8 @@ class DecisionThresholds:
         try:
             pairs = dict(self.class_thresholds).items() if self.class_thresholds else ()
         except (TypeError, ValueError):
-            raise ConfigError(f"class_thresholds must map labels to thresholds, got {self.class_thresholds!r}") from None
+            got = self.class_thresholds
+            raise ConfigError(f"class_thresholds must map labels to thresholds, got {got!r}") from None
         checked = tuple(sorted((str(label), _finite(value, f"the threshold of {label!r}")) for label, value in pairs))
         object.__setattr__(self, "class_thresholds", checked)
 
@@ -79,7 +80,8 @@ class DecisionThresholds:
             return cls(value.default, dict(value.thresholds))
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return cls(value)
-        raise ConfigError(f"decide must be True, a threshold, a Thresholds or a path to a thresholds.json, got {value!r}")
+        raise ConfigError(f"decide must be True, a threshold, a Thresholds or a path to a thresholds.json, got "
+                          f"{value!r}")
 
     def thresholds(self) -> Thresholds:
         """The same rule as `answers.thresholds.Thresholds` (its `decide` and `threshold_array`)."""

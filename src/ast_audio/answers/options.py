@@ -158,7 +158,8 @@ class AnswerOptions:
         that declares --events), --include, --exclude (names, or @FILE), --group NAME=LABEL,LABEL (repeated),
         --rollup, --decide (thresholds from --thresholds FILE, else the checkpoint folder's thresholds.json, else
         --threshold for every class, else 0.5; with --decide, --threshold and --thresholds no longer imply
-        events). Attributes the command does not declare are off. Raises `ConfigError` for a bad value or an unreadable file, naming it."""
+        events). Attributes the command does not declare are off. Raises `ConfigError` for a bad value or an
+        unreadable file, naming it."""
         get = functools.partial(getattr, args)
         return cls(include=_cli_names(get("include", None)), exclude=_cli_names(get("exclude", None)),
                    groups=_cli_groups(get("group", None) or []), rollup=get("rollup", False),
