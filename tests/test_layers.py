@@ -18,7 +18,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "ast_audio"
 # not import each other, except in the first (leaves import nothing of ast_audio but other leaves) and the last
 # (the command line's own modules).
 LAYERS: list[set[str]] = [
-    {"errors", "io_utils", "failures", "allocator", "hub", "runtime", "labels"},  # shared infrastructure
+    {"errors", "io_utils", "failures", "allocator", "hub", "runtime", "labels", "printable"},  # shared infrastructure
     {"audio", "answers"},
     {"model", "features"},
     {"checkpoints", "quantize"},
