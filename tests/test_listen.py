@@ -244,3 +244,28 @@ def test_a_model_slower_than_a_live_stream_drops_whole_windows(stream_case):
     by_start = {window["start"]: window for window in expected}
     for record in records:
         assert_same_windows([record], [by_start[record["start"]]], wall_time=False)
+
+
+def test_a_live_url_that_ends_is_reopened_and_the_gap_reported(stream_case):
+    model, wav, expected = stream_case
+    handler = type("Handler", (_ChunkedWav,), {"payload": wav.read_bytes()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.wav"
+        done = listen(model, url, "--realtime", "--duration", "7")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert done.returncode == 0, done.stderr
+    lines = window_lines(done.stdout)
+    gaps = [line["gap"] for line in lines if "gap" in line]
+    assert len(gaps) == 1 and gaps[0]["start"] == pytest.approx(3.3) and gaps[0]["end"] > 3.3 + 0.5  # 1 s backoff
+    windows = [line for line in lines if "gap" not in line]
+    before = [w for w in windows if w["end"] <= 3.3]
+    after = [w for w in windows if w["start"] >= gaps[0]["end"]]
+    assert len(before) + len(after) == len(windows) and after and after[-1]["end"] <= 7.0
+    assert_same_windows(before, [w for w in expected if w["end"] <= 3.0])  # all but the one the break cut off
+    assert b"reconnecting (1/5)" in done.stderr
