@@ -269,3 +269,16 @@ def test_a_live_url_that_ends_is_reopened_and_the_gap_reported(stream_case):
     assert len(before) + len(after) == len(windows) and after and after[-1]["end"] <= 7.0
     assert_same_windows(before, [w for w in expected if w["end"] <= 3.0])  # all but the one the break cut off
     assert b"reconnecting (1/5)" in done.stderr
+
+
+def test_no_gap_before_the_first_audio():
+    opened = []
+
+    def source():
+        opened.append(1)
+        if len(opened) == 1:
+            raise AudioError("http://x: cannot be opened")
+        yield np.zeros((10, 1), np.float32), RATE
+
+    items = list(reconnecting(source, 2, backoff=0.01, reopen_at_end=False))
+    assert len(opened) == 2 and len(items) == 1 and isinstance(items[0], tuple)

@@ -25,6 +25,7 @@ DESCRIPTION = (
 OWN_SIGNALS = True  # SIGTERM/SIGHUP stop the stream cleanly (exit 0), not as a job cut short
 
 RAW_FORMATS = {"s16le": "<i2", "f32le": "<f4"}
+DROP_WARNING_SECONDS = 10.0  # at most one warning about dropped windows this often (the closing line counts them all)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,14 +183,14 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt(signal.Signals(signal_number).name)
 
     previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
-    started, reported_drops, how = time.monotonic(), 0, "the stream ended"
+    started, reported_drops, warned_at, how = time.monotonic(), 0, -DROP_WARNING_SECONDS, "the stream ended"
     try:
         for record in tagger.run(open_source(args, realtime), until=args.duration):
             print(json.dumps({**record, "wall_time": wall_time()}), flush=True)
-            if tagger.dropped > reported_drops:
+            if tagger.dropped > reported_drops and time.monotonic() - warned_at >= DROP_WARNING_SECONDS:
                 print(f"ast-audio listen: warning: the model falls behind the stream: {tagger.dropped} window(s) "
                       "dropped so far", file=sys.stderr, flush=True)
-                reported_drops = tagger.dropped
+                reported_drops, warned_at = tagger.dropped, time.monotonic()
         if args.duration is not None and tagger.planner.seconds >= args.duration - 1e-9:
             how = f"--duration {args.duration:g} s reached"
     except KeyboardInterrupt as exc:

@@ -336,7 +336,7 @@ class LiveTagger:
                     break
         finally:
             self._stop.set()
-            reader.join(timeout=5)
+            reader.join(timeout=1)  # a reader blocked on its source is a daemon: it ends with the process
         if error is not None:
             raise error
 
@@ -373,16 +373,18 @@ def reconnecting(open_chunks: Callable[[], Iterator[Chunk]], attempts: int, *, b
                  ) -> Iterator[Chunk | float]:
     """The chunks of `open_chunks()`, reopened when it fails (or ends, with `reopen_at_end`) up to `attempts`
     times in a row, waiting `backoff` s, then twice that, ... (at most 30 s); after a reopen, the seconds of
-    wall time without audio (a float) before the chunks go on. Raises `AudioError` when the attempts are
+    wall time without audio (a float) before the chunks go on (none when no audio had come yet). Raises `AudioError` when the attempts are
     spent (naming the last error). `on_retry(attempt, reason)` is told of each retry."""
-    failures, lost_at = 0, None
+    failures, lost_at, started = 0, None, False
     while True:
         reason = "the stream ended"
         try:
             for chunk in open_chunks():
                 if lost_at is not None:
-                    yield time.monotonic() - lost_at
+                    if started:  # stream time begins with the first audio: no gap before it
+                        yield time.monotonic() - lost_at
                     lost_at, failures = None, 0
+                started = True
                 yield chunk
             if not reopen_at_end:
                 return
