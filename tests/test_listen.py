@@ -282,3 +282,60 @@ def test_no_gap_before_the_first_audio():
 
     items = list(reconnecting(source, 2, backoff=0.01, reopen_at_end=False))
     assert len(opened) == 2 and len(items) == 1 and isinstance(items[0], tuple)
+
+
+@pytest.mark.parametrize("min_gap, min_duration, hop", [(0.0, 0.0, 0.5), (1.2, 0.0, 0.5), (0.6, 1.1, 0.25),
+                                                        (0.0, 0.0, 1.5)])
+def test_live_events_are_the_files_each_given_once_when_final(min_gap, min_duration, hop):
+    """Windows fed a few at a time: every event comes out once, and all of them are the events the answers
+    find over the whole stream's windows; an event comes out before the end unless it could still change."""
+    from ast_audio.answers.events import EventOptions
+    from ast_audio.answers.options import AnswerOptions
+    from ast_audio.inference.stream import LiveEvents
+
+    rng = np.random.default_rng(7)
+    labels = ["a", "b", "c"]
+    answers = AnswerOptions(events=EventOptions(threshold=0.6, threshold_off=0.4, min_gap=min_gap,
+                                                min_duration=min_duration)).build(labels)
+    spans = plan_windows(60.3, WINDOW, hop)
+    walk = np.clip(0.5 + np.cumsum(rng.normal(0, 0.12, (len(spans), 3)), axis=0) % 1.2 - 0.3, 0, 1)
+    live, given, kept = LiveEvents(answers, hop), [], []
+    position = 0
+    while position < len(spans):
+        count = int(rng.integers(1, 4))
+        given += [(event, position + count) for event in live.add(spans[position : position + count],
+                                                                  walk[position : position + count])]
+        position += count
+        kept.append(live.kept)
+    at_end = live.close()
+    expected = answers.detect(spans, walk)
+    assert len(expected) > 5
+    found = sorted([event for event, _ in given] + at_end, key=lambda e: (e.start, e.end, e.label))
+    assert [(e.label, e.start, e.end) for e in found] == [(e.label, e.start, e.end) for e in expected]
+    assert [e.score for e in found] == pytest.approx([e.score for e in expected])
+    assert [e.mean for e in found] == pytest.approx([e.mean for e in expected])
+    assert len(at_end) < len(expected)  # most came out as the stream went on
+    assert max(kept) < len(spans) / 2  # windows are let go once no event can need them
+
+
+def test_events_over_stdin_are_classifys(stream_case):
+    """listen --events gives the events the answers find in classify's windows of the file (one class, the
+    thresholds between its window scores so that events start and end inside the stream)."""
+    from ast_audio.answers.events import EventOptions, events_from_windows
+
+    model, wav, windows = stream_case
+    label = windows[0]["labels"][0]["label"]
+    track = np.array([[next(item["score"] for item in w["labels"] if item["label"] == label)] for w in windows])
+    threshold = float(np.sort(track[:, 0])[len(track) // 2])
+    expected = events_from_windows([(w["start"], w["end"]) for w in windows], track, [label],
+                                   EventOptions(threshold=threshold, threshold_off=threshold))
+    assert expected and expected[0].end < 3.3 or len(expected) > 1  # not one event over the whole stream
+    with open(wav, "rb") as handle:
+        done = listen(model, "-", "--include", label, "--events", "--threshold", repr(threshold),
+                      "--threshold-off", repr(threshold), stdin=handle)
+    assert done.returncode == 0, done.stderr
+    lines = window_lines(done.stdout)
+    events = [line["event"] for line in lines if "event" in line]
+    assert [(e["label"], e["start"], e["end"]) for e in events] == [(e.label, e.start, e.end) for e in expected]
+    assert [e["score"] for e in events] == pytest.approx([e.score for e in expected], abs=1e-4)
+    assert len([line for line in lines if "event" not in line]) == len(windows)

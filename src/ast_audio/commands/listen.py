@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from ast_audio.commands._answers import add_answer_arguments
+from ast_audio.commands._answers import add_answer_arguments, check_answers
 from ast_audio.commands._common import add_model_options
 
 HELP = "tag a live stream (stdin, a URL, a capture device): one JSON line per window"
@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "1, 2, 4, ... s (default 5); the lost time is reported as a gap line")
     parser.add_argument("--quiet", "-q", action="store_true", help="no closing line on stderr")
     add_answer_arguments(parser)
+    parser.set_defaults(format=None)  # check_answers reads it: listen has the one output form
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -80,8 +81,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         answers = AnswerOptions.from_args(args)
     except ConfigError as error:
         raise UsageError(str(error)) from None
-    if answers.events is not None:
-        raise UsageError("listen does not find events yet: drop --events and its options")
+    if answers.refine:
+        raise UsageError("--refine reads the audio again around each event: a stream cannot be, so listen has no "
+                         "finer pass")
+    check_answers(args, ())
 
 
 def open_source(args: argparse.Namespace, realtime: bool) -> Iterator:
@@ -175,9 +178,9 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     realtime = args.realtime if args.realtime is not None else bool(args.capture or args.source != "-")
     classifier = InferenceOptions.from_args(args).load()
-    answers = classifier.answers.build(classifier.labels) if classifier.answers.selects else None
+    answers = classifier.answers.build(classifier.labels) if classifier.answers.active else None
     tagger = LiveTagger(classifier.runner, answers, window=classifier.window, hop=classifier.hop, top_k=args.top_k,
-                        realtime=realtime, batch_size=args.batch_size)
+                        realtime=realtime, batch_size=args.batch_size, events=classifier.answers.events is not None)
 
     def stop(signal_number: int, frame) -> None:
         raise KeyboardInterrupt(signal.Signals(signal_number).name)

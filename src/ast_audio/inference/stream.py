@@ -32,7 +32,7 @@ from ast_audio.errors import AudioError
 from ast_audio.inference.results import top_labels
 from ast_audio.inference.windows import plan_windows
 
-__all__ = ["Gap", "LiveTagger", "MonoResampler", "SampleRing", "StreamWindow", "StreamWindows", "pcm_to_float"]
+__all__ = ["Gap", "LiveEvents", "LiveTagger", "MonoResampler", "SampleRing", "StreamWindow", "StreamWindows", "pcm_to_float"]
 
 
 @dataclass
@@ -246,11 +246,12 @@ class LiveTagger:
 
     runner: the `InferenceRunner` (its `features` and `infer`); answers: the built `Answers` (class selection)
     or None; window, hop: seconds; top_k: labels per window; realtime: drop windows when the model falls
-    behind instead of blocking the reader; queue_windows: windows waiting at most.
+    behind instead of blocking the reader; queue_windows: windows waiting at most; events: find events
+    (`LiveEvents`; needs `answers` with events on).
     """
 
     def __init__(self, runner: Any, answers: Any, *, window: float, hop: float, top_k: int = 5,
-                 realtime: bool = False, queue_windows: int = 16, batch_size: int = 8) -> None:
+                 realtime: bool = False, queue_windows: int = 16, batch_size: int = 8, events: bool = False) -> None:
         self.runner, self.answers, self.top_k = runner, answers, top_k
         self.labels = list(answers.labels) if answers is not None else list(runner.labels)
         timing = runner.timing
@@ -258,6 +259,7 @@ class LiveTagger:
         self.realtime, self.batch_size = realtime, batch_size
         self.dropped = 0
         self.windows = 0
+        self.events = LiveEvents(answers, hop) if events else None
         self._queue: queue.Queue = queue.Queue(maxsize=max(queue_windows, batch_size))
         self._stop = threading.Event()
 
@@ -314,7 +316,8 @@ class LiveTagger:
 
     def run(self, chunks: Iterable[Chunk | float], until: float | None = None) -> Iterator[dict[str, Any]]:
         """Records as windows are scored: {"start", "end", "labels"} per window (the labels as `top_labels`
-        gives them, classify's `windows` form) and {"gap": {"start", "end"}} per reconnect. `until`: stop after
+        gives them, classify's `windows` form), {"gap": {"start", "end"}} per reconnect and, with events,
+        {"event": {label, start, end, score, mean}} as each event becomes final (the rest at the end). `until`: stop after
         this many seconds of stream time. Raises what the source raised (e.g. `AudioError`) after the records of
         the windows read before it."""
         reader = threading.Thread(target=self._read, args=(chunks, until), name="ast-audio-listen", daemon=True)
@@ -326,13 +329,19 @@ class LiveTagger:
                 for item in batch:
                     if isinstance(item, BaseException):
                         error = item
-                records = self._score([item for item in batch if isinstance(item, StreamWindow)])
+                windows = [item for item in batch if isinstance(item, StreamWindow)]
+                records, scores = self._score(windows)
                 for item in batch:
                     if isinstance(item, Gap):
                         yield {"gap": {"start": item.start, "end": item.end}}
                     elif isinstance(item, StreamWindow):
                         yield records.pop(0)
+                if self.events is not None and windows:
+                    for event in self.events.add([(window.start, window.end) for window in windows], scores):
+                        yield {"event": event.to_dict()}
                 if finished:
+                    for event in self.events.close() if self.events is not None and error is None else []:
+                        yield {"event": event.to_dict()}
                     break
         finally:
             self._stop.set()
@@ -351,15 +360,104 @@ class LiveTagger:
         finished = batch[-1] is None
         return [item for item in batch if item is not None], finished
 
-    def _score(self, windows: list[StreamWindow]) -> list[dict[str, Any]]:
+    def _score(self, windows: list[StreamWindow]) -> tuple[list[dict[str, Any]], np.ndarray | None]:
+        """The windows' records and their (selected) scores (windows, classes)."""
         if not windows:
-            return []
+            return [], None
         scores, _ = self.runner.infer(self.runner.features([window.samples for window in windows]))
         if self.answers is not None:
             scores = self.answers.select(scores)
         self.windows += len(windows)
         return [{"start": window.start, "end": window.end, "labels": top_labels(row, self.labels, self.top_k)}
-                for window, row in zip(windows, scores)]
+                for window, row in zip(windows, scores)], scores
+
+
+class LiveEvents:
+    """The events of a stream, each given once, when no later window can change it: the answers' own rule
+    (`Answers.detect` over the windows so far), so the events of a whole stream are those classify finds in
+    the file.
+
+    Why an event is final: windows only lower the score track where they overlap it (the track is the minimum
+    over covering windows) and no window starts before `settled` (the last window's start + hop), so the track
+    before `settled` is final; an event that ends more than `min_gap` before it, with no run at or above the
+    off threshold starting within `min_gap` after it that goes on to `settled` (which could still reach the
+    threshold and merge), is final. Memory: the windows before the earliest point a pending event or a run
+    still open could start are dropped (the ones kept are clipped there, which leaves the track from there on
+    as it was); at most `max_windows` are kept, beyond which the oldest go (an event longer than that many
+    hops then starts where the kept windows do).
+    """
+
+    def __init__(self, answers: Any, hop: float, max_windows: int = 4096) -> None:
+        self.answers, self.hop, self.max_windows = answers, hop, max_windows
+        self.options = answers.events
+        self._spans: list[tuple[float, float]] = []
+        self._scores: list[np.ndarray] = []
+        self._clip_from = 0.0
+        self._given: set[tuple[str, float]] = set()  # (label, end) of the events given, from _clip_from on
+
+    def add(self, spans: list[tuple[float, float]], scores: np.ndarray) -> list[Any]:
+        """Windows (start, end) s and their selected scores (windows, classes); the events now final."""
+        self._spans += spans
+        self._scores += list(scores)
+        settled = self._spans[-1][0] + self.hop
+        events, track = self._detect()
+        on, off = self.options.thresholds(track.labels)
+        open_runs = self._open_runs(track, off, settled)
+        final, pending = [], []
+        for event in events:
+            if (event.label, event.end) in self._given:
+                continue
+            column = track.labels.index(event.label)
+            merging = any(event.end <= start < event.end + self.options.min_gap for start in open_runs[column])
+            (final if event.end + self.options.min_gap < settled and not merging else pending).append(event)
+        for event in final:
+            self._given.add((event.label, event.end))
+        starts = [event.start for event in pending] + [start for column in open_runs for start in column]
+        self._forget_before(min([settled, *starts]))
+        return final
+
+    def close(self) -> list[Any]:
+        """The events not given yet when the stream ends (one still open is closed at the end)."""
+        if not self._spans:
+            return []
+        events, _ = self._detect()
+        return [event for event in events if (event.label, event.end) not in self._given]
+
+    def _detect(self) -> tuple[list[Any], Any]:
+        from ast_audio.answers.events import score_track
+
+        spans = [(max(start, self._clip_from), end) for start, end in self._spans]
+        scores = np.stack(self._scores)
+        return self.answers.detect(spans, scores) or [], score_track(spans, scores, self.answers.labels)
+
+    @staticmethod
+    def _open_runs(track: Any, off: np.ndarray, settled: float) -> list[list[float]]:
+        """Per class, the starts of the runs at or above its off threshold that reach `settled`."""
+        with np.errstate(invalid="ignore"):
+            above = track.values >= off
+        runs: list[list[float]] = []
+        for column in range(above.shape[1]):
+            padded = np.concatenate(([False], above[:, column], [False]))
+            changes = np.flatnonzero(padded[1:] != padded[:-1])
+            runs.append([float(track.edges[first]) for first, last in zip(changes[0::2], changes[1::2])
+                         if track.edges[last] >= settled - 1e-9])
+        return runs
+
+    def _forget_before(self, cut: float) -> None:
+        """Drop the windows that end by `cut` and clip the others there (beyond `max_windows`, the oldest go and
+        the clip point moves to the end of the last of them)."""
+        keep = next((i for i, (_, end) in enumerate(self._spans) if end > cut), len(self._spans))
+        forced = len(self._spans) - self.max_windows
+        if forced > keep:
+            keep, cut = forced, max(cut, self._spans[forced - 1][1])
+        del self._spans[:keep], self._scores[:keep]
+        self._clip_from = max(self._clip_from, cut)
+        self._given = {(label, end) for label, end in self._given if end > self._clip_from}
+
+    @property
+    def kept(self) -> int:
+        """Windows held now."""
+        return len(self._spans)
 
 
 def wall_time(seconds: float | None = None) -> str:
