@@ -15,7 +15,7 @@ HELP = "tag a live stream (stdin, a URL, a capture device): one JSON line per wi
 DESCRIPTION = (
     "Tag audio as it arrives. SOURCE is - (standard input: WAV or any container FFmpeg reads from a pipe, or raw "
     "PCM with --raw-format, --rate, --channels), a URL FFmpeg opens (HTTP/HTTPS Icecast-style streams, RTSP, ...), "
-    "or omitted with --capture (an FFmpeg capture input, e.g. alsa:default). Windows of --window seconds every "
+    "a path (a FIFO, a file), or omitted with --capture (an FFmpeg capture input, e.g. alsa:default). Windows of --window seconds every "
     "--hop seconds are scored as soon as their audio is complete, with the numbers classify gives the same audio "
     "as a file (exactly for audio at the model's rate, 16 kHz; other rates go through a streaming resampler). "
     "Each window prints {start, end, labels, wall_time}; a reconnect prints {gap: {start, end}, wall_time}. "
@@ -30,7 +30,8 @@ DROP_WARNING_SECONDS = 10.0  # at most one warning about dropped windows this of
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", nargs="?", metavar="SOURCE",
-                        help="- for standard input, or a URL (http://, https://, rtsp://, ...)")
+                        help="- for standard input, a URL (http://, https://, rtsp://, ...), or a path FFmpeg "
+                             "reads as a stream (a FIFO, a file)")
     parser.add_argument("--capture", metavar="FORMAT:NAME",
                         help="read a capture device through FFmpeg's input devices instead of SOURCE, e.g. "
                              "alsa:default or alsa:hw:1 (the FFmpeg in PyAV's wheels has alsa; pulse needs a "
@@ -49,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                         help="a live source: drop whole windows (counted, with a warning) when the model falls "
                              "behind, and reopen a URL that ends; default on for URLs and --capture, off for "
-                             "standard input, which is then read as fast as the model keeps up (never a drop)")
+                             "standard input and paths, which are then read as fast as the model keeps up (never a "
+                             "drop)")
     parser.add_argument("--reconnect", type=int, default=5, metavar="N",
                         help="reopen a URL that fails (or ends, with --realtime) up to N times in a row, waiting "
                              "1, 2, 4, ... s (default 5); the lost time is reported as a gap line")
@@ -154,7 +156,7 @@ def container_chunks(target: str, name: str, device_format: str | None = None) -
     try:
         container = av.open(target, format=device_format, timeout=(10.0, 10.0))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise AudioError(f"{name}: cannot be opened as audio ({exc})") from None
+        raise AudioError(f"{name}: cannot be opened as audio ({getattr(exc, 'strerror', None) or exc})") from None
     try:
         stream = next((s for s in container.streams if s.type == "audio"), None)
         if stream is None:
@@ -164,7 +166,7 @@ def container_chunks(target: str, name: str, device_format: str | None = None) -
             array = array.T if frame.format.is_planar else array.reshape(-1, len(frame.layout.channels))
             yield pcm_to_float(array), frame.sample_rate
     except (av.error.FFmpegError, OSError) as exc:
-        raise AudioError(f"{name}: the stream broke off ({exc})") from None
+        raise AudioError(f"{name}: the stream broke off ({getattr(exc, 'strerror', None) or exc})") from None
     finally:
         container.close()
 
@@ -176,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     from ast_audio.inference.stream import LiveTagger, wall_time
 
     check_arguments(args)
-    realtime = args.realtime if args.realtime is not None else bool(args.capture or args.source != "-")
+    realtime = args.realtime if args.realtime is not None else bool(args.capture or "://" in args.source)
     classifier = InferenceOptions.from_args(args).load()
     answers = classifier.answers.build(classifier.labels) if classifier.answers.active else None
     tagger = LiveTagger(classifier.runner, answers, window=classifier.window, hop=classifier.hop, top_k=args.top_k,
