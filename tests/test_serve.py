@@ -579,8 +579,35 @@ def test_page_in_a_real_browser(server, clips, tmp_path):
         paths = {element.text.strip() for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
         assert {"/v1/classify", "/v1/embed", "/v1/model"} <= paths, paths
         assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-docs.png"))
+        _webvtt_parsed_by_the_browser(browser)
     finally:
         browser.quit()
+
+
+def _webvtt_parsed_by_the_browser(browser) -> None:
+    """`classify --format vtt`'s subtitles as Chromium's own WebVTT parser reads them (a <track> of a <video>):
+    every cue, with its times and its text (the escapes undone by the parser), past an hour too."""
+    from ast_audio.answers.events import Event
+    from ast_audio.answers.formats import to_webvtt
+
+    events = [Event("Dog & <cat>", 0.0, 1.25, 0.91, 0.8), Event("Speech", 0.5, 3.0, 0.7, 0.6),
+              Event("Siren", 3599.5, 3723.125, 0.55, 0.5)]
+    cues = browser.execute_async_script("""
+        const [text, done] = arguments;
+        const video = document.createElement('video');
+        const track = document.createElement('track');
+        track.kind = 'subtitles';
+        track.default = true;
+        track.src = URL.createObjectURL(new Blob([text], {type: 'text/vtt'}));
+        track.addEventListener('load', () => done(Array.from(track.track.cues, c => [c.startTime, c.endTime, c.getCueAsHTML().textContent])));
+        track.addEventListener('error', () => done('error'));
+        video.appendChild(track);
+        document.body.appendChild(video);
+        track.track.mode = 'hidden';
+    """, to_webvtt(events))
+    assert cues != "error", "Chromium refused the WebVTT file"
+    assert [(start, end, text.split("\n")[0].rsplit(" ", 1)[0]) for start, end, text in cues] == [
+        (e.start, e.end, e.label) for e in events], cues
 
 
 def _events_follow_the_threshold(browser, server: Server, clips) -> None:
