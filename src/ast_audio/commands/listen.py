@@ -15,12 +15,13 @@ HELP = "tag a live stream (stdin, a URL, a capture device): one JSON line per wi
 DESCRIPTION = (
     "Tag audio as it arrives. SOURCE is - (standard input: WAV or any container FFmpeg reads from a pipe, or raw "
     "PCM with --raw-format, --rate, --channels), a URL FFmpeg opens (HTTP/HTTPS Icecast-style streams, RTSP, ...), "
-    "a path (a FIFO, a file), or omitted with --capture (an FFmpeg capture input, e.g. alsa:default). Windows of --window seconds every "
-    "--hop seconds are scored as soon as their audio is complete, with the numbers classify gives the same audio "
-    "as a file (exactly for audio at the model's rate, 16 kHz; other rates go through a streaming resampler). "
-    "Each window prints {start, end, labels, wall_time}; a reconnect prints {gap: {start, end}, wall_time}. "
-    "--duration, Ctrl-C and SIGTERM stop it cleanly (exit 0). Exit 1: the source cannot be read (one line on "
-    "stderr); 2: a usage error."
+    "a path (a FIFO, a file), or omitted with --capture (an FFmpeg capture input, e.g. alsa:default). Windows of "
+    "--window seconds every --hop seconds are scored as soon as their audio is complete, with the numbers "
+    "classify gives the same audio as a file (exactly for audio at the model's rate, 16 kHz; other rates go "
+    "through a streaming resampler). Each window prints {start, end, labels, wall_time}; a reconnect prints "
+    "{gap: {start, end}, wall_time}; with --events, each event {event: {label, start, end, score, mean}, "
+    "wall_time} once final. --duration, Ctrl-C and SIGTERM stop it cleanly (exit 0). Exit 1: the source cannot "
+    "be read (one line on stderr); 2: a usage error."
 )
 OWN_SIGNALS = True  # SIGTERM/SIGHUP stop the stream cleanly (exit 0), not as a job cut short
 

@@ -32,7 +32,8 @@ from ast_audio.errors import AudioError
 from ast_audio.inference.results import top_labels
 from ast_audio.inference.windows import plan_windows
 
-__all__ = ["Gap", "LiveEvents", "LiveTagger", "MonoResampler", "SampleRing", "StreamWindow", "StreamWindows", "pcm_to_float"]
+__all__ = ["Gap", "LiveEvents", "LiveTagger", "MonoResampler", "SampleRing", "StreamWindow", "StreamWindows",
+           "pcm_to_float", "reconnecting", "wall_time"]
 
 
 @dataclass
@@ -317,9 +318,9 @@ class LiveTagger:
     def run(self, chunks: Iterable[Chunk | float], until: float | None = None) -> Iterator[dict[str, Any]]:
         """Records as windows are scored: {"start", "end", "labels"} per window (the labels as `top_labels`
         gives them, classify's `windows` form), {"gap": {"start", "end"}} per reconnect and, with events,
-        {"event": {label, start, end, score, mean}} as each event becomes final (the rest at the end). `until`: stop after
-        this many seconds of stream time. Raises what the source raised (e.g. `AudioError`) after the records of
-        the windows read before it."""
+        {"event": {label, start, end, score, mean}} as each event becomes final (the rest at the end).
+        `until`: stop after this many seconds of stream time. Raises what the source raised (e.g.
+        `AudioError`) after the records of the windows read before it."""
         reader = threading.Thread(target=self._read, args=(chunks, until), name="ast-audio-listen", daemon=True)
         reader.start()
         error: BaseException | None = None
@@ -471,8 +472,9 @@ def reconnecting(open_chunks: Callable[[], Iterator[Chunk]], attempts: int, *, b
                  ) -> Iterator[Chunk | float]:
     """The chunks of `open_chunks()`, reopened when it fails (or ends, with `reopen_at_end`) up to `attempts`
     times in a row, waiting `backoff` s, then twice that, ... (at most 30 s); after a reopen, the seconds of
-    wall time without audio (a float) before the chunks go on (none when no audio had come yet). Raises `AudioError` when the attempts are
-    spent (naming the last error). `on_retry(attempt, reason)` is told of each retry."""
+    wall time without audio (a float) before the chunks go on (none when no audio had come yet). Raises
+    `AudioError` when the attempts are spent (naming the last error). `on_retry(attempt, reason)` is told of
+    each retry."""
     failures, lost_at, started = 0, None, False
     while True:
         reason = "the stream ended"
