@@ -339,3 +339,28 @@ def test_events_over_stdin_are_classifys(stream_case):
     assert [(e["label"], e["start"], e["end"]) for e in events] == [(e.label, e.start, e.end) for e in expected]
     assert [e["score"] for e in events] == pytest.approx([e.score for e in expected], abs=1e-4)
     assert len([line for line in lines if "event" not in line]) == len(windows)
+
+
+def test_window_decisions_are_the_engines(stream_case):
+    """With decisions on (--decide), each window carries the labels at or above their thresholds, as the
+    engine's windows of the file do."""
+    from ast_audio.answers.options import AnswerOptions
+    from ast_audio.inference.options import InferenceOptions
+    from ast_audio.inference.stream import LiveTagger
+
+    model, wav, _ = stream_case
+    answers = AnswerOptions(decide=0.15)
+    classifier = InferenceOptions(model=model, window=WINDOW, hop=HOP, device="cpu", threads=1,
+                                  answers=answers).load()
+    (result,) = classifier.runner.run([str(wav)], window=WINDOW, hop=HOP, answers=answers)
+    samples, _ = sf.read(wav, dtype="float32")
+    tagger = LiveTagger(classifier.runner, answers.build(classifier.labels), window=WINDOW, hop=HOP)
+    records = list(tagger.run((samples[start : start + 4000], RATE) for start in range(0, len(samples), 4000)))
+    expected = result.timeline(5)
+    assert any(window["decisions"] for window in expected)
+    assert len(records) == len(expected)
+    for got, want in zip(records, expected):
+        assert [(d["label"], d["threshold"]) for d in got["decisions"]] == [
+            (d["label"], d["threshold"]) for d in want["decisions"]]
+        assert [d["score"] for d in got["decisions"]] == pytest.approx([d["score"] for d in want["decisions"]],
+                                                                       abs=1e-4)

@@ -317,7 +317,7 @@ class LiveTagger:
 
     def run(self, chunks: Iterable[Chunk | float], until: float | None = None) -> Iterator[dict[str, Any]]:
         """Records as windows are scored: {"start", "end", "labels"} per window (the labels as `top_labels`
-        gives them, classify's `windows` form), {"gap": {"start", "end"}} per reconnect and, with events,
+        gives them, classify's `windows` form; and "decisions" when the answers decide), {"gap": {"start", "end"}} per reconnect and, with events,
         {"event": {label, start, end, score, mean}} as each event becomes final (the rest at the end).
         `until`: stop after this many seconds of stream time. Raises what the source raised (e.g.
         `AudioError`) after the records of the windows read before it."""
@@ -369,8 +369,12 @@ class LiveTagger:
         if self.answers is not None:
             scores = self.answers.select(scores)
         self.windows += len(windows)
-        return [{"start": window.start, "end": window.end, "labels": top_labels(row, self.labels, self.top_k)}
-                for window, row in zip(windows, scores)], scores
+        records = [{"start": window.start, "end": window.end, "labels": top_labels(row, self.labels, self.top_k)}
+                   for window, row in zip(windows, scores)]
+        decided = self.answers.decisions(scores) if self.answers is not None else None
+        for record, decisions in zip(records, decided or ()):  # classify's windows carry them the same way
+            record["decisions"] = [decision.to_dict() for decision in decisions]
+        return records, scores
 
 
 class LiveEvents:
