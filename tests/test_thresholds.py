@@ -89,6 +89,22 @@ def test_f1_threshold_is_the_best_on_its_clips() -> None:
     assert at_target.precision >= 0.7 and at_target.recall == pytest.approx(max(reaching))
 
 
+def test_target_precision_takes_the_highest_threshold_of_the_best_recall() -> None:
+    # Positives at 0.125 and above, negatives at 0.014 and below (the new user's tone): thresholds just above
+    # 0.005 already reach precision 0.9 (20 of 22), but every threshold up to the lowest positive keeps recall
+    # 1 with fewer false positives; the chosen one is the highest of them, midway below the lowest positive.
+    positives = np.linspace(0.125, 0.9, 20)
+    scores = np.concatenate([positives, [0.014, 0.011, 0.005, 0.001]])
+    targets = np.array([True] * 20 + [False] * 4)
+    chosen = choose_class_threshold(scores, targets, target_precision=0.9)
+    assert (chosen.precision, chosen.recall) == (1.0, 1.0)
+    assert chosen.threshold == pytest.approx((0.125 + 0.014) / 2)
+    # Where a lower threshold reaches a better recall at the target, that one wins.
+    targets[21] = True  # the positive at 0.011
+    lower = choose_class_threshold(scores, targets, target_precision=0.9)
+    assert lower.recall == 1.0 and lower.threshold == pytest.approx((0.011 + 0.005) / 2)
+
+
 def test_unreachable_precision_keeps_the_best_precision_and_flags_the_class() -> None:
     targets = np.array([True, False] * 10)
     scores = np.full(20, 0.5)  # all tied: precision 0.5 at best
@@ -144,6 +160,8 @@ def test_thresholds_json_round_trips_and_drives_events(splits, tmp_path) -> None
         ('{"version": 1, "default": 0.5, "thresholds": {}, "provenance": {"min_positives": 2.5}}', "'min_positives'"),
         ('{"version": 1, "default": 0.5, "thresholds": {}, "provenance": {"classes": {"a": {"x": 1}}}}',
          "provenance of 'a' must have the fields"),
+        ('{"version": 1, "default": 0.5, "thresholds": {"tone": -3}}', "threshold of 'tone' must be a score in"),
+        ('{"version": 1, "default": 1.5, "thresholds": {}}', r"'default' must be a score in \[0, 1\], got 1.5"),
     ],
 )
 def test_bad_thresholds_files_are_refused_naming_the_file(text: str, expected: str) -> None:

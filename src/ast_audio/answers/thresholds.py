@@ -6,8 +6,8 @@ validation data), `choose_thresholds` picks, for each class, from its scores ove
 clips x classes, targets: 0/1 of the same shape; a clip has the class when its score is >= the threshold):
 
 - `target_precision=None`: the threshold that maximises F1 on those clips;
-- `target_precision=0.9`: the threshold that reaches that precision with the best recall (the lowest such
-  threshold). Where no threshold reaches it, the threshold of the highest precision (the best recall among
+- `target_precision=0.9`: the threshold that reaches that precision with the best recall; of the
+  thresholds giving that recall, the highest (the best precision, the widest margin above the negatives). Where no threshold reaches it, the threshold of the highest precision (the best recall among
   ties) is kept and the class is flagged (`ClassThreshold.status == "target not reached"`).
 
 Candidate thresholds lie between consecutive distinct scores of the class: the chosen one is the midpoint
@@ -97,7 +97,8 @@ def choose_class_threshold(
     else:
         reached = np.flatnonzero(precision >= target_precision - 1e-12)
         if len(reached):
-            best = int(reached[-1])  # the lowest threshold: the most clips accepted, the best recall
+            # the best recall, then of the thresholds giving it the highest: the fewest false positives
+            best = int(reached[np.argmax(tp[reached] >= tp[reached].max())])
         else:
             status = NOT_REACHED
             top = np.nanmax(precision)
@@ -221,7 +222,8 @@ class Thresholds:
     @classmethod
     def from_json(cls, text: str, source: str = "thresholds.json") -> Thresholds:
         """The thresholds of a `thresholds.json` text. Raises `ConfigError` ("source: ...") naming what was
-        expected: not JSON, another version, a threshold that is not a number, a malformed provenance."""
+        expected: not JSON, another version, a threshold that is not a number in [0, 1], a malformed
+        provenance."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
@@ -253,6 +255,14 @@ def _number(value: Any, what: str, source: str) -> float:
     return float(value)
 
 
+def _score(value: Any, what: str, source: str) -> float:
+    """A threshold: a number in [0, 1], as the scores it is compared with."""
+    number = _number(value, what, source)
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{source}: {what} must be a score in [0, 1], got {number:g}")
+    return number
+
+
 def _count(value: Any, source: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{source}: 'min_positives' must be an integer >= 1, got {value!r}")
@@ -274,9 +284,9 @@ def _from_dict(data: Any, source: str) -> Thresholds:
     if not isinstance(data.get("thresholds"), dict):
         raise ConfigError(f"{source}: 'thresholds' must be an object {{label: threshold}}")
     thresholds = {
-        str(label): _number(value, f"threshold of {label!r}", source) for label, value in data["thresholds"].items()
+        str(label): _score(value, f"threshold of {label!r}", source) for label, value in data["thresholds"].items()
     }
-    default = _number(data.get("default"), "'default'", source)
+    default = _score(data.get("default"), "'default'", source)
     provenance = data.get("provenance", {})
     if not isinstance(provenance, dict) or not isinstance(provenance.get("classes", {}), dict):
         raise ConfigError(f"{source}: 'provenance' must be an object with 'classes' {{label: {{...}}}}")
@@ -319,7 +329,7 @@ def choose_thresholds(
         raise ConfigError(f"min_positives must be an integer >= 1, got {min_positives!r}")
     if default is None:
         default = best_global_threshold(scores, targets)[0] if targets.any() else 0.5
-    default = _number(default, "default threshold", "options")
+    default = _score(default, "default threshold", "options")
     own, classes = {}, {}
     for column, label in enumerate(labels):
         column_scores, column_targets = scores[:, column], targets[:, column]
