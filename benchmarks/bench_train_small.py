@@ -16,6 +16,12 @@ Sets:
   (apt-get install espeak-ng); skipped with a note when it is missing.
 
     python benchmarks/bench_train_small.py [--sets easy keywords] [--work DIR] [--threads N]
+    python benchmarks/bench_train_small.py --sets keywords --ablations   # speaker augmentation / normalisation
+
+--ablations trains in one process on the keyword set, without a validation split, with the training
+pipeline's own augmentation (ClipDataset: SpecAugment, `warp`, `shift`) and learning-rate schedule, for each
+variant of ABLATIONS; `cmn` (per-utterance mean removal per mel bin, applied after the dataset's features)
+is not a training setting: the feature extractor has no such option, so a checkpoint could not reproduce it.
 
 Timings name the CPU; on a shared machine they are contended (CPU s: the process's own time, featurising
 included; for the recipe, that of the stats and train commands). Targets (issue 25): easy held-out >= 0.98
@@ -259,6 +265,74 @@ def _checkpoint_accuracy(checkpoint: str, clips: list[tuple[str, str]]) -> float
     return hits / len(clips)
 
 
+# ---------------------------------------------------------------------------------------------- ablations
+# (name, encoder, steps, lr, settings): encoder "recipe" is scratch_small's (192 wide, 4 layers), "small" 96
+# wide and 2 layers; settings are AugmentConfig fields, plus cmn.
+ABLATIONS = (
+    ("recipe encoder, SpecAugment only", "recipe", 400, 3e-4, {}),
+    ("recipe encoder, warp 0.15, shift 20", "recipe", 400, 3e-4, {"warp": 0.15, "shift": 20}),
+    ("recipe encoder, cmn", "recipe", 400, 3e-4, {"cmn": True}),
+    ("recipe encoder, cmn, warp 0.15, shift 20", "recipe", 800, 3e-4, {"cmn": True, "warp": 0.15, "shift": 20}),
+    ("small encoder, cmn", "small", 1500, 1e-3, {"cmn": True}),
+    ("small encoder, cmn, warp 0.15", "small", 1500, 1e-3, {"cmn": True, "warp": 0.15}),
+    ("small encoder, warp 0.15, shift 20", "small", 4000, 1e-3, {"warp": 0.15, "shift": 20}),
+    ("small encoder, cmn, warp 0.15, shift 20", "small", 4000, 1e-3, {"cmn": True, "warp": 0.15, "shift": 20}),
+)
+ENCODERS = {"recipe": None, "small": dict(hidden_size=96, num_hidden_layers=2, num_attention_heads=3,
+                                          intermediate_size=384)}
+
+
+def ablate(train_dir: str, test_dir: str, encoder: str, steps: int, lr: float, settings: dict) -> list:
+    """One variant trained in process: [held-out acc., train acc., steps, CPU s]. Batches of 16 drawn with
+    replacement; AdamW as the recipe (weight decay 0.05), warmup over 100 steps, cosine decay to `steps`."""
+    import torch
+
+    from ast_audio.features.extractor import ASTFeatureExtractor
+    from ast_audio.model.configuration import ASTConfig
+    from ast_audio.model.modeling import ASTForAudioClassification
+    from ast_audio.training.config import TrainConfig, load_train_config
+    from ast_audio.training.data import AugmentConfig, ClipDataset, folder_clips, load_clips
+    from ast_audio.training.optimization import lr_at
+
+    recipe = load_train_config("scratch_small", {"train": train_dir})
+    train, labels = folder_clips(train_dir)
+    test, _ = load_clips(test_dir, labels)
+    mel = np.concatenate(_log_mel([c.path for c in train], recipe.frames))
+    extractor = ASTFeatureExtractor(max_length=recipe.frames, mean=float(mel.mean()), std=float(mel.std()))
+    cmn = bool(settings.get("cmn"))
+    augment = AugmentConfig(freqm=recipe.freqm, timem=recipe.timem, warp=settings.get("warp", 0.0),
+                            shift=settings.get("shift", 0))
+    data = ClipDataset(train, len(labels), extractor, augment, training=True)
+
+    def features(dataset: ClipDataset, items: list) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = map(torch.stack, zip(*(dataset[item] for item in items)))
+        return (x - x.mean(1, keepdim=True) if cmn else x), y.argmax(-1)
+
+    torch.manual_seed(0)
+    model = ASTForAudioClassification(ASTConfig(
+        **(ENCODERS[encoder] or recipe.model), max_length=recipe.frames, frequency_stride=recipe.frequency_stride,
+        time_stride=recipe.time_stride, num_labels=len(labels)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.95, 0.999), weight_decay=recipe.weight_decay)
+    schedule = TrainConfig(train=train_dir, lr=lr, warmup_steps=100, lr_schedule="cosine", epochs=1)
+    rng, cpu = np.random.default_rng(0), time.process_time()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(schedule, step, 0, steps)
+        x, y = features(data, [(int(i), step) for i in rng.integers(0, len(train), 16)])
+        loss = torch.nn.functional.cross_entropy(model(x).logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    cpu = time.process_time() - cpu
+    model.eval()
+    accuracies = []
+    with torch.no_grad():
+        for clips in (test, train):
+            x, y = features(ClipDataset(clips, len(labels), extractor), [(i, 0) for i in range(len(clips))])
+            accuracies.append(float((model(x).logits.argmax(-1) == y).float().mean()))
+    return [*accuracies, steps, cpu]
+
+
 # --------------------------------------------------------------------------------------------------- main
 def bench_set(name: str, train_dir: str, test_dir: str, work: str, threads: int, extra: list[str]) -> list[list]:
     """The table's rows for one set: the recipe and the two baselines."""
@@ -300,6 +374,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to ast-audio train (e.g. min_steps=600) to try other settings")
+    parser.add_argument("--ablations", action="store_true",
+                        help="keyword set only: the speaker augmentation and normalisation variants (ABLATIONS)")
     args = parser.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="bench_train_small_")
     extra = [item for pair in args.set for item in ("--set", pair)]
@@ -318,8 +394,20 @@ def main() -> None:
             if not os.path.isdir(os.path.join(work, "keywords", "train")):
                 make_keywords(os.path.join(work, "keywords"))
             train_dir, test_dir = os.path.join(work, "keywords", "train"), os.path.join(work, "keywords", "test")
+        if args.ablations and name == "keywords":
+            import torch
+
+            torch.set_num_threads(args.threads)
+            for label, encoder, steps, lr, settings in ABLATIONS:
+                rows.append([name, label, *ablate(train_dir, test_dir, encoder, steps, lr, settings)])
+                print(rows[-1], flush=True)
+            continue
         rows += bench_set(name, train_dir, test_dir, work, args.threads, extra)
     print(f"CPU: {_cpu_name()}, {args.threads} threads; work folder {work}")
+    if args.ablations:
+        print_table([("set", 8, "s"), ("variant", 44, "s"), ("held-out", 8, ".3f"), ("train", 6, ".3f"),
+                     ("steps", 5, "d"), ("CPU s", 6, ".0f")], rows)
+        return
     print_table([("set", 8, "s"), ("method", 62, "s"), ("held-out", 8, ".3f"), ("train", 6, ".3f"),
                  ("wall s", 7, ".0f"), ("CPU s", 6, ".0f")], rows)
 
