@@ -180,7 +180,11 @@ def test_classify_takes_the_answers_options_of_the_command_line(server, served_c
     assert {item["label"] for item in served["labels"]} <= {"sound 3", "sound 5", "pair"}
     assert served["events"] and any(event["label"] == "sound 3" for event in served["events"])
     assert served["events"] == local["events"]
-    for bad, message in [("include=sound%209", "sound 9"), ("include=%40/etc/passwd", "label files (@FILE)"),
+    for bad, message in [("include=sound%209", "sound 9"),
+                         ("include=%40/etc/passwd", "query parameter include='@/etc/passwd': label files (@FILE)"),
+                         ("group=pair=%40/etc/passwd", "query parameter group='pair=@/etc/passwd': label files"),
+                         ("group=pair", "query parameter group='pair': expected NAME=LABEL,LABEL"),
+                         ("group=a=sound%201&group=a=sound%202", "query parameter group: the group 'a' is given twice"),
                          ("events=true&threshold=0.2&threshold_off=0.4", "threshold_off 0.4 is above")]:
         status, answer = server.post(f"/v1/classify?{bad}", read(clips["short_wav"]), "audio/wav")
         assert status == 422 and message in answer["error"], answer
@@ -240,6 +244,29 @@ def test_bad_input_gets_4xx_and_the_server_stays_up(server, clips, body, content
     got, answer = server.post(f"/v1/classify{query}", data, content_type)
     assert got == status and message in answer["error"], answer
     assert server.request("GET", "/healthz")[0] == 200
+
+
+def test_unknown_query_parameters_are_refused_on_every_v1_route(server, clips):
+    """A parameter a route does not declare is 422 naming it and the route's own (read from the route's
+    definition), before any work; refine (the finer pass) is the command line's; the page's query is known."""
+    data = read(clips["short_wav"])
+    status, answer = server.post("/v1/classify?top_k=3&bogus=1", data, "audio/wav")
+    assert status == 422, answer
+    known = answer["error"].partition("(known: ")[2].rstrip(")").split(", ")
+    assert answer["error"].startswith("unknown query parameter 'bogus' (known: ")
+    assert {"top_k", "window", "hop", "pooling", "timeline", "spectrogram", "events", "threshold",
+            "threshold_off", "min_duration", "min_gap", "include", "exclude", "group", "rollup", "decide",
+            "filename"} == set(known)
+    status, answer = server.post("/v1/classify?events=true&refine=2", data, "audio/wav")
+    assert status == 422 and "command-line option (classify --refine" in answer["error"], answer
+    status, answer = server.post("/v1/embed?per_window=true&top_k=3", data, "audio/wav")
+    assert status == 422 and answer["error"] == ("unknown query parameter 'top_k' (known: window, hop, per_window, "
+                                                 "filename)"), answer
+    status, _, body = server.request("GET", "/v1/model?verbose=1")
+    assert status == 422 and json.loads(body) == {"error": "unknown query parameter 'verbose' (known: none)"}
+    status, answer = server.post("/v1/classify?top_k=5&timeline=true&spectrogram=true&filename=a.wav&threshold=0.5",
+                                 data, "audio/wav")
+    assert status == 200 and answer["path"] == "a.wav" and answer["spectrogram"]["bins"], answer
 
 
 @pytest.mark.parametrize("method,path,status,message", [

@@ -9,6 +9,7 @@ import dataclasses
 import hmac
 import logging
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -271,8 +272,41 @@ def _add_errors(app: FastAPI) -> None:
         return await rejected(request, rejection(exc))
 
 
+def _known_query(request: Request) -> None:
+    """Refuse (422) a query parameter the route does not declare, naming the ones it does: the route's own
+    parameters and its dependencies', as FastAPI reads them (`route.dependant`), so the list is never written
+    twice. `refine` gets its own answer: the finer pass is the command line's."""
+    route = request.scope["route"]
+    known = _declared_query(route)
+    for name in request.query_params:
+        if name in known:
+            continue
+        if name == "refine":
+            raise HTTPRejection(422, "query parameter 'refine': the finer pass (refine) is a command-line option "
+                                     "(classify --refine ROUNDS); the service gives the first pass's events")
+        raise HTTPRejection(422, f"unknown query parameter {name!r} (known: {', '.join(known) or 'none'})")
+
+
+def _declared_query(route: Any) -> list[str]:
+    """The query parameter names `route` (a FastAPI `APIRoute`) declares, itself and through its dependencies,
+    in that order (a walk over a few dependants: cheap beside a request)."""
+    names: list[str] = []
+    dependants = [route.dependant]
+    while dependants:
+        dependant = dependants.pop(0)
+        names += [field.alias for field in dependant.query_params if field.alias not in names]
+        dependants += dependant.dependencies
+    return names
+
+
+def _upload_query(filename: str | None = Query(None, description="the upload's name, for a raw body (or the "
+                                                                 "X-Filename header)")) -> None:
+    """Declares ?filename=, which `service.uploads.read_upload` reads."""
+
+
 def _add_routes(app: FastAPI, service: Service) -> None:
-    authorised = [Depends(_authorise(service))]
+    authorised = [Depends(_authorise(service)), Depends(_known_query)]
+    uploaded = [*authorised, Depends(_upload_query)]
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -300,7 +334,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                 "window": classifier.window, "hop": classifier.hop,
                 "limits": dataclasses.asdict(dataclasses.replace(service.settings, api_key=None))}
 
-    @app.post("/v1/classify", dependencies=authorised)
+    @app.post("/v1/classify", dependencies=uploaded)
     async def classify(
         request: Request, top_k: int = Query(5, ge=1), window: float | None = Query(None, gt=0),
         hop: float | None = Query(None, gt=0), pooling: Literal["mean", "max"] = "mean", timeline: bool = True,
@@ -313,7 +347,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             out["spectrogram"] = await asyncio.get_running_loop().run_in_executor(service.pool, _spectrogram, data)
         return out
 
-    @app.post("/v1/embed", dependencies=authorised)
+    @app.post("/v1/embed", dependencies=uploaded)
     async def embed(request: Request, window: float | None = Query(None, gt=0), hop: float | None = Query(None, gt=0),
                     per_window: bool = False) -> dict[str, Any]:
         result, _ = await _run(request, service, window, hop, "mean")
@@ -367,16 +401,34 @@ def _answer_query(
 def request_answers(service: Service, asked: argparse.Namespace) -> AnswerOptions:
     """The answers (`AnswerOptions`) of one request, by the command line's rule (`AnswerOptions.from_args`), or
     the classifier's own when it asks for none; checked against the model's labels before any work. Raises
-    `HTTPRejection` 422 for a label file (@FILE: no route reads a path on the server), `ConfigError` (422)
-    for a value that cannot work or a label the model lacks."""
-    for value in [*(asked.include or ()), *(asked.exclude or ()), *(asked.group or ())]:
-        if value.startswith("@") or value.partition("=")[2].startswith("@"):
-            raise HTTPRejection(422, f"{value!r}: label files (@FILE) are for the command line; send the names")
+    `HTTPRejection` 422 for a label file (@FILE: no route reads a path on the server) or a `group` not of the
+    form NAME=LABEL,LABEL (named as the query parameters they are), `ConfigError` (422) for a value that cannot
+    work or a label the model lacks."""
+    for parameter in ("include", "exclude", "group"):
+        for value in getattr(asked, parameter) or ():
+            if value.startswith("@") or (parameter == "group" and value.partition("=")[2].startswith("@")):
+                raise HTTPRejection(422, f"query parameter {parameter}={value!r}: label files (@FILE) are the "
+                                         "command line's; the service takes label names")
+    _check_groups(asked.group or ())
     answers = AnswerOptions.from_args(argparse.Namespace(**vars(asked), model=service.model_source))
     if not answers.active:
         return service.classifier.answers
     answers.build(service.classifier.labels)
     return answers
+
+
+def _check_groups(values: Sequence[str]) -> None:
+    """Raise `HTTPRejection` 422 for a `group` value that is not NAME=LABEL,LABEL or a group name given twice,
+    in the service's words (`AnswerOptions.from_args` would speak of --group)."""
+    names: set[str] = set()
+    for value in values:
+        name, sep, members = value.partition("=")
+        if not sep or not name.strip() or not members.strip():
+            raise HTTPRejection(422, f"query parameter group={value!r}: expected NAME=LABEL,LABEL,... (a comma "
+                                     "inside a label as \\,)")
+        if name.strip() in names:
+            raise HTTPRejection(422, f"query parameter group: the group {name.strip()!r} is given twice")
+        names.add(name.strip())
 
 
 async def _run(request: Request, service: Service, window: float | None, hop: float | None,
