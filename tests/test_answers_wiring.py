@@ -81,6 +81,13 @@ def test_from_args_reads_the_command_line(tmp_path):
     assert AnswerOptions.from_args(argparse.Namespace(threshold=0.5, threshold_off=0.9)).events is None
     with pytest.raises(ConfigError, match="NAME=LABEL"):
         AnswerOptions.from_args(argparse.Namespace(group=["alarm"]))
+    # A name repeated (on the line, in a file, among a group's members) counts once, in first order, so the
+    # options (and a resume's comparison of them) are those of the names given once.
+    repeated = AnswerOptions.from_args(argparse.Namespace(
+        include=["Dog", "Cat", "Dog"], exclude=["Speech", f"@{names}"], group=["pets=Dog,Cat,Dog"]))
+    once = AnswerOptions.from_args(argparse.Namespace(include=["Dog", "Cat"], exclude=["Speech"], group=["pets=Dog,Cat"]))
+    assert (repeated.include, repeated.exclude, repeated.groups) == (("Dog", "Cat"), ("Speech",), (("pets", ("Dog", "Cat")),))
+    assert repeated.numbers() == once.numbers()
 
 
 def test_thresholds_file_beside_the_checkpoint(tmp_path):
@@ -188,3 +195,6 @@ def test_finer_pass_scores_extra_windows_at_the_boundaries(audioset_checkpoint):
     with pytest.raises(ConfigError, match="turn events on"):
         AnswerOptions(refine=1)
     assert AnswerOptions(events=True, refine=2).numbers()["events"]["refine"] == 2
+    assert AnswerOptions(events=True, refine=3).refine == 3
+    with pytest.raises(ConfigError, match=r"refine must be a number of rounds from 0 to 3 \(1 recommended\), got 4"):
+        AnswerOptions(events=True, refine=4)

@@ -170,6 +170,12 @@ def test_resume_refuses_other_event_options(setup, capsys, tmp_path):
     assert code == 0 and "2 of 2 files already done" in err
     code, _, err = classify(setup, capsys, "-f", "vtt", "--output-dir", folder, "--resume", "--exclude", "Cat")
     assert code != 0 and "cannot resume" in err and "selection" in err
+    # A name given twice is the name once: the resume of a job with it once goes on.
+    excluded = tmp_path / "excluded"
+    assert classify(setup, capsys, "-f", "vtt", "--output-dir", excluded, "--exclude", "Cat")[0] == 0
+    code, _, err = classify(setup, capsys, "-f", "vtt", "--output-dir", excluded, "--resume",
+                            "--exclude", "Cat", "--exclude", "Cat")
+    assert code == 0 and "2 of 2 files already done" in err, err
 
 
 def test_table_lists_the_events(setup, capsys):
@@ -206,13 +212,31 @@ def test_rollup_and_include_from_the_command_line(setup, capsys):
     (["-o", "{tmp}/x.jsonl", "--output-dir", "{tmp}/d"], "exclude each other"),
     (["--include", "dog"], "'dog' is not a label of the model (did you mean 'Dog'?)"),
     (["--group", "pets"], "expected NAME=LABEL,LABEL"),
-    (["--refine", "-1"], "refine must be a number of rounds >= 0, got -1"),
+    (["--refine", "-1"], "refine must be a number of rounds from 0 to 3 (1 recommended), got -1"),
+    (["--refine", "100"], "refine must be a number of rounds from 0 to 3 (1 recommended), got 100"),
     (["--threshold", "0.2", "--threshold-off", "0.4"], "threshold_off 0.4 is above threshold 0.2"),
+    (["--threshold", "-0.5"], "threshold must be a score in [0, 1], got -0.5"),
+    (["--threshold", "1.5"], "threshold must be a score in [0, 1], got 1.5"),
+    (["--threshold-off", "-1"], "threshold_off must be a score in [0, 1], got -1"),
+    (["--decide", "--threshold", "2"], "the default decision threshold must be a score in [0, 1], got 2"),
+    (["--events", "--thresholds", "{tmp}/bad.json"], "bad.json: threshold of 'Dog' must be a score in [0, 1], got -3"),
 ])
 def test_usage_errors_exit_2_with_one_line(setup, capsys, tmp_path, args, message):
+    (tmp_path / "bad.json").write_text('{"version": 1, "default": 0.5, "thresholds": {"Dog": -3}}')
     code, _, err = run_cli(["classify", setup["root"] / "in", "-m", setup["model"], "-q",
                             *[arg.format(tmp=tmp_path) for arg in args]], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_thresholds_for_labels_the_model_lacks_are_a_one_line_warning(setup, capsys, tmp_path):
+    from ast_audio.answers.thresholds import Thresholds
+
+    path = tmp_path / "thresholds.json"
+    Thresholds({"Dog": 0.4, "Tuba": 0.3, "Gong": 0.2}, default=0.5).write(path)
+    code, out, err = run_cli(["classify", setup["paths"][1], "-m", setup["model"], *WINDOW, "-q",
+                              "--thresholds", path, "-f", "jsonl"], capsys)
+    assert code == 0 and json.loads(out)["events"] is not None, err
+    assert err.strip() == "ast-audio: warning: the thresholds name labels the model lacks (ignored): Gong, Tuba"
 
 
 def test_rollup_refused_for_labels_that_are_not_audiosets(setup, capsys, tmp_path):

@@ -83,6 +83,10 @@ def test_decide_options_hashable_in_numbers_and_checked(tmp_path):
         AnswerOptions(decide="0.5")
     with pytest.raises(ConfigError, match="threshold of 'Dog' must be a finite number"):
         DecisionThresholds(0.5, {"Dog": float("nan")})
+    with pytest.raises(ConfigError, match=r"the default decision threshold must be a score in \[0, 1\], got -1"):
+        AnswerOptions(decide=-1)
+    with pytest.raises(ConfigError, match=r"threshold of 'Dog' must be a score in \[0, 1\], got 1.5"):
+        DecisionThresholds(0.5, {"Dog": 1.5})
 
 
 @pytest.fixture(scope="module")

@@ -167,6 +167,14 @@ def test_track_on_a_regular_grid() -> None:
     assert isinstance(track, ScoreTrack)
 
 
+def test_default_off_threshold_is_six_tenths_of_the_threshold() -> None:
+    # One rule with the command line: threshold_off defaults to 0.6 x threshold, so a low threshold works.
+    assert EventOptions().threshold_off == 0.3
+    assert EventOptions(threshold=0.2).threshold_off == pytest.approx(0.12)
+    assert EventOptions(threshold=0.2) == EventOptions(threshold=0.2, threshold_off=0.6 * 0.2)
+    assert EventOptions(threshold=0.0).threshold_off == 0.0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -177,6 +185,10 @@ def test_track_on_a_regular_grid() -> None:
         ({"min_gap": -0.1}, "min_gap must be >= 0 seconds"),
         ({"class_thresholds": {"dog": None}}, "threshold of 'dog' must be a finite number"),
         ({"class_thresholds": 0.4}, "class_thresholds must map labels to thresholds, got 0.4"),
+        ({"threshold": -0.5}, r"threshold must be a score in \[0, 1\], got -0.5"),
+        ({"threshold": 1.5}, r"threshold must be a score in \[0, 1\], got 1.5"),
+        ({"threshold_off": -1}, r"threshold_off must be a score in \[0, 1\], got -1"),
+        ({"class_thresholds": {"tone": -3}}, r"threshold of 'tone' must be a score in \[0, 1\], got -3"),
     ],
 )
 def test_options_are_validated(kwargs: dict, message: str) -> None:

@@ -37,6 +37,8 @@ DEFAULT_THRESHOLD = 0.5  # for sigmoid scores, as `answers.events.EventOptions`
 def _finite(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{what} must be a finite number, got {value!r}")
+    if not 0.0 <= value <= 1.0:  # scores are sigmoid or softmax probabilities
+        raise ConfigError(f"{what} must be a score in [0, 1], got {value:g}")
     return float(value)
 
 
@@ -46,7 +48,7 @@ class DecisionThresholds:
     {label: threshold} (stored as a sorted tuple of pairs so the options stay hashable; pass a mapping). Labels
     the scores do not have are ignored, so one file serves any class selection.
 
-    Raises `ConfigError` naming a threshold that is not a finite number.
+    Raises `ConfigError` naming a threshold that is not a number in [0, 1].
     """
 
     default: float = DEFAULT_THRESHOLD

@@ -81,32 +81,48 @@ def _check_threshold(name: str, value: object) -> float:
     return float(value)
 
 
+# The default off threshold as a share of the on threshold (0.3 for 0.5), the one rule of every front end.
+DEFAULT_OFF_RATIO = 0.6
+
+
+def check_score_threshold(name: str, value: object) -> float:
+    """`value` as a float when it is a number in [0, 1] (scores are sigmoid or softmax probabilities); raises
+    `ConfigError` naming `name` and the value otherwise."""
+    number = _check_threshold(name, value)
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{name} must be a score in [0, 1], got {number:g}")
+    return number
+
+
 @dataclasses.dataclass(frozen=True)
 class EventOptions:
     """How scores become events (see the module docstring).
 
-    threshold: an event must reach this score (default 0.5, for sigmoid scores).
-    threshold_off: an event lasts while the score stays at or above this (default 0.3; <= threshold;
-        equal to threshold means no hysteresis).
+    threshold: an event must reach this score (default 0.5, for sigmoid scores); in [0, 1], as scores are.
+    threshold_off: an event lasts while the score stays at or above this (default None: 0.6 x threshold,
+        0.3 for 0.5, as on the command line; in [0, 1] and <= threshold; equal to threshold means no
+        hysteresis).
     min_duration: events shorter than this many seconds are dropped (default 0: keep all).
     min_gap: events of one class separated by less than this many seconds are merged (default 0).
     class_thresholds: {label: threshold} overriding `threshold` for those classes (labels the scores do
         not have are ignored, so one file of learned thresholds serves any class selection). Stored as a
         sorted tuple of pairs so the options stay hashable; pass a mapping.
 
-    Raises `ConfigError` (a ValueError) naming the value: a threshold that is not a finite number,
-    threshold_off above threshold, a negative duration or gap.
+    Raises `ConfigError` (a ValueError) naming the value: a threshold (own or of a class) that is not a
+    number in [0, 1], threshold_off above threshold, a negative duration or gap.
     """
 
     threshold: float = 0.5
-    threshold_off: float = 0.3
+    threshold_off: float | None = None
     min_duration: float = 0.0
     min_gap: float = 0.0
     class_thresholds: Mapping[str, float] | tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
-        threshold = _check_threshold("threshold", self.threshold)
-        threshold_off = _check_threshold("threshold_off", self.threshold_off)
+        threshold = check_score_threshold("threshold", self.threshold)
+        if self.threshold_off is None:
+            object.__setattr__(self, "threshold_off", DEFAULT_OFF_RATIO * threshold)
+        threshold_off = check_score_threshold("threshold_off", self.threshold_off)
         if threshold_off > threshold:
             raise ConfigError(f"threshold_off {threshold_off:g} is above threshold {threshold:g}: it must be <= it")
         for name in ("min_duration", "min_gap"):
@@ -120,7 +136,7 @@ class EventOptions:
             raise ConfigError(f"class_thresholds must map labels to thresholds, got {got!r}") from None
         if threshold <= 0 and pairs:
             raise ConfigError(f"class_thresholds need a positive threshold (for the off proportion), got {threshold:g}")
-        checked = ((str(label), _check_threshold(f"threshold of {label!r}", value)) for label, value in pairs)
+        checked = ((str(label), check_score_threshold(f"threshold of {label!r}", value)) for label, value in pairs)
         checked = tuple(sorted(checked))
         object.__setattr__(self, "class_thresholds", checked)
 

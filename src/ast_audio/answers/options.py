@@ -29,18 +29,23 @@ from ast_audio.answers.events import Event, EventOptions, events_from_windows
 from ast_audio.answers.selection import ClassSelection, read_label_file
 from ast_audio.errors import ConfigError
 
-__all__ = ["AnswerOptions", "Answers"]
+__all__ = ["AnswerOptions", "Answers", "MAX_REFINE"]
+
+# The most rounds of the finer pass: past 1-2 rounds a boundary converges on where a window starts to fire,
+# not on the sound's onset (answers.refine), so more rounds only cost windows.
+MAX_REFINE = 3
 
 
 def _names(value: Any, role: str) -> tuple[str, ...] | None:
-    """A tuple of label names from a list of names or a path (`os.PathLike`) to a file of them (one a line)."""
+    """A tuple of label names from a list of names or a path (`os.PathLike`) to a file of them (one a line),
+    each name once (the first time it appears)."""
     if value is None:
         return None
     if isinstance(value, os.PathLike):
-        return tuple(name for name, _ in read_label_file(value))
+        return tuple(dict.fromkeys(name for name, _ in read_label_file(value)))
     if isinstance(value, str):
         raise ConfigError(f"{role} must be a list of label names or a Path to a file of them, got the string {value!r}")
-    return tuple(str(name) for name in value)
+    return tuple(dict.fromkeys(str(name) for name in value))  # a name repeated counts once, order kept
 
 
 def _groups(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -52,7 +57,7 @@ def _groups(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
         for name, members in pairs:
             if isinstance(members, str) or not members:
                 raise ConfigError(f"group {name!r} needs a list of at least one label, got {members!r}")
-            out.append((str(name), tuple(str(member) for member in members)))
+            out.append((str(name), tuple(dict.fromkeys(str(member) for member in members))))
     except (TypeError, ValueError) as error:
         if isinstance(error, ConfigError):
             raise
@@ -70,9 +75,9 @@ class AnswerOptions:
     rollup: with the AudioSet hierarchy, a class scores the maximum over itself and its descendants, and
         its ancestors become labels ("Animal", "Vehicle"); AudioSet checkpoints only.
     events: `EventOptions` (thresholds, minimum duration and gap), True for the defaults, or None (off).
-    refine: rounds of the finer pass (`answers.refine`; 0: off): each round scores one extra window per event
-        boundary and halves the stretch the boundary is known to (a hop after the first pass), so r rounds
-        give boundaries to hop / 2**r for 2 r extra windows per event (`inference.finer`).
+    refine: rounds of the finer pass (`answers.refine`; 0: off, at most `MAX_REFINE`, 1 recommended): each
+        round scores one extra window per event boundary and halves the stretch the boundary is known to (a
+        hop after the first pass), for 2 r extra windows per event in r rounds (`inference.finer`).
     decide: report the labels at or above their thresholds, per clip and per window (`answers.decisions`):
         True (0.5 for every label), a global threshold, a `Thresholds` or a path (`os.PathLike`) to a
         thresholds.json (read here), or a `DecisionThresholds`; None (off). The Python API reads no file
@@ -104,8 +109,9 @@ class AnswerOptions:
         elif events is not None and not isinstance(events, EventOptions):
             raise ConfigError(f"events must be an EventOptions, True or None, got {events!r}")
         object.__setattr__(self, "events", events)
-        if isinstance(self.refine, bool) or not isinstance(self.refine, int) or self.refine < 0:
-            raise ConfigError(f"refine must be a number of rounds >= 0, got {self.refine!r}")
+        if isinstance(self.refine, bool) or not isinstance(self.refine, int) or not 0 <= self.refine <= MAX_REFINE:
+            raise ConfigError(f"refine must be a number of rounds from 0 to {MAX_REFINE} (1 recommended), "
+                              f"got {self.refine!r}")
         if self.refine and events is None:
             raise ConfigError("refine (the finer pass) sharpens events: turn events on")
         object.__setattr__(self, "decide", DecisionThresholds.of(self.decide))
@@ -187,10 +193,7 @@ def _cli_events(args: Any) -> EventOptions | None:
     thresholds = _cli_thresholds(args)
     if thresholds is not None:
         given["threshold"], own = thresholds.default, dict(thresholds.thresholds)
-    threshold = given.get("threshold", EventOptions.threshold)
-    if "threshold_off" not in given and isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
-        given["threshold_off"] = min(0.6 * threshold, threshold)
-    return EventOptions(**given, class_thresholds=own)
+    return EventOptions(**given, class_thresholds=own)  # its rule for the default threshold_off
 
 
 def _cli_thresholds(args: Any):

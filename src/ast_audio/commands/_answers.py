@@ -2,7 +2,8 @@
 
 `add_answer_arguments` declares them; `check_answers` runs before the model loads and turns every mistake
 into a one-line `UsageError` (exit 2): a bad value, an event format without somewhere to write it, a label
-name the checkpoint does not have, --rollup on a checkpoint whose labels are not AudioSet's.
+name the checkpoint does not have, --rollup on a checkpoint whose labels are not AudioSet's; a thresholds file
+naming labels the checkpoint lacks is a one-line warning (they are ignored).
 `InferenceOptions.from_args` reads the parsed values (`AnswerOptions.from_args`).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ast_audio.errors import UsageError
 
@@ -19,9 +21,10 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
     --rollup)."""
     events = parser.add_argument_group(
         "events", "sound events with an onset and an offset, one per sound: the window scores are combined into "
-        "one score track per class (on each stretch, the minimum over the windows that cover it), then an event "
-        "starts where the track reaches --threshold and lasts while it stays at or above --threshold-off "
-        "(hysteresis). Thresholds apply to the scores as the checkpoint's scoring rule gives them: sigmoid "
+        "one score track per class (on each stretch, the minimum over the windows that cover it), then an event is "
+        "a stretch of the track at or above --threshold-off that reaches --threshold somewhere: it starts where "
+        "the track first reaches --threshold-off and lasts while it stays there (hysteresis). Thresholds are "
+        "scores in [0, 1]. Thresholds apply to the scores as the checkpoint's scoring rule gives them: sigmoid "
         "probabilities for multi-label checkpoints (AudioSet; the defaults suit them), softmax for single-label "
         "ones, which share 1 among the classes (lower thresholds may be needed)")
     events.add_argument("--events", action="store_true",
@@ -36,8 +39,8 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
                         help="merge events of one class less than this many seconds apart (default 0)")
     events.add_argument("--refine", type=int, metavar="ROUNDS",
                         help="a finer pass: per round, one extra window scored at each event boundary, halving the "
-                        "stretch it is known to (a hop after the first pass; 2 rounds: a quarter hop, for 4 extra "
-                        "windows per event; default 0: off)")
+                        "stretch it is known to (a hop after the first pass); 1 to 3 rounds, 1 recommended (2 "
+                        "extra windows per event; more rounds cost windows and gain little); default 0: off")
     events.add_argument("--thresholds", metavar="FILE",
                         help="a threshold per class (thresholds.json from ast-audio calibrate; default: the "
                         "checkpoint folder's thresholds.json when it has one, with events on)")
@@ -77,13 +80,27 @@ def check_answers(args: argparse.Namespace, event_formats: tuple[str, ...]) -> N
         answers = AnswerOptions.from_args(args)
     except ConfigError as error:
         raise UsageError(str(error)) from None
-    if answers.selects:
+    own = _class_threshold_labels(answers)
+    if answers.selects or own:
         labels = _checkpoint_labels(args)
         if labels is not None:
             try:
-                answers.build(labels)
+                built = answers.build(labels)
             except ConfigError as error:
                 raise UsageError(f"--model {args.model}: {error}") from None
+            unknown = sorted(own - set(labels) - set(built.labels))
+            if unknown:
+                print(f"ast-audio: warning: the thresholds name labels the model lacks (ignored): {', '.join(unknown)}",
+                      file=sys.stderr)
+
+
+def _class_threshold_labels(answers) -> set[str]:
+    """The labels with their own threshold (a thresholds file's) in the events' or the decisions' options."""
+    own = set()
+    for options in (answers.events, answers.decide):
+        if options is not None:
+            own |= {label for label, _ in options.class_thresholds}
+    return own
 
 
 def _checkpoint_labels(args: argparse.Namespace) -> list[str] | None:
