@@ -101,7 +101,6 @@ def test_csv_without_a_file_column_belongs_to_the_file_it_is_named_after(tmp_pat
         ("bad.txt", "1.0\t2.0\n", r"bad.txt line 1: expected start<TAB>end<TAB>label"),
         ("bad.txt", "Selection\tBegin Time (s)\tEnd Time (s)\tAnnotation\n1\t4\t3\tdog\n",
          r"bad.txt line 2: End Time \(s\) 3 is before Begin Time \(s\) 4"),
-        ("empty.csv", "\n\n", r"empty.csv: empty"),
     ],
 )
 def test_bad_annotation_files_are_refused_naming_file_and_line(
@@ -113,6 +112,28 @@ def test_bad_annotation_files_are_refused_naming_file_and_line(
     assert str(caught.value).startswith(path)
     with pytest.raises(AnnotationError, match="cannot read annotations"):
         read_annotation_file(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("short.txt", ""),  # Audacity's export of an empty label track: 0 bytes
+        ("short.csv", "\n\n"),
+        ("short.Table.1.selections.txt", "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tAnnotation\n"),
+        ("short.csv", "onset,offset,event_label\n"),
+        ("short.tsv", "filename\tonset\toffset\tevent_label\n"),
+    ],
+)
+def test_an_annotation_file_without_events_marks_its_audio_annotated_with_none(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    path = write(tmp_path, name, text)
+    assert read_annotation_file(path) == {None: []}
+    matched = match_annotations([path], ["/audio/short.wav", "/audio/long.wav"])
+    assert matched.events == {"/audio/short.wav": []} and matched.sources == {"/audio/short.wav": (path,)}
+    assert matched.unannotated(["/audio/short.wav", "/audio/long.wav"]) == ["/audio/long.wav"]
+    with pytest.raises(AnnotationError, match="empty, no header line"):
+        read_csv_annotations("\n", "x.csv")  # the CSV reader itself still wants a header
 
 
 def test_matching_by_stem_case_paths_unknown_labels_and_unmatched(tmp_path: Path) -> None:
@@ -127,6 +148,9 @@ def test_matching_by_stem_case_paths_unknown_labels_and_unmatched(tmp_path: Path
         "/data/d.wav": [Event("Robin", 1.0, 3.0), Event("Robin", 2.0, 4.0), Event("Wren", 5.0, 6.5)],
     }
     assert matched.unmatched == (f"{meta}: e.wav",)
+    # An annotation file named after no audio file is reported by its name once.
+    lone = write(tmp_path, "nomatch.csv", "onset,offset,label\n1,2,Dog\n")
+    assert match_annotations([lone], audio).unmatched == (lone,)
     assert matched.unknown_labels == {"Wren": 1}
     assert matched.unannotated(audio) == ["/data/site1/b.flac"]
     # A bare name that fits two audio files is refused, naming the annotation file and the candidates.

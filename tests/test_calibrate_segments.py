@@ -223,6 +223,33 @@ def test_stratified_sample_spreads_over_labels_and_scores() -> None:
     assert sample_events(scored, None) == list(range(200))
 
 
+def test_evaluate_counts_the_detections_of_a_recording_annotated_without_events(workspace, capsys) -> None:
+    # rec1 annotated by an empty Audacity label track (0 bytes, as Audacity exports an empty track): it is
+    # evaluated, every detection in it a false one; rec0 annotated with exactly its detections.
+    root, checkpoint, recordings, results = workspace
+    options = EventOptions(0.5, 0.5, class_thresholds=Thresholds.read(root / "median.json").thresholds)
+    detected = {r.source: events_from_windows(r.windows, r.window_scores, r.labels, options) for r in results}
+    folder = root / "empty_track"
+    folder.mkdir()
+    lines = ["Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tAnnotation"]
+    lines += [f"{i}\tSpectrogram 1\t1\t{e.start}\t{e.end}\t{e.label}" for i, e in enumerate(detected[recordings[0]], 1)]
+    (folder / "rec0.Table.1.selections.txt").write_text("\n".join(lines) + "\n")
+    (folder / "rec1.txt").write_bytes(b"")
+    output = folder / "metrics.json"
+    code = main(["evaluate", checkpoint, *recordings[:2], "--annotations", str(folder / "rec0.Table.1.selections.txt"),
+                 str(folder / "rec1.txt"), *arguments(root, EVENT_ARGS), "--device", "cpu", "-q",
+                 "--output", str(output)])
+    captured = capsys.readouterr()
+    assert code == 0 and "without annotations" not in captured.err, captured.err
+    metrics = json.loads(output.read_text())
+    labels = set(metrics["labels"])
+    false = [e for e in detected[recordings[1]] if e.label in labels]
+    assert metrics["files"] == 2 and false, "rec1 must have detections of an annotated label"
+    overall = metrics["event_based"]["overall"]
+    assert overall["true_positives"] == len(detected[recordings[0]])
+    assert overall["detected"] == len(detected[recordings[0]]) + len(false)
+
+
 def test_bad_review_and_annotation_files_are_one_line_errors(workspace, capsys) -> None:
     root, checkpoint, recordings, _ = workspace
     bad = root / "bad_review.csv"

@@ -14,6 +14,8 @@ Three formats, told apart by content (not by extension, since Raven and Audacity
   `filename`/`file`/`audio_filename`/`path`); times may carry an ` (s)` unit. Without a file column, the
   rows belong to the file the annotation file is named after. A row with a file name and empty onset,
   offset and label (DCASE's way to list a clip without events) marks that file as annotated, with none.
+  An annotation file without any row (empty, or a header alone, in any format) marks the file it is named
+  after as annotated, with no events: its detections are all false ones.
 - **Audacity label track**: `start<TAB>end<TAB>label` lines without header (`formats.read_audacity`;
   frequency lines of the extended format are skipped).
 
@@ -148,13 +150,19 @@ def annotation_format(text: str) -> str:
 
 def read_annotation_text(text: str, source: str) -> dict[str | None, list[Event]]:
     """{file or None: events} of an annotation text in any of the three formats (None: the file the
-    annotation file is named after). Raises `AnnotationError` naming `source` and the line."""
+    annotation file is named after). A text with no event (empty, as Audacity exports an empty label track,
+    or a header alone) is {None: []}: that file is annotated and has no events. Raises `AnnotationError`
+    naming `source` and the line."""
+    if not text.lstrip("\ufeff").strip():
+        return {None: []}
     kind = annotation_format(text)
     if kind == "raven":
-        return read_raven(text, source)
-    if kind == "audacity":
-        return {None: read_audacity(text, source)}
-    return read_csv_annotations(text, source)
+        found = read_raven(text, source)
+    elif kind == "audacity":
+        found = {None: read_audacity(text, source)}
+    else:
+        found = read_csv_annotations(text, source)
+    return found or {None: []}
 
 
 def read_annotation_file(path: str | os.PathLike) -> dict[str | None, list[Event]]:
@@ -187,7 +195,8 @@ class Annotations:
 
     events: {audio path: events sorted by start}, every audio file some annotation names (possibly with
         no events). sources: {audio path: the annotation files it came from}.
-    unmatched: "annotation file: name" for each name that fits no audio file.
+    unmatched: "annotation file: name" for each name that fits no audio file (the annotation file alone
+        where it names its audio by its own name).
     unknown_labels: {label: events} for labels not among the model's (when given), sorted by label.
     """
 
@@ -241,7 +250,7 @@ def match_annotations(
             name = source if name is None else name
             audio = _pick(name, by_stem, source)
             if audio is None:
-                unmatched.append(f"{source}: {name}")
+                unmatched.append(source if name == source else f"{source}: {name}")
                 continue
             events.setdefault(audio, []).extend(found)
             if source not in sources.setdefault(audio, []):
