@@ -22,7 +22,8 @@ windows per event: with `n` events in `m` first-pass windows the finer pass cost
 0.5-3 s each, a 1.295 s window every 0.6475 s) the median onset error went from 0.28 s to 0.10 s with 2 rounds
 on both boundaries (25% more windows) or on onsets only (13%), and to 0.12 s with 1 round on both (13%). More
 rounds converge on where a window starts to fire, which lies a class-dependent part of a second inside the
-sound (0.26 s for a tone there), not on the onset itself.
+sound (0.26 s for a tone there), not on the onset itself; so `AnswerOptions.refine` takes 1 to 3 rounds
+and 1 is the one recommended.
 """
 
 from __future__ import annotations
