@@ -92,9 +92,9 @@ def test_events_in_json_csv_and_parquet(setup, capsys, tmp_path):
     table = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
     for path, events in expected.items():
         rows_of = [row for row in table if row["path"] == path and row["level"] == "event"]
-        assert [(row["label"], float(row["start"]), float(row["end"]), float(row["score"])) for row in rows_of] == [
-            (e.label, pytest.approx(e.start, abs=1e-3), pytest.approx(e.end, abs=1e-3),
-             pytest.approx(e.score, abs=1e-6)) for e in events]
+        assert [(row["label"], float(row["start"]), float(row["end"]), float(row["score"]), float(row["mean"]))
+                for row in rows_of] == [(e.label, e.start, e.end, pytest.approx(e.score, abs=1e-6),
+                                         pytest.approx(e.mean, abs=1e-6)) for e in events]  # times as JSON's
     code, _, err = classify(setup, capsys, "-o", tmp_path / "out.parquet")
     assert code == 0, err
     for row in pq.read_table(tmp_path / "out.parquet").to_pylist():

@@ -188,7 +188,7 @@ def test_a_gap_moves_stream_time_and_skips_windows_over_it():
     after = planner.push(np.ones(int(1.5 * RATE), np.float32)) + planner.finish()
     assert [(w.start, w.end) for w in first] == [(0.0, 1.0)]
     assert (gap.start, gap.end) == pytest.approx((1.2, 2.1))
-    assert spans(after) == pytest.approx([2.5, 3.5, 3.0, 3.6])
+    assert spans(after) == pytest.approx([2.5, 3.5, 2.6, 3.6])  # the last moved back to end at the end
 
 
 def test_reconnecting_reports_lost_time_then_gives_up():
@@ -324,12 +324,16 @@ def test_events_over_stdin_are_classifys(stream_case):
     from ast_audio.answers.events import EventOptions, events_from_windows
 
     model, wav, windows = stream_case
-    label = windows[0]["labels"][0]["label"]
-    track = np.array([[next(item["score"] for item in w["labels"] if item["label"] == label)] for w in windows])
-    threshold = float(np.sort(track[:, 0])[len(track) // 2])
-    expected = events_from_windows([(w["start"], w["end"]) for w in windows], track, [label],
-                                   EventOptions(threshold=threshold, threshold_off=threshold))
-    assert expected and expected[0].end < 3.3 or len(expected) > 1  # not one event over the whole stream
+    spans = [(w["start"], w["end"]) for w in windows]
+    choices = []  # (label, threshold, events) for each class and threshold between its window scores
+    for label in [item["label"] for item in windows[0]["labels"]]:
+        track = np.array([[next(item["score"] for item in w["labels"] if item["label"] == label)] for w in windows])
+        for threshold in sorted(map(float, track[:, 0]), key=lambda value: abs(value - np.median(track))):
+            choices.append((label, threshold, events_from_windows(spans, track, [label], EventOptions(
+                threshold=threshold, threshold_off=threshold))))
+    # the first whose events are not one event over the whole stream
+    label, threshold, expected = next(choice for choice in choices
+                                      if choice[2] and choice[2][0].end < 3.3 or len(choice[2]) > 1)
     with open(wav, "rb") as handle:
         done = listen(model, "-", "--include", label, "--events", "--threshold", repr(threshold),
                       "--threshold-off", repr(threshold), stdin=handle)

@@ -14,7 +14,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="audio files, directories (searched recursively) or glob patterns")
     add_model_options(parser)
     parser.add_argument("--window", type=float, help="window length in seconds: from one patch of frames up to the "
-                        "model's input (default: the whole input, 10.255 s for 1024 frames)")
+                        "model's input (default: the whole input, 10.255 s for 1024 frames); a shorter window, "
+                        "or a file shorter than one window, is zero-padded to the model's input, which a model "
+                        "trained on full-length clips may read as a sound")
     parser.add_argument("--hop", type=float, help="seconds between window starts (default: half a window); a hop "
                         "longer than the window samples sparsely (the audio between windows is not scored)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per model call (default 8)")

@@ -144,11 +144,16 @@ class StreamWindows:
         ready: list[StreamWindow] = []
         for first in range(0, len(samples), self.chunk_samples):
             piece = samples[first : first + self.chunk_samples]
-            keep_from = self._bounds(self.next_index * self.hop, self.next_index * self.hop + self.window)[0]
+            # what a later window may read: the next one's, or the last window's when the stream ends soon
+            # after (moved back to end at the end, it starts at most `window` before the stream's end)
+            keep_from = min(self._bounds(self.next_index * self.hop, self.next_index * self.hop)[0],
+                            self.ring.end + len(piece) - self._span(self.window))
             if keep_from > self.ring.end:  # sparse windows (hop > window): audio between them is not kept
                 skip = min(keep_from - self.ring.end, len(piece))
                 self.ring.forget_before(self.ring.end + skip)
                 piece = piece[skip:]
+            else:
+                self.ring.forget_before(keep_from)
             self.ring.append(piece)
             self.received = self.ring.end
             ready.extend(self._complete())
@@ -169,7 +174,7 @@ class StreamWindows:
         window = StreamWindow(self.next_index, float(start), float(end), samples)
         self.next_index += 1
         following = self._bounds(self.next_index * self.hop, self.next_index * self.hop + self.window)[0]
-        self.ring.forget_before(min(following, self.received))
+        self.ring.forget_before(min(following, self.received - self._span(self.window)))
         return window
 
     def skip(self, seconds: float) -> Gap:
@@ -184,7 +189,7 @@ class StreamWindows:
 
     def finish(self) -> list[StreamWindow]:
         """The windows left when the stream ends: those of `plan_windows(duration)` from `next_index` on (the
-        last cut at the end). Raises `AudioError` when the stream held less than one frame of audio."""
+        last moved back to end at the end; the ring still holds the last `window` s). Raises `AudioError` when the stream held less than one frame of audio."""
         if self.received < self.frame_samples:
             if self.next_index:  # a gap at the very end: nothing left to score
                 return []
@@ -193,8 +198,10 @@ class StreamWindows:
         ready = []
         for start, end in plan_windows(self.received / self.rate, self.window, self.hop)[self.next_index:]:
             begin, stop = self._bounds(start, end)
-            if begin < self.ring.start:  # only after a gap at the end
-                break
+            if begin < self.ring.start:  # after a gap less than a window before the end: the audio since it
+                begin, start = self.ring.start, self.ring.start / self.rate
+                if begin >= stop:  # a gap at the very end: nothing left
+                    break
             ready.append(self._take(start, end, begin, stop))
         return ready
 
@@ -383,8 +390,9 @@ class LiveEvents:
     the file.
 
     Why an event is final: windows only lower the score track where they overlap it (the track is the minimum
-    over covering windows) and no window starts before `settled` (the last window's start + hop), so the track
-    before `settled` is final; an event that ends more than `min_gap` before it, with no run at or above the
+    over covering windows) and no window starts before `settled` (the last window's start: the next one starts a
+    hop later, but the stream's last window, moved back to end at the stream's end, may start anywhere after
+    it, `plan_windows`), so the track before `settled` is final; an event that ends more than `min_gap` before it, with no run at or above the
     off threshold starting within `min_gap` after it that goes on to `settled` (which could still reach the
     threshold and merge), is final. Memory: the windows before the earliest point a pending event or a run
     still open could start are dropped (the ones kept are clipped there, which leaves the track from there on
@@ -404,7 +412,7 @@ class LiveEvents:
         """Windows (start, end) s and their selected scores (windows, classes); the events now final."""
         self._spans += spans
         self._scores += list(scores)
-        settled = self._spans[-1][0] + self.hop
+        settled = self._spans[-1][0]
         events, track = self._detect()
         on, off = self.options.thresholds(track.labels)
         open_runs = self._open_runs(track, off, settled)

@@ -65,24 +65,37 @@ def check_window_and_hop(timing: Timing, window: float, hop: float) -> None:
 def plan_windows(duration: float, window: float, hop: float) -> list[tuple[float, float]]:
     """(start, end) in seconds of the windows of an input of `duration` s: `window` s every `hop` s.
 
-    Windows start at 0, hop, 2*hop, ... and are `window` s long, cut at the end of the input (a cut window is
-    scored zero-padded, as a short input is). No window starts at or past the end, and every window has a
-    positive length. An input no longer than one window is the single window [0, duration].
+    Windows start at 0, hop, 2*hop, ... (each start rounded to 1e-9 s, so 9.7125 is not 9.712499999999999)
+    and are `window` s long. A window that would run past the end of an input longer than one window is moved
+    back to end at the end: it starts at duration - window and keeps its full length, so every window holds
+    audio only (a model trained on full clips may read zero padding as a sound). No window starts at or past
+    the end, every window has a positive length, and no two windows are the same.
+    An input no longer than one window is the single window [0, duration], scored zero-padded.
     - hop <= window (overlapping or touching windows, the usual case): windows go on until the first one
       that reaches the end, so every second of the input is covered.
-    - hop > window (sparse sampling of long recordings): one window at each start before the end; the audio
-      between windows is not scored, and the last window may be cut short by the end.
+    - hop > window (sparse sampling of long recordings): one window at each start before the end (the last
+      one moved back as above); the audio between windows is not scored.
     Raises `ConfigError` for a window or hop that is not a positive number, `AudioError` for no audio.
     """
     if not (math.isfinite(window) and math.isfinite(hop) and window > 0 and hop > 0):
         raise ConfigError(f"window and hop must be positive, got window={window}, hop={hop}")
     if not (math.isfinite(duration) and duration > 0):
         raise AudioError(f"no windows in {duration} s of audio: expected a positive duration")
+    duration = float(duration)
     if duration <= window:
-        return [(0.0, float(duration))]
+        return [(0.0, duration)]
     reaching_end = math.ceil((duration - window) / hop - _EPSILON) + 1  # the first window to reach the end
     starting_before_end = math.ceil(duration / hop - _EPSILON)  # starts k * hop < duration
     count = max(1, min(reaching_end, starting_before_end))
     while count > 1 and (count - 1) * hop >= duration - _EPSILON:  # rounding in the counts above
         count -= 1
-    return [(float(i * hop), float(min(i * hop + window, duration))) for i in range(count)]
+    starts = [round(i * hop, 9) for i in range(count)]
+    last_start = round(duration - window, 9)
+    if starts[-1] + window > duration + _EPSILON:  # runs past the end: move it back, whole
+        starts[-1] = last_start
+        if count > 1 and starts[-1] <= starts[-2] + _EPSILON:
+            starts.pop()
+    ends = [min(round(start + window, 9), duration) for start in starts]
+    if starts[-1] == last_start:
+        ends[-1] = duration
+    return [(float(start), float(end)) for start, end in zip(starts, ends)]

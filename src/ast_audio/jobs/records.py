@@ -41,34 +41,35 @@ def clip_json(result: ClipResult, top_k: int = 5, timeline: bool = True) -> dict
     return result.to_dict(top_k, timeline)
 
 
-CSV_COLUMNS = ("path", "level", "start", "end", "rank", "label", "score", "error", "warning")
+CSV_COLUMNS = ("path", "level", "start", "end", "rank", "label", "score", "mean", "error", "warning")
 
 
 def csv_rows(result: ClipResult, top_k: int = 5, timeline: bool = True) -> list[list[Any]]:
     """The CSV rows of one input (`CSV_COLUMNS`): level "clip" for its `top_k` labels (start 0, end its duration,
     rank from 1, scores with 6 decimals) and, with `timeline`, level "window" for each window's, only for inputs
     of more than one window (a single window's scores are the clip's); with events, level "event" for each
-    event (its start and end in seconds, rank empty, score its peak), in order of start; with decisions, level
+    event (its start and end in seconds at full precision, rank empty, score its peak, mean its mean score;
+    the other levels leave mean empty), in order of start; with decisions, level
     "decision" for each label of the clip at or above its threshold (start 0, end its duration, rank from 1 by
     score, its pooled score) and, with `timeline` and more than one window, level "window decision" for each
     window's (that window's start, end and score); the thresholds are the job's (its thresholds.json). An
     input that failed is one clip row with its error."""
     if not result.ok:
-        return [[result.source, "clip", "", "", "", "", "", result.error, ""]]
+        return [[result.source, "clip", "", "", "", "", "", "", result.error, ""]]
     warning = result.warning or ""
-    rows = [[result.source, "clip", 0.0, float(result.duration), rank, item["label"], f"{item['score']:.6f}", "",
+    rows = [[result.source, "clip", 0.0, float(result.duration), rank, item["label"], f"{item['score']:.6f}", "", "",
              warning] for rank, item in enumerate(result.top(top_k), 1)]
     if timeline and len(result.windows) > 1:
         rows += [[result.source, "window", window["start"], window["end"], rank, item["label"],
-                  f"{item['score']:.6f}", "", warning]
+                  f"{item['score']:.6f}", "", "", warning]
                  for window in result.timeline(top_k) for rank, item in enumerate(window["labels"], 1)]
-    rows += [[result.source, "event", round(event.start, 3), round(event.end, 3), "", event.label,
-              f"{event.score:.6f}", "", warning] for event in result.events or ()]
+    rows += [[result.source, "event", float(event.start), float(event.end), "", event.label,
+              f"{event.score:.6f}", f"{event.mean:.6f}", "", warning] for event in result.events or ()]
     rows += [[result.source, "decision", 0.0, float(result.duration), rank, decision.label,
-              f"{decision.score:.6f}", "", warning] for rank, decision in enumerate(result.decisions or (), 1)]
+              f"{decision.score:.6f}", "", "", warning] for rank, decision in enumerate(result.decisions or (), 1)]
     if timeline and len(result.windows) > 1:
         rows += [[result.source, "window decision", float(start), float(end), rank, decision.label,
-                  f"{decision.score:.6f}", "", warning]
+                  f"{decision.score:.6f}", "", "", warning]
                  for (start, end), decided in zip(result.windows, result.window_decisions or ())
                  for rank, decision in enumerate(decided, 1)]
     return rows
