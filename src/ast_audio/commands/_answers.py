@@ -52,6 +52,12 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
     decisions.add_argument("--decide", action="store_true",
                            help="report the labels above their thresholds per file and window (with --decide, "
                            "--threshold and --thresholds set the decisions' thresholds and do not turn events on)")
+    add_selection_arguments(parser)
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The class selection: --include, --exclude, --group, --rollup (read by `AnswerOptions.from_args`; also
+    `segments`')."""
     selection = parser.add_argument_group(
         "classes", "the classes scored, labelled and found as events (applied before --top-k and events); names "
         "match the checkpoint's labels exactly (AudioSet names hold commas: 'Male speech, man speaking')")

@@ -20,6 +20,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ast_audio.commands._answers import add_selection_arguments
     from ast_audio.commands._detect import add_engine_arguments, add_event_arguments
 
     add_engine_arguments(parser)
@@ -34,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a review.csv in --output-dir that already holds verdicts (else refused)")
     add_event_arguments(parser)
+    add_selection_arguments(parser)  # classify's, applied by the engine before events are found
 
 
 def clip_name(file: str, start: float, end: float, label: str, score: float) -> str:
@@ -97,6 +99,7 @@ def check_review(path: str, overwrite: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ast_audio.answers.review import review_csv, sample_events
+    from ast_audio.commands._answers import check_answers
     from ast_audio.commands._common import exit_code, input_listing
     from ast_audio.commands._detect import event_options, file_events, load_engine, score_files
     from ast_audio.errors import UsageError
@@ -109,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--sample must be >= 1, got {args.sample}")
     if args.stratify and args.sample is None:
         raise UsageError("--stratify needs --sample N")
+    check_answers(argparse.Namespace(**{**vars(args), "format": None, "model": args.checkpoint}), ())  # exit 2
     check_output_folder(args.output_dir)
     check_review(os.path.join(args.output_dir, "review.csv"), args.overwrite)
     listing = input_listing(args)
