@@ -319,3 +319,25 @@ def test_segments_select_classes_as_classify_does(workspace, capsys) -> None:
                  "-q"]) == 2
     err = capsys.readouterr().err
     assert "Dog" in err and "Traceback" not in err
+
+
+def test_segments_of_a_file_with_a_240_character_stem(workspace, capsys) -> None:
+    """The clips' names are shortened with a hash of the stem (two long stems stay apart); the job goes on."""
+    import shutil
+
+    from ast_audio.commands.segments import clip_name
+
+    root, checkpoint, recordings, _ = workspace
+    long = root / "long" / ("r" * 240 + ".wav")
+    long.parent.mkdir()
+    shutil.copy(recordings[0], long)
+    out = root / "long_clips"
+    code = main(["segments", checkpoint, str(long), recordings[1], "--output-dir", str(out),
+                 *arguments(root, EVENT_ARGS), "--device", "cpu", "-q"])
+    assert code == 0, capsys.readouterr().err
+    rows = read_review_csv(out / "review.csv")
+    mine = [row for row in rows if row.file == str(long)]
+    assert mine and all(len(row.clip.encode()) <= 240 and "~" in row.clip and (out / row.clip).is_file()
+                        for row in mine)
+    assert all("~" not in row.clip for row in rows if row.file != str(long))
+    assert clip_name("a" * 240 + "1.wav", 1, 2, "x", 0.5) != clip_name("a" * 240 + "2.wav", 1, 2, "x", 0.5)

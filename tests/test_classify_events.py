@@ -276,3 +276,33 @@ def test_plot_draws_the_events(setup):
     figure = draw_result(result, top=3)
     bars = [c for c in figure.axes[1].collections if c.get_gid() == "events"]
     assert [tuple(segment[:, 0]) for bar in bars for segment in bar.get_segments()] == [(0.0, 3.0)] * 3
+
+
+def test_output_dir_with_names_near_the_file_systems_limit(setup, capsys, tmp_path):
+    """A 240-character stem: its output (248 bytes) is written, its temporary name fitting too; a 250-character
+    one, whose output name (262 bytes) cannot exist, is that input's error line and the job goes on."""
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    fits, too_long = folder / ("x" * 240 + ".wav"), folder / ("y" * 250 + ".wav")
+    for path in (fits, too_long):
+        shutil.copy(setup["paths"][0], path)
+    out = tmp_path / "out"
+    classify(setup, capsys, "-f", "vtt", "--output-dir", out, inputs=[folder])
+    index = {line["path"]: line for line in map(json.loads, (out / "index.jsonl").read_text().splitlines())}
+    assert index[str(fits)] == {"path": str(fits), "output": fits.name + ".vtt"}
+    assert (out / (fits.name + ".vtt")).read_text().startswith("WEBVTT")
+    assert "longer than the file system allows" in index[str(too_long)]["error"]
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
+
+
+def test_atomic_write_of_a_name_at_the_file_systems_limit(tmp_path):
+    """A final name of 255 bytes (the usual limit) is written whole: the temporary name is short."""
+    import os
+
+    from ast_audio.io_utils import atomic_write_bytes
+
+    target = tmp_path / ("é" * 100 + "n" * 55)  # 255 bytes in UTF-8
+    atomic_write_bytes(target, b"whole")
+    assert target.read_bytes() == b"whole" and os.listdir(tmp_path) == [target.name]

@@ -22,19 +22,25 @@ def current_umask() -> int:
     return mask
 
 
+TEMP_STEM_BYTES = 40  # of the final name kept in a temporary name, to tell what it is
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, partial: str | os.PathLike | None = None) -> Iterator[str]:
     """Yield a temporary path beside `path` for the caller to write; on success it is synced, given the
     umask's permissions (0644 under 022) and renamed over `path` in one step.
 
-    By default the temporary file has a unique hidden name and is removed on error. With `partial`, that
-    name is used instead and kept on error, so a long job's output so far survives it.
+    By default the temporary file has a unique hidden name and is removed on error: '.', at most the first
+    `TEMP_STEM_BYTES` bytes of the name, '.', 8 random characters, '.tmp' (under 64 bytes, so a `path` whose
+    name fits the file system's limit, 255 bytes on most, never fails for its temporary name). With
+    `partial`, that name is used instead and kept on error, so a long job's output so far survives it.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     if partial is None:
-        fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        stem = os.fsencode(os.path.basename(path))[:TEMP_STEM_BYTES].decode(errors="ignore")  # whole characters
+        fd, tmp_path = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=directory)
         os.close(fd)
     else:
         tmp_path = os.fspath(partial)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import sys
@@ -38,14 +39,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_selection_arguments(parser)  # classify's, applied by the engine before events are found
 
 
+CLIP_NAME_MAX_BYTES = 240  # under the usual 255-byte name limit, leaving room for `_unique`'s "_2"
+
+
 def clip_name(file: str, start: float, end: float, label: str, score: float) -> str:
     """e.g. 'rec01_12.340-14.000s_Dog_0.870.wav': the source's stem, the event's times, label and score;
-    characters other than letters, digits, '.', '-' and '_' become '_'."""
+    characters other than letters, digits, '.', '-' and '_' become '_'. A name over `CLIP_NAME_MAX_BYTES`
+    (UTF-8) has its stem, then its label, shortened to fit, each followed by '~' and 8 hex digits of the
+    SHA-1 of the whole text, so different long stems stay different."""
     def safe(text: str) -> str:
         return re.sub(r"[^\w.\-]+", "_", text).strip("_") or "_"
 
-    stem = os.path.splitext(os.path.basename(file))[0]
-    return f"{safe(stem)}_{start:.3f}-{end:.3f}s_{safe(label)}_{score:.3f}.wav"
+    def shortened(text: str, room: int) -> str:
+        digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+        return text.encode()[: max(1, room - 9)].decode(errors="ignore") + "~" + digest
+
+    stem, label = safe(os.path.splitext(os.path.basename(file))[0]), safe(label)
+    rest = f"_{start:.3f}-{end:.3f}s__{score:.3f}.wav"
+    room = CLIP_NAME_MAX_BYTES - len(rest.encode())
+    if len(stem.encode()) + len(label.encode()) > room:
+        label = label if len(label.encode()) <= room // 2 else shortened(label, room // 2)
+        if len(stem.encode()) + len(label.encode()) > room:
+            stem = shortened(stem, room - len(label.encode()))
+    return f"{stem}_{start:.3f}-{end:.3f}s_{label}_{score:.3f}.wav"
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -14,6 +14,7 @@ file, only its error in the index.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 from collections.abc import Sequence
@@ -75,7 +76,8 @@ class PerFileWriter:
 
     def __call__(self, result: ClipResult) -> str:
         """Write `result`'s file (not for a failed input) and return its index line. An input whose output
-        name clashes with another's gets that error in the index instead."""
+        name clashes with another's, or is longer than the file system allows, gets that error in the index
+        instead (the job goes on)."""
         if not result.ok:
             return json_text(error_record(result.source, result.error)) + "\n"
         try:
@@ -83,6 +85,13 @@ class PerFileWriter:
         except UsageError as error:
             return json_text(error_record(result.source, str(error))) + "\n"
         path = os.path.join(self.tree.folder, name)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        atomic_write_text(path, self.renderer.single(result))
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            atomic_write_text(path, self.renderer.single(result))
+        except OSError as error:
+            if error.errno != errno.ENAMETOOLONG:
+                raise
+            message = (f"{result.source}: its output {path} cannot be created: the name is longer than the file "
+                       "system allows; rename the input")
+            return json_text(error_record(result.source, message)) + "\n"
         return json_text({"path": result.source, "output": name}) + "\n"
