@@ -12,8 +12,8 @@ from ast_audio.commands._ray import add_engine_arguments
 HELP = "label audio files of any length (clip summary and timeline)"
 DESCRIPTION = (
     "Classify audio files with an AST checkpoint. Files longer than the window are cut into windows of "
-    "--window seconds every --hop seconds (the last one cut at the end of the file; no window starts at or "
-    "past it); each file gets a timeline (per-window top labels) and a clip summary (mean or max of the window "
+    "--window seconds every --hop seconds (the last one ends at the end of the file, with the full length; no "
+    "window starts at or past it); each file gets a timeline (per-window top labels) and a clip summary (mean or max of the window "
     "scores). Results stream out as each file finishes. Exit code 0: all files classified; 3: some files "
     "failed (reported on stderr and in the output); 1: nothing could be classified, or an error; 2: a usage "
     "error, found before any work (a bad or clashing option, e.g. --window out of range; an output path that "

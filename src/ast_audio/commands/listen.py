@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=int, help="sampling rate of raw PCM in Hz")
     parser.add_argument("--channels", type=int, default=1, help="channels of raw PCM, interleaved (default 1)")
     parser.add_argument("--duration", type=float, metavar="SECONDS",
-                        help="stop after this many seconds of stream time (the last windows cut there)")
+                        help="stop after this many seconds of stream time (the last window ends there)")
     parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                         help="a live source: drop whole windows (counted, with a warning) when the model falls "
                              "behind, and reopen a URL that ends; default on for URLs and --capture, off for "

@@ -6,7 +6,8 @@ resampler, and kept in a `SampleRing` that holds only the samples the next windo
 hop + one chunk). `StreamWindows` emits window k, [k*hop, k*hop + window) s, once its last sample has
 arrived, reading exactly the samples `audio.decode.AudioFile.read` reads for that window of the file; when the
 stream ends, the windows left are those `inference.windows.plan_windows` gives for the stream's duration (the
-last one cut at the end, padded to a frame as `inference.sources.AudioSource.read` does). `LiveTagger` runs
+last one moved back to end at the end with the full length; a stream shorter than one window padded to a frame
+as `inference.sources.AudioSource.read` does). `LiveTagger` runs
 the reading in a thread and scores windows that are ready together in one batch with the runner's own
 featuriser and backend (`InferenceRunner.features`, `.infer`), so a stream of a file at the model's rate gives
 that file's window scores. Callers: `ast-audio listen` (`commands.listen`).
