@@ -32,18 +32,10 @@ from ast_audio.answers.events import Event
 from ast_audio.errors import ConfigError
 
 
-@dataclasses.dataclass(frozen=True)
-class EventCounts:
-    """Counts of one class (or all): `reference` events, `detected` events, `true_positives`."""
-
-    reference: int = 0
-    detected: int = 0
-    true_positives: int = 0
-
-    def __add__(self, other: EventCounts) -> EventCounts:
-        return EventCounts(
-            self.reference + other.reference, self.detected + other.detected, self.true_positives + other.true_positives
-        )
+class PrecisionRecall:
+    """Precision, recall and F1 of a count class that has `true_positives`, `detected` and `reference`:
+    NaN where undefined (no detections, no reference), F1 0 when precision and recall are both 0, as sed_eval.
+    Event-based (`EventCounts`) and segment-based (`segment_metrics.SegmentCounts`) counts share it."""
 
     @property
     def precision(self) -> float:
@@ -59,6 +51,20 @@ class EventCounts:
         if precision == 0 and recall == 0:
             return 0.0
         return 2 * precision * recall / (precision + recall)
+
+
+@dataclasses.dataclass(frozen=True)
+class EventCounts(PrecisionRecall):
+    """Counts of one class (or all): `reference` events, `detected` events, `true_positives`."""
+
+    reference: int = 0
+    detected: int = 0
+    true_positives: int = 0
+
+    def __add__(self, other: EventCounts) -> EventCounts:
+        return EventCounts(
+            self.reference + other.reference, self.detected + other.detected, self.true_positives + other.true_positives
+        )
 
 
 @dataclasses.dataclass(frozen=True)

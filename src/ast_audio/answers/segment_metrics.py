@@ -28,11 +28,12 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from ast_audio.answers.events import Event
+from ast_audio.answers.metrics import PrecisionRecall
 from ast_audio.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
-class SegmentCounts:
+class SegmentCounts(PrecisionRecall):
     """Segment counts of one class (or all, pooled): `true_positives`, `false_positives`,
     `false_negatives`, `true_negatives`, and for the overall error rate `substitutions`, `deletions` and
     `insertions` (per class these are 0, FN and FP)."""
@@ -57,21 +58,6 @@ class SegmentCounts:
     def detected(self) -> int:
         """Active segments in the detections (N_sys)."""
         return self.true_positives + self.false_positives
-
-    @property
-    def precision(self) -> float:
-        return self.true_positives / self.detected if self.detected else math.nan
-
-    @property
-    def recall(self) -> float:
-        return self.true_positives / self.reference if self.reference else math.nan
-
-    @property
-    def f_measure(self) -> float:
-        precision, recall = self.precision, self.recall
-        if precision == 0 and recall == 0:
-            return 0.0
-        return 2 * precision * recall / (precision + recall)
 
     @property
     def error_rate(self) -> float:
