@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, os.path.dirname(__file__))
-from table import print_table  # noqa: E402
+from table import cpu_name, print_table  # noqa: E402
 
 RATE = 16000
 CLIP_SECONDS = 1.28
@@ -305,17 +304,6 @@ def run_passes(model: Model, recordings: dict[str, list], finer: Sequence[tuple[
                 out["scored"][path] = (windows, scores, extra,
                                        np.concatenate(kept) if kept else np.zeros((0, len(SOUNDS))))
     return out
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 COLUMNS = [("pass", 26, "s"), ("class", 8, "s"), ("F1", 5, ".3f"), ("sed_eval", 8, ".3f"), ("sounds", 6, "d"),
