@@ -37,3 +37,19 @@ def spectrogram(batch: int, frames: int, mel_bins: int = 128, seed: int = 0) -> 
     """Seeded standard-normal features of shape (batch, frames, mel_bins), a stand-in for log-mel input."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, frames, mel_bins, generator=generator)
+
+
+def power_cut_after(monkeypatch, results: int) -> None:
+    """Make `AudioClassifier.iter_classify` raise RuntimeError("power cut") after yielding `results` results:
+    a run killed part-way, in-process (undone with `monkeypatch.undo()` or a `monkeypatch.context()`)."""
+    from ast_audio import AudioClassifier
+
+    original = AudioClassifier.iter_classify
+
+    def dies_part_way(self, *args, **kwargs):
+        for number, result in enumerate(original(self, *args, **kwargs)):
+            if number == results:
+                raise RuntimeError("power cut")
+            yield result
+
+    monkeypatch.setattr(AudioClassifier, "iter_classify", dies_part_way)

@@ -24,7 +24,7 @@ from ast_audio import (
 from ast_audio.cli import main
 from ast_audio.inference.results import pool_scores
 from ast_audio.inference.windows import plan_windows
-from helpers import SMALL, randomize_
+from helpers import SMALL, power_cut_after, randomize_
 
 RATE = 16000
 WINDOW = (128 - 1) * 0.01 + 0.025  # the test checkpoint's 128 input frames: 1.295 s of audio
@@ -253,15 +253,7 @@ def test_output_file_is_written_atomically(audio_dir, checkpoint, capsys, tmp_pa
     assert not (tmp_path / "results.jsonl.partial").exists()
 
     # A run that dies half-way leaves the old file untouched and what it had written in .partial.
-    original = AudioClassifier.iter_classify
-
-    def dies_after_two(self, *args, **kwargs):
-        for number, result in enumerate(original(self, *args, **kwargs)):
-            if number == 2:
-                raise RuntimeError("power cut")
-            yield result
-
-    monkeypatch.setattr(AudioClassifier, "iter_classify", dies_after_two)
+    power_cut_after(monkeypatch, 2)
     before = target.read_text()
     with pytest.raises(RuntimeError, match="power cut"):
         main(["classify", str(audio_dir), "--model", checkpoint, "-f", "jsonl", "-o", str(target)])

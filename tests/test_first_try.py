@@ -18,7 +18,7 @@ import soundfile as sf
 from ast_audio.cli import main
 from ast_audio.features.timing import Timing
 from ast_audio.inference.windows import plan_windows, window_and_hop
-from helpers import save_small_checkpoint
+from helpers import power_cut_after, save_small_checkpoint
 
 RATE = 16000
 WINDOW = (128 - 1) * 0.01 + 0.025  # the small checkpoint's 128 input frames: 1.295 s
@@ -180,7 +180,6 @@ def four_files(tmp_path):
 
 
 def test_a_stopped_run_is_not_overwritten_without_a_word(four_files, checkpoint, tmp_path, capsys, monkeypatch):
-    from ast_audio import AudioClassifier
 
     output = tmp_path / "out.jsonl"
     arguments = ["classify", str(four_files), "--model", checkpoint, "-o", str(output), "-q"]
@@ -192,17 +191,9 @@ def test_a_stopped_run_is_not_overwritten_without_a_word(four_files, checkpoint,
     assert not (tmp_path / ".out.jsonl.lock").exists() and not (tmp_path / "out.jsonl.partial").exists()
     assert state.stat().st_size < output.stat().st_size  # where each input's text lies, not the text again
 
-    original = AudioClassifier.iter_classify
-
-    def dies_after_two(self, *args, **kwargs):
-        for number, result in enumerate(original(self, *args, **kwargs)):
-            if number == 2:
-                raise RuntimeError("power cut")
-            yield result
-
     def stop_part_way():
         with monkeypatch.context() as patch:
-            patch.setattr(AudioClassifier, "iter_classify", dies_after_two)
+            power_cut_after(patch, 2)
             with pytest.raises(RuntimeError, match="power cut"):
                 main(arguments)
         capsys.readouterr()
@@ -302,21 +293,12 @@ def test_progress_on_a_terminal_has_a_total_and_eta(monkeypatch):
 def test_a_stopped_parquet_run_resumes_from_its_state(four_files, checkpoint, tmp_path, capsys, monkeypatch):
     """Parquet's file is not the text the run streamed: its state keeps the text, and resume rebuilds it."""
     pq = pytest.importorskip("pyarrow.parquet")
-    from ast_audio import AudioClassifier
 
     output = tmp_path / "out.parquet"
     arguments = ["classify", str(four_files), "--model", checkpoint, "-o", str(output), "-q"]
     assert main(arguments) == 0
     complete = pq.read_table(output).to_pylist()
-    original = AudioClassifier.iter_classify
-
-    def dies_after_three(self, *args, **kwargs):
-        for number, result in enumerate(original(self, *args, **kwargs)):
-            if number == 3:
-                raise RuntimeError("power cut")
-            yield result
-
-    monkeypatch.setattr(AudioClassifier, "iter_classify", dies_after_three)
+    power_cut_after(monkeypatch, 3)
     with pytest.raises(RuntimeError, match="power cut"):
         main(arguments)
     monkeypatch.undo()
