@@ -20,7 +20,7 @@ import threading
 
 import torch
 
-from ast_audio.errors import ConfigError, UsageError
+from ast_audio.errors import UsageError
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

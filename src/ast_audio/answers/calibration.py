@@ -192,7 +192,6 @@ def expected_calibration_error(probabilities: Any, targets: Any, *, bins: int = 
     if probabilities.size == 0:
         return math.nan
     index = np.minimum((probabilities * bins).astype(np.int64), bins - 1)
-    count = np.bincount(index, minlength=bins)
     confidence = np.bincount(index, weights=probabilities, minlength=bins)
     positive = np.bincount(index, weights=targets.astype(np.float64), minlength=bins)
     return float(np.sum(np.abs(positive - confidence)) / probabilities.size)

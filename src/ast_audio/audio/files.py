@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ast_audio.errors import AudioError, ConfigError
+from ast_audio.errors import AudioError
 
 # What libsndfile reads (1.1 and later: MP3 and Opus too), and what FFmpeg (through PyAV) reads besides:
 # audio formats, and the phone, camera and web containers that hold audio.

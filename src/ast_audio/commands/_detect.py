@@ -9,7 +9,6 @@ reported on stderr and left out, the others go on.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Iterator, Sequence
 

@@ -8,7 +8,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ast_audio.errors import ConfigError, UsageError
+from ast_audio.errors import UsageError
 from ast_audio.inference.options import BACKENDS  # the vocabulary, owned where it needs no torch
 from ast_audio.model.logits_and_pooled import LogitsAndPooled
 from ast_audio.model.modeling import ASTForAudioClassification
