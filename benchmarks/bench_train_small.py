@@ -280,6 +280,7 @@ ABLATIONS = (
     ("small encoder, cmn, warp 0.2, shift 20", "small", 4000, 1e-3, {"cmn": True, "warp": 0.2, "shift": 20}),
     ("small encoder, cmn, warp 0.15, shift 20", "small", 6000, 1e-3, {"cmn": True, "warp": 0.15, "shift": 20}),
     ("small encoder, warp 0.2, shift 20", "small", 6000, 1e-3, {"warp": 0.2, "shift": 20}),
+    ("small encoder, warp 0.2, shift 20", "small", 10000, 1e-3, {"warp": 0.2, "shift": 20}),
 )
 ENCODERS = {"recipe": None, "small": {"hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 3,
                                       "intermediate_size": 384}}
