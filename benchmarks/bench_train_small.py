@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -373,7 +372,7 @@ def bench_set(name: str, train_dir: str, test_dir: str, work: str, threads: int,
 
 
 def main() -> None:
-    from table import print_table
+    from table import cpu_name, print_table
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", nargs="+", default=["easy", "keywords"], choices=["easy", "keywords"])
@@ -410,24 +409,13 @@ def main() -> None:
                 print(rows[-1], flush=True)
             continue
         rows += bench_set(name, train_dir, test_dir, work, args.threads, extra)
-    print(f"CPU: {_cpu_name()}, {args.threads} threads; work folder {work}")
+    print(f"CPU: {cpu_name()}, {args.threads} threads; work folder {work}")
     if args.ablations:
         print_table([("set", 8, "s"), ("variant", 44, "s"), ("held-out", 8, ".3f"), ("train", 6, ".3f"),
                      ("steps", 5, "d"), ("CPU s", 6, ".0f")], rows)
         return
     print_table([("set", 8, "s"), ("method", 62, "s"), ("held-out", 8, ".3f"), ("train", 6, ".3f"),
                  ("wall s", 7, ".0f"), ("CPU s", 6, ".0f")], rows)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
