@@ -348,10 +348,13 @@ def test_python_api_reads_long_files_in_the_replica_embeds_and_reports_a_stall(d
     reports = []
     stalled = ray.data.from_items([{"x": 1}]).map(lambda row: row, num_gpus=1)
     started = time.monotonic()
+    ignoring = signal.signal(signal.SIGINT, lambda *_: None)  # a process whose SIGINT handler does nothing
     with pytest.raises(StalledError, match=r"^no result for 2\.\d s, giving up: [\d.]+ of 2 CPUs free; the job needs "
                        r"1 model replica of 1 CPU \+ 1 GPU and decoding tasks of 0.25 CPU"):
         list(stream_rows(stalled, report_after_s=0.5, give_up_after_s=2, waiting=lambda: waiting_for(1, 1.0, 1.0),
                          report=reports.append))
+    assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # its own handler given back
+    signal.signal(signal.SIGINT, ignoring)
     assert time.monotonic() - started < 30 and reports, reports
     assert reports[0].startswith("no result for 0.") and " s: " in reports[0], reports
     assert sorted(rows) == sorted(paths)

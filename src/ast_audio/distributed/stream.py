@@ -4,6 +4,7 @@ for, then gives up, instead of hanging silently."""
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -59,8 +60,11 @@ def stream_rows(dataset: Any, *, report_after_s: float, give_up_after_s: float,
     `report(...)` says how long and `waiting()` what the job waits for, again every `report_after_s`; after
     `give_up_after_s` without a row, the execution is stopped and StalledError raised. Iterate it from the
     main thread (elsewhere it reports but cannot give up). Errors of the pipeline are raised here."""
-    watch = _Watch(report_after_s, give_up_after_s if threading.current_thread() is threading.main_thread()
-                   else float("inf"), waiting, report)
+    in_main = threading.current_thread() is threading.main_thread()
+    watch = _Watch(report_after_s, give_up_after_s if in_main else float("inf"), waiting, report)
+    # Giving up interrupts the main thread as Ctrl-C does: whatever SIGINT handler the process holds (a library
+    # may have set one that ignores it, and then a stalled job would wait forever), Python's own raises here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if in_main else None
     watch.start()
     try:
         for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -72,3 +76,5 @@ def stream_rows(dataset: Any, *, report_after_s: float, give_up_after_s: float,
         raise
     finally:
         watch.stopped.set()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
