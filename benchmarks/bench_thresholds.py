@@ -25,8 +25,8 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_events import BACKGROUND, RATE, SOUNDS, cpu_name, train_model, training_clip  # noqa: E402
-from table import print_table  # noqa: E402
+from bench_events import BACKGROUND, RATE, SOUNDS, train_model, training_clip  # noqa: E402
+from table import cpu_name, print_table  # noqa: E402
 
 CLASSES = (*SOUNDS, BACKGROUND)
 
