@@ -3,6 +3,7 @@ input is one line, --duration and SIGTERM stop it cleanly, and the stream's memo
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -111,19 +112,25 @@ class _ChunkedWav(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_http_stream_gives_classify_windows(stream_case):
-    model, wav, expected = stream_case
+@contextlib.contextmanager
+def serving(wav):
+    """The URL of `wav` served in chunks by a loopback HTTP server (`_ChunkedWav`), stopped on leaving."""
     handler = type("Handler", (_ChunkedWav,), {"payload": wav.read_bytes()})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/clip.wav"
-        done = listen(model, url, "--no-realtime")
+        yield f"http://127.0.0.1:{server.server_address[1]}/clip.wav"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def test_http_stream_gives_classify_windows(stream_case):
+    model, wav, expected = stream_case
+    with serving(wav) as url:
+        done = listen(model, url, "--no-realtime")
     assert done.returncode == 0, done.stderr
     assert_same_windows(window_lines(done.stdout), expected)
 
@@ -248,17 +255,8 @@ def test_a_model_slower_than_a_live_stream_drops_whole_windows(stream_case):
 
 def test_a_live_url_that_ends_is_reopened_and_the_gap_reported(stream_case):
     model, wav, expected = stream_case
-    handler = type("Handler", (_ChunkedWav,), {"payload": wav.read_bytes()})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/clip.wav"
+    with serving(wav) as url:
         done = listen(model, url, "--realtime", "--duration", "7")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
     assert done.returncode == 0, done.stderr
     lines = window_lines(done.stdout)
     gaps = [line["gap"] for line in lines if "gap" in line]

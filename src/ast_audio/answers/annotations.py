@@ -168,13 +168,17 @@ def read_annotation_text(text: str, source: str) -> dict[str | None, list[Event]
 def read_annotation_file(path: str | os.PathLike) -> dict[str | None, list[Event]]:
     """`read_annotation_text` of a file (UTF-8, a byte-order mark allowed). Raises `AnnotationError` naming
     the file when it cannot be read or decoded."""
-    source = os.fspath(path)
+    return read_annotation_text(read_text(path, "annotations"), os.fspath(path))
+
+
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """The text of a UTF-8 file (a byte-order mark allowed, line ends kept). Raises `AnnotationError` naming
+    the file and `what` it was to hold when it cannot be read or decoded."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            text = handle.read()
+            return handle.read()
     except (OSError, UnicodeDecodeError) as error:
-        raise AnnotationError(f"{source}: cannot read annotations ({error})") from None
-    return read_annotation_text(text, source)
+        raise AnnotationError(f"{os.fspath(path)}: cannot read {what} ({error})") from None
 
 
 def _parts(path: str) -> list[str]:

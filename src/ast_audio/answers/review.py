@@ -35,6 +35,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ast_audio.answers.events import Event
+from ast_audio.answers.annotations import read_text
 from ast_audio.answers.formats import AnnotationError
 from ast_audio.answers.thresholds import (
     DEFAULT_MIN_POSITIVES, FEW_POSITIVES, ClassThreshold, Thresholds, choose_class_threshold, precision_recall_f1,
@@ -134,11 +135,7 @@ def read_review_csv(path: str | os.PathLike) -> list[ReviewRow]:
     """The rows of a review CSV (reviewed or not), in file order. Raises `AnnotationError` naming the file
     (and line): unreadable, not the review header, a time or score that is not a number, an unknown verdict."""
     source = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as error:
-        raise AnnotationError(f"{source}: cannot read the review CSV ({error})") from None
+    text = read_text(path, "the review CSV")
     reader = csv.reader(io.StringIO(text))
     header: list[str] | None = None
     rows = []
