@@ -19,27 +19,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from ast_audio.answers.events import check_score_threshold
 from ast_audio.answers.thresholds import Thresholds
 from ast_audio.errors import ConfigError
 
 __all__ = ["Decision", "DecisionThresholds", "decisions_of"]
 
 DEFAULT_THRESHOLD = 0.5  # for sigmoid scores, as `answers.events.EventOptions`
-
-
-def _finite(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{what} must be a finite number, got {value!r}")
-    if not 0.0 <= value <= 1.0:  # scores are sigmoid or softmax probabilities
-        raise ConfigError(f"{what} must be a score in [0, 1], got {value:g}")
-    return float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,13 +47,13 @@ class DecisionThresholds:
     class_thresholds: Mapping[str, float] | tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "default", _finite(self.default, "the default decision threshold"))
+        object.__setattr__(self, "default", check_score_threshold("the default decision threshold", self.default))
         try:
             pairs = dict(self.class_thresholds).items() if self.class_thresholds else ()
         except (TypeError, ValueError):
             got = self.class_thresholds
             raise ConfigError(f"class_thresholds must map labels to thresholds, got {got!r}") from None
-        checked = tuple(sorted((str(label), _finite(value, f"the threshold of {label!r}")) for label, value in pairs))
+        checked = tuple(sorted((str(label), check_score_threshold(f"the threshold of {label!r}", value)) for label, value in pairs))
         object.__setattr__(self, "class_thresholds", checked)
 
     @classmethod

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ast_audio.answers.events import check_score_threshold
 from ast_audio.answers.calibration import Calibration, check_scores_and_targets
 from ast_audio.errors import ConfigError
 from ast_audio.io_utils import atomic_write_text
@@ -256,11 +257,8 @@ def _number(value: Any, what: str, source: str) -> float:
 
 
 def _score(value: Any, what: str, source: str) -> float:
-    """A threshold: a number in [0, 1], as the scores it is compared with."""
-    number = _number(value, what, source)
-    if not 0.0 <= number <= 1.0:
-        raise ConfigError(f"{source}: {what} must be a score in [0, 1], got {number:g}")
-    return number
+    """A threshold: a number in [0, 1], as the scores it is compared with (`events.check_score_threshold`)."""
+    return check_score_threshold(f"{source}: {what}", value)
 
 
 def _count(value: Any, source: str) -> int:
