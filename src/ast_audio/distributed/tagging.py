@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import warnings
 from typing import Any
@@ -14,7 +13,6 @@ from ast_audio.answers.options import AnswerOptions
 from ast_audio.distributed.resources import DECODE_TASK_CPUS
 from ast_audio.errors import ConfigError
 
-logger = logging.getLogger(__name__)
 
 
 def require_ray():
@@ -210,28 +208,9 @@ class _Model:
                                   str(batch["warning"][i]) or None)
                 result = assemble(plan, scores[first:last], embeddings[first:last], self.runner.labels,
                                   self.options.pooling, self.answers)
-                results.append(self._refined(result))
+                results.append(self.runner.refine(result, result.source, self.answers, self.spec.window, self.spec.hop))
                 first = last
         return results
-
-    def _refined(self, result):
-        """`result` after the finer pass (`inference.finer.refine_result`) where the answers ask for one, as the
-        local runner does it: the file is opened again to read the extra windows; should that fail, the first
-        pass's events stay (a warning is logged): the file did score."""
-        from ast_audio.inference.finer import refine_result
-        from ast_audio.inference.prepare import prepare
-
-        answers, spec, runner = self.answers, self.spec, self.runner
-        if answers is None or not answers.options.refine or not result.ok or not result.events:
-            return result
-        try:
-            with prepare(result.source, spec.timing, window=spec.window, hop=spec.hop) as again:
-                return refine_result(result, answers, again.source.read,
-                                     lambda clips: runner.infer(runner.features(clips))[0], window=spec.window,
-                                     hop=spec.hop, batch_size=runner.batch_size)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure: keep what the first pass found
-            logger.warning("%s: the finer pass failed, first-pass events kept: %s", result.source, exc)
-            return result
 
     def _infer(self, features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Scores and pooled embeddings of every window of `features`, in model batches of `batch_size`."""

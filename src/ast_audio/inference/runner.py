@@ -219,8 +219,8 @@ class InferenceRunner:
         logits, pooled = self.backend(features)
         return logits_to_scores(logits, self.score_function).numpy(), pooled.numpy()
 
-    def _finer(self, result: ClipResult, item: AudioInput, answers: Answers | None, window: float, hop: float,
-               sampling_rate: int | None, index: int) -> ClipResult:
+    def refine(self, result: ClipResult, item: AudioInput, answers: Answers | None, window: float, hop: float,
+               sampling_rate: int | None = None, index: int = 0) -> ClipResult:
         """`result` after the finer pass (`inference.finer.refine_result`) when the answers ask for one; the
         input is opened again to read the extra windows. Should that fail, the first pass's events stay (a
         warning is logged): the input did score."""
@@ -270,7 +270,7 @@ class InferenceRunner:
                 if progress is not None:
                     progress(seconds)
             for result in assembler.ready():
-                yield self._finer(result, items[done], built, window, hop, sampling_rate, done)
+                yield self.refine(result, items[done], built, window, hop, sampling_rate, done)
                 done += 1
 
 
