@@ -123,8 +123,10 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and not args.output_dir and (args.output is None or args.format == "table"):
         raise UsageError("--resume needs --output FILE and a --format of jsonl, json, csv or parquet")
     render = renderer(args.format, args.top_k, args.timeline, per_file=args.output in (None, "-"))
-    options = {**model_options(args), "format": args.format, "top_k": args.top_k, "pooling": args.pooling,
-               "timeline": args.timeline}
+    streamed = args.output in (None, "-") and not args.output_dir
+    # The options a resumable output records (the model's fingerprint hashes its weights): none for stdout.
+    options = None if streamed else {**model_options(args), "format": args.format, "top_k": args.top_k,
+                                     "pooling": args.pooling, "timeline": args.timeline}
     output = StreamOutput(render) if args.output in (None, "-") else ResumableOutput(
         args.output, render, options, resume=args.resume,
         overwrite=args.overwrite or args.format == "table")  # a table is not resumable: nothing to keep
