@@ -376,7 +376,7 @@ def test_resume_adds_the_rest_with_the_same_options_only(driver, ray_checkpoint,
     --model or other answers (thresholds, a selection) refused naming them, with --resume the other two added
     (JSON lines in the local form, an `events` list in each). A file a killed job left half-written does not
     count and reading the directory leaves it in place; the resume sets it aside."""
-    from ast_audio.commands._ray import written_inputs
+    from ast_audio.jobs.directory import written_inputs
 
     folder = tmp_path / "clips"
     folder.mkdir()

@@ -196,10 +196,3 @@ def join_ray(address: str | None, verbose: bool, **init_options: Any) -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def written_inputs(output_dir: str) -> set[str]:
-    """The inputs whose rows an output directory holds (reading it changes nothing)."""
-    from ast_audio.jobs.directory import written_inputs as written
-
-    return written(output_dir)
