@@ -7,6 +7,7 @@ import contextlib
 import http.server
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,6 +81,23 @@ def test_wav_on_stdin_gives_classify_windows(stream_case):
     assert len(expected) == 6  # the last window, [2.5, 3.3], is cut at the end as in the file
     assert_same_windows(window_lines(done.stdout), expected)
     assert b"6 window(s) over 3.30 s" in done.stderr
+
+
+def test_ffmpeg_at_real_time_on_stdin_gives_classify_windows(stream_case):
+    """The issue's own pipeline: `ffmpeg -re -i FILE -f wav - | ast-audio listen -` (a WAV stream of unknown
+    length, written at the file's pace) gives classify's windows within 1e-4."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("needs the ffmpeg program (.ci/run installs it)")
+    model, wav, expected = stream_case
+    source = subprocess.Popen([ffmpeg, "-v", "error", "-re", "-i", str(wav), "-f", "wav", "-"], stdout=subprocess.PIPE)
+    try:
+        done = listen(model, "-", stdin=source.stdout)
+    finally:
+        source.stdout.close()
+        assert source.wait(timeout=30) == 0
+    assert done.returncode == 0, done.stderr
+    assert_same_windows(window_lines(done.stdout), expected)
 
 
 def test_raw_pcm_with_duration(stream_case):
