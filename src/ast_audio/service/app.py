@@ -38,6 +38,7 @@ from ast_audio.service.uploads import UploadLimitMiddleware, read_upload
 logger = logging.getLogger(__name__)
 
 PAGE = os.path.join(os.path.dirname(__file__), "static", "index.html")
+LIVE_WORKLET = os.path.join(os.path.dirname(__file__), "static", "live-worklet.js")  # the page's microphone reader
 DOCS_ASSETS = "/docs-assets"  # Swagger UI's files, served from the installed package (no network needed)
 
 
@@ -311,6 +312,10 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(PAGE, media_type="text/html")
+
+    @app.get("/live-worklet.js", include_in_schema=False)
+    async def live_worklet() -> FileResponse:
+        return FileResponse(LIVE_WORKLET, media_type="text/javascript")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
