@@ -84,7 +84,9 @@ def _delimiter(header: str) -> str:
     return ";" if ";" in header and "," not in header else ","
 
 
-def _csv_time(value: str, what: str, where: str) -> float:
+def seconds_field(value: str, what: str, where: str) -> float:
+    """A text field holding seconds (>= 0, finite); `AnnotationError` naming `where`, `what` and the value
+    otherwise. Callers: this module's CSV reader, `answers.review` (a review file's start and end)."""
     try:
         number = float(value)
     except ValueError:
@@ -102,7 +104,7 @@ def _csv_row(fields: list[str], roles: Mapping[str, int], width: int, where: str
     onset, offset, label = (fields[roles[role]] for role in ("onset", "offset", "event_label"))
     if file is not None and not (onset or offset or label):
         return file, None  # a clip listed without events
-    start, end = _csv_time(onset, "onset", where), _csv_time(offset, "offset", where)
+    start, end = seconds_field(onset, "onset", where), seconds_field(offset, "offset", where)
     if end < start:
         raise AnnotationError(f"{where}: offset {end:g} is before onset {start:g}")
     if not label:

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ast_audio.answers.events import Event
-from ast_audio.answers.annotations import read_text
+from ast_audio.answers.annotations import read_text, seconds_field
 from ast_audio.answers.formats import AnnotationError
 from ast_audio.answers.thresholds import (
     DEFAULT_MIN_POSITIVES, FEW_POSITIVES, ClassThreshold, Thresholds, choose_class_threshold, precision_recall_f1,
@@ -105,18 +105,8 @@ def _verdict(value: str, where: str) -> bool | None:
                           " (or empty: not reviewed)")
 
 
-def _seconds(value: str, what: str, where: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not (math.isfinite(number) and number >= 0):
-        raise AnnotationError(f"{where}: {what} {value!r} must be a number >= 0")
-    return number
-
-
 def _row(fields: dict[str, str], where: str) -> ReviewRow:
-    start, end = _seconds(fields["start"], "start", where), _seconds(fields["end"], "end", where)
+    start, end = seconds_field(fields["start"], "start", where), seconds_field(fields["end"], "end", where)
     if end < start:
         raise AnnotationError(f"{where}: end {end:g} is before start {start:g}")
     try:

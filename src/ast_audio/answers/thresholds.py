@@ -76,10 +76,12 @@ def _curve(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, ...]:
     return (ordered[last] + lower) / 2.0, tp.astype(np.float64), accepted.astype(np.float64)
 
 
-def _figures(tp: np.ndarray, accepted: np.ndarray, positives: int) -> tuple[np.ndarray, ...]:
+def _figures(tp: np.ndarray, accepted: np.ndarray, positives: Any) -> tuple[np.ndarray, ...]:
+    """(precision, recall, f1) from true positives, accepted and positive counts (arrays that broadcast):
+    precision NaN where nothing is accepted, recall NaN where there are no positives, F1 0 where TP is 0."""
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(accepted > 0, tp / accepted, np.nan)
-        recall = tp / positives if positives else np.full_like(tp, np.nan)
+        recall = np.where(np.asarray(positives) > 0, tp / positives, np.nan)
         f1 = np.where(tp > 0, 2 * tp / (accepted + positives), 0.0)
     return precision, recall, f1
 
@@ -116,12 +118,7 @@ def precision_recall_f1(decisions: Any, targets: Any) -> tuple[np.ndarray, np.nd
     TP is 0."""
     decisions, targets = np.asarray(decisions, dtype=bool), np.asarray(targets, dtype=bool)
     tp = (decisions & targets).sum(axis=0).astype(np.float64)
-    accepted, positives = decisions.sum(axis=0), targets.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(accepted > 0, tp / accepted, np.nan)
-        recall = np.where(positives > 0, tp / positives, np.nan)
-        f1 = np.where(tp > 0, 2 * tp / (accepted + positives), 0.0)
-    return precision, recall, f1
+    return _figures(tp, decisions.sum(axis=0), targets.sum(axis=0))
 
 
 def best_global_threshold(scores: Any, targets: Any) -> tuple[float, float]:
