@@ -27,7 +27,7 @@ from ast_audio.training.data import (
 )
 from ast_audio.checkpoints.adaptation import adapt_position_embeddings, init_from_ast, init_from_timm
 from ast_audio.training.metrics import d_prime, evaluate_predictions
-from ast_audio.training.optimization import lr_at
+from ast_audio.training.optimization import ema_decay_at, lr_at, update_ema
 from ast_audio.training.trainer import Trainer
 from helpers import SMALL, randomize_
 
@@ -217,6 +217,36 @@ def test_weight_averaging_and_linear_probe(dataset, tmp_path):
     probe.train()
     after = probe.model.audio_spectrogram_transformer.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_moving_average_of_the_weights():
+    """update_ema is decay * average + (1 - decay) * model; its decay warms up as (1 + step) / (10 + step)."""
+    torch.manual_seed(0)
+    model, average = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    expected = {k: 0.75 * v + 0.25 * model.state_dict()[k] for k, v in average.state_dict().items()}
+    update_ema(average, model, 0.75)
+    for key, value in average.state_dict().items():
+        torch.testing.assert_close(value, expected[key], atol=1e-7, rtol=0)
+    assert ema_decay_at(0.999, 1) == pytest.approx(2 / 11) and ema_decay_at(0.5, 100) == 0.5
+    with pytest.raises(ValueError, match="ema_decay is a decay per optimizer step in"):
+        load_train_config(None, {"train": "x", "ema_decay": 1.0})
+
+
+def test_ema_weights_are_saved_scored_and_resumed(dataset, tmp_path):
+    """With ema_decay, final/ holds the moving average (not the last step's weights), trainer_state.json says
+    so, and a run stopped mid-epoch resumes to the same average as an uninterrupted one."""
+    settings = dict(epochs=3, ema_decay=0.8, freqm=8, timem=10)
+    Trainer(config(dataset, tmp_path / "full", **settings)).train()
+    killed = Trainer(config(dataset, tmp_path / "resumed", max_steps=4, **settings))
+    assert killed.train() == {"stopped_at_step": 4}
+    Trainer(config(dataset, tmp_path / "resumed", **settings)).train()
+    full, resumed = (torch.load(tmp_path / name / "last.pt", weights_only=True) for name in ("full", "resumed"))
+    assert all(torch.equal(full["ema"][k], resumed["ema"][k]) for k in full["ema"])
+    final = ASTForAudioClassification.from_pretrained(tmp_path / "full" / "final").state_dict()
+    assert all(torch.equal(final[k], full["ema"][k]) for k in final)
+    assert any(not torch.equal(final[k], full["model"][k]) for k in final)
+    state = json.loads((tmp_path / "full" / "final" / "trainer_state.json").read_text())
+    assert state["ema_decay"] == 0.8 and state["step"] == 9
 
 
 def test_position_embedding_cut_and_interpolate_by_hand():

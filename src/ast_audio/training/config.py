@@ -71,6 +71,9 @@ class TrainConfig:
     # run control
     early_stopping_patience: int = 0  # epochs without improvement before stopping; 0: never
     average_epochs: list[int] | None = None  # [first, last] (1-based): average the weights of these epochs
+    # An exponential moving average of the weights, updated after every optimizer step (0: off); with it, the
+    # averaged weights are what validation scores and best/ and final/ hold (optimization.update_ema).
+    ema_decay: float = 0.0
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
@@ -106,6 +109,9 @@ class TrainConfig:
             raise ConfigError(f"warp is a fraction in [0, 1) (factors 1 - warp .. 1 + warp), got {self.warp!r}")
         if isinstance(self.shift, bool) or not isinstance(self.shift, int) or self.shift < 0:
             raise ConfigError(f"shift must be a whole number of frames >= 0, got {self.shift!r}")
+        if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) \
+                or not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay is a decay per optimizer step in [0, 1) (0: off), got {self.ema_decay!r}")
         if self.average_epochs is not None:
             first, last = self.average_epochs
             if not 1 <= first <= last <= self.epochs:

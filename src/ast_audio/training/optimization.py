@@ -37,6 +37,27 @@ def lr_at(config: TrainConfig, step: int, epoch: int, steps_per_epoch: int) -> f
     return lr
 
 
+def ema_decay_at(decay: float, step: int) -> float:
+    """The decay of the weights' moving average after optimizer step `step` (1-based): `decay`, but at most
+    (1 + step) / (10 + step), so the first steps' random weights do not linger in the average (the warm-up of
+    TensorFlow's ExponentialMovingAverage with num_updates)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def update_ema(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * model, for every floating-point parameter and buffer (others
+    copied). Both modules have the same structure; `average` holds no gradients. Polyak averaging in its
+    exponential form, as timm's ModelEmaV2 keeps for DeiT from scratch."""
+    model_state = model.state_dict()
+    for name, value in average.state_dict().items():
+        source = model_state[name].detach()
+        if value.is_floating_point():
+            value.lerp_(source.to(value.dtype), 1.0 - decay)
+        else:
+            value.copy_(source)
+
+
 class Precision:
     """Autocast and (for float16 on CUDA) gradient scaling, behind one interface the loop calls unconditionally.
 

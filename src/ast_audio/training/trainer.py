@@ -4,6 +4,7 @@ averaging) with resumable checkpoints, early stopping, and DistributedDataParall
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import dataclasses
 import io
@@ -42,7 +43,7 @@ from ast_audio.training.data import (
 from ast_audio.training.distributed import Distributed
 from ast_audio.training.evaluation import score_clips
 from ast_audio.training.metrics import evaluate_predictions, json_safe
-from ast_audio.training.optimization import Precision, build_optimizer, lr_at
+from ast_audio.training.optimization import Precision, build_optimizer, ema_decay_at, lr_at, update_ema
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,12 @@ class _Run:
     steps_per_epoch: int
     batches_per_epoch: int  # whole accumulation steps only: leftovers would mix into the next epoch's first step
     state: dict[str, Any]
+    ema: ASTForAudioClassification | None = None  # the weights' moving average (ema_decay > 0)
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        """The weights validation scores and best/ and final/ hold: the moving average when there is one."""
+        return self.ema if self.ema is not None else self.wrapped
 
 
 class Trainer:
@@ -177,6 +184,7 @@ class Trainer:
             state = {
                 **run.state, "model": self.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                 "scaler": run.precision.state_dict(), "torch_rng": torch.get_rng_state(), "config": self.config.to_dict(),
+                "ema": run.ema.state_dict() if run.ema is not None else None,
             }
             with atomic_path(os.path.join(self.output_dir, LAST_CHECKPOINT)) as tmp:
                 torch.save(state, tmp)
@@ -223,17 +231,16 @@ class Trainer:
                             f"{os.path.join(self.output_dir, LAST_CHECKPOINT)} holds it: rerun the same command to go on"
                         )
                     return {"stopped_at_step": state["step"]}
-                metrics = self.evaluate(run.wrapped, self.data.validation)
+                metrics = self.evaluate(run.scored, self.data.validation)
                 state["epoch"], state["batch"] = state["epoch"] + 1, 0
-                self._after_epoch(state, metrics, (self.dist.mean(losses), self.dist.mean(correct)), run.optimizer,
-                                  started)
+                self._after_epoch(run, metrics, (self.dist.mean(losses), self.dist.mean(correct)), started)
                 self._save_state(run)
                 if config.early_stopping_patience and state["stale"] >= config.early_stopping_patience:
                     if self.dist.main:
                         logger.warning("early stopping after epoch %d: no %s improvement in %d epochs",
                                        state["epoch"], self.metric, state["stale"])
                     break
-        return self._finish(state)
+        return self._finish(run)
 
     def _start(self, resume: bool) -> _Run:
         """Optimizer, precision, data order and state: fresh, or as last.pt left them."""
@@ -256,6 +263,7 @@ class Trainer:
             Precision(config.precision, self.device), dataset, sampler, per_epoch, per_epoch * config.grad_accumulation,
             {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_loss": None, "best_epoch": None, "stale": 0,
              "average": None, "averaged": 0, "history": []},
+            ema=copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay else None,
         )
         saved = self._load_state() if resume else None
         if saved is not None:
@@ -264,6 +272,8 @@ class Trainer:
             run.optimizer.load_state_dict(saved["optimizer"])
             run.precision.load_state_dict(saved.get("scaler"))
             torch.set_rng_state(saved["torch_rng"])
+            if run.ema is not None:
+                run.ema.load_state_dict(saved["ema"])
             run.state.update({k: saved[k] for k in run.state if k in saved})  # last.pt of earlier versions: no best_loss
             if self.dist.main:
                 logger.info("resuming from epoch %d, batch %d (step %d)", run.state["epoch"] + 1, run.state["batch"],
@@ -345,17 +355,21 @@ class Trainer:
             group["lr"] = lr_at(config, state["step"], state["epoch"], run.steps_per_epoch)
         run.precision.step(run.optimizer, run.trainable, config.max_grad_norm)
         state["step"] += 1
+        if run.ema is not None:
+            update_ema(run.ema, self.model, ema_decay_at(config.ema_decay, state["step"]))
         if config.save_every_steps and state["step"] % config.save_every_steps == 0:
             self._save_state(run)
 
-    def _after_epoch(self, state: dict, metrics: dict, train: tuple[float, float], optimizer, started: float) -> None:
-        config, epoch = self.config, state["epoch"]
+    def _after_epoch(self, run: _Run, metrics: dict, train: tuple[float, float], started: float) -> None:
+        config, state, optimizer = self.config, run.state, run.optimizer
+        epoch = state["epoch"]
         value = metrics[self.metric]  # None where undefined (e.g. mAP of a validation set of one class)
         improved = _better(value, metrics["loss"], state)
         if improved:
             state["best"], state["best_loss"], state["best_epoch"], state["stale"] = value, metrics["loss"], epoch, 0
             if self.dist.main:
-                self._save_model_dir(self.model, "best", {"epoch": epoch, "step": state["step"], self.metric: value})
+                self._save_model_dir(self._network(run), "best", {"epoch": epoch, "step": state["step"],
+                                                                  self.metric: value, **self._weights_note()})
         else:
             state["stale"] += 1
         if config.average_epochs and config.average_epochs[0] <= epoch <= config.average_epochs[1]:
@@ -388,12 +402,22 @@ class Trainer:
         writer.writerows(history)
         atomic_write_text(os.path.join(self.output_dir, "metrics.csv"), buffer.getvalue())
 
-    def _finish(self, state: dict) -> dict[str, Any]:
-        """final/ (the last epoch's weights), averaged/ (with weight averaging), results.json with the metrics of
-        the selected model (averaged, else best/)."""
+    def _network(self, run: _Run) -> ASTForAudioClassification:
+        """The model whose weights best/ and final/ save (run.scored, outside DDP's wrapper)."""
+        return run.ema if run.ema is not None else self.model
+
+    def _weights_note(self) -> dict[str, Any]:
+        """What trainer_state.json adds about the saved weights: the moving average's decay, when they are it."""
+        return {"ema_decay": self.config.ema_decay} if self.config.ema_decay else {}
+
+    def _finish(self, run: _Run) -> dict[str, Any]:
+        """final/ (the last epoch's weights, or their moving average), averaged/ (with weight averaging),
+        results.json with the metrics of the selected model (averaged, else best/)."""
+        state = run.state
         results: dict[str, Any] = {"best_epoch": state["best_epoch"], f"best_validation_{self.metric}": state["best"]}
         if self.dist.main:
-            self._save_model_dir(self.model, "final", {"epoch": state["epoch"], "step": state["step"]})
+            self._save_model_dir(self._network(run), "final", {"epoch": state["epoch"], "step": state["step"],
+                                                               **self._weights_note()})
         selected = ASTForAudioClassification.from_pretrained(os.path.join(self.output_dir, "best")).to(self.device)
         if state["average"] is not None and state["averaged"]:
             averaged = {k: v / state["averaged"] for k, v in state["average"].items()}
