@@ -25,7 +25,7 @@ DESCRIPTION = (
 )
 OWN_SIGNALS = True  # SIGTERM/SIGHUP stop the stream cleanly (exit 0), not as a job cut short
 
-RAW_FORMATS = {"s16le": "<i2", "f32le": "<f4"}
+RAW_FORMATS = ("s16le", "f32le")  # inference.stream.PCM_FORMATS's names (not imported here: --help stays fast)
 DROP_WARNING_SECONDS = 10.0  # at most one warning about dropped windows this often (the closing line counts them all)
 
 
@@ -92,10 +92,10 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def open_source(args: argparse.Namespace, realtime: bool) -> Iterator:
     """The chunks of the source the arguments name (`inference.stream.Chunk`s, and floats for lost seconds)."""
-    from ast_audio.inference.stream import reconnecting
+    from ast_audio.inference.stream import container_chunks, reconnecting
 
     if args.raw_format:
-        return raw_chunks(sys.stdin.buffer, RAW_FORMATS[args.raw_format], args.channels, args.rate)
+        return raw_chunks(sys.stdin.buffer, args.raw_format, args.channels, args.rate)
     if args.capture:
         device_format, name = args.capture.split(":", 1)
         return container_chunks(name, f"--capture {args.capture}", device_format)
@@ -129,47 +129,16 @@ def kept_until_broken(chunks: Iterator) -> Iterator:
         print(f"ast-audio listen: warning: {exc}; the stream ends there", file=sys.stderr, flush=True)
 
 
-def raw_chunks(handle, dtype: str, channels: int, rate: int, frames: int = 4096) -> Iterator:
+def raw_chunks(handle, sample_format: str, channels: int, rate: int, frames: int = 4096) -> Iterator:
     """(frames, channels) float32 chunks of interleaved raw PCM read from the binary `handle` as it arrives."""
-    import numpy as np
+    from ast_audio.inference.stream import PcmFrames
 
-    from ast_audio.inference.stream import pcm_to_float
-
-    frame_bytes = np.dtype(dtype).itemsize * channels
-    pending = b""
-    while data := handle.read1(frames * frame_bytes) if hasattr(handle, "read1") else handle.read(frames * frame_bytes):
-        pending += data
-        whole = len(pending) // frame_bytes * frame_bytes
-        if whole:
-            samples = np.frombuffer(pending[:whole], dtype=dtype).reshape(-1, channels)
-            pending = pending[whole:]
-            yield pcm_to_float(samples), rate
-
-
-def container_chunks(target: str, name: str, device_format: str | None = None) -> Iterator:
-    """(frames, channels) float32 chunks of the first audio stream of what FFmpeg (PyAV) opens at `target`,
-    decoded as it arrives; `AudioError` naming `name` when it cannot be opened or decoded."""
-    import av
-
-    from ast_audio.errors import AudioError
-    from ast_audio.inference.stream import pcm_to_float
-
-    try:
-        container = av.open(target, format=device_format, timeout=(10.0, 10.0))
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise AudioError(f"{name}: cannot be opened as audio ({getattr(exc, 'strerror', None) or exc})") from None
-    try:
-        stream = next((s for s in container.streams if s.type == "audio"), None)
-        if stream is None:
-            raise AudioError(f"{name}: no audio stream")
-        for frame in container.decode(stream):
-            array = frame.to_ndarray()
-            array = array.T if frame.format.is_planar else array.reshape(-1, len(frame.layout.channels))
-            yield pcm_to_float(array), frame.sample_rate
-    except (av.error.FFmpegError, OSError) as exc:
-        raise AudioError(f"{name}: the stream broke off ({getattr(exc, 'strerror', None) or exc})") from None
-    finally:
-        container.close()
+    pcm = PcmFrames(sample_format, channels)
+    size = frames * pcm.frame_bytes
+    while data := handle.read1(size) if hasattr(handle, "read1") else handle.read(size):
+        samples = pcm(data)
+        if len(samples):
+            yield samples, rate
 
 
 def run(args: argparse.Namespace) -> int:

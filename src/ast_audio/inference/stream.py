@@ -10,7 +10,9 @@ last one moved back to end at the end with the full length; a stream shorter tha
 as `inference.sources.AudioSource.read` does). `LiveTagger` runs
 the reading in a thread and scores windows that are ready together in one batch with the runner's own
 featuriser and backend (`InferenceRunner.features`, `.infer`), so a stream of a file at the model's rate gives
-that file's window scores. Callers: `ast-audio listen` (`commands.listen`).
+that file's window scores. Callers: `ast-audio listen` (`commands.listen`); the service's `/v1/stream`
+(`service.stream`) uses the same planner, resampler, `windows_from_chunks`, `window_records` and `LiveEvents`
+with the service's batcher in place of the runner.
 
 Back-pressure: the reader hands windows over through a queue of `queue_windows` places. A source read faster
 than real time (a file, a pipe) blocks there, so it is read as fast as the model keeps up; a live source
@@ -23,7 +25,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +35,9 @@ from ast_audio.errors import AudioError
 from ast_audio.inference.results import top_labels
 from ast_audio.inference.windows import plan_windows
 
-__all__ = ["Gap", "LiveEvents", "LiveTagger", "MonoResampler", "SampleRing", "StreamWindow", "StreamWindows",
-           "pcm_to_float", "reconnecting", "wall_time"]
+__all__ = ["PCM_FORMATS", "Gap", "LiveEvents", "LiveTagger", "MonoResampler", "PcmFrames", "SampleRing", "StreamWindow",
+           "StreamWindows", "container_chunks", "pcm_to_float", "reconnecting", "wall_time", "window_records",
+           "windows_from_chunks"]
 
 
 @dataclass
@@ -220,6 +223,51 @@ def pcm_to_float(array: np.ndarray) -> np.ndarray:
     raise AudioError(f"unsupported sample format {array.dtype}")
 
 
+PCM_FORMATS = {"s16le": "<i2", "f32le": "<f4"}  # raw PCM sample formats a stream may be sent in -> NumPy dtypes
+
+
+class PcmFrames:
+    """Interleaved raw PCM (`sample_format` one of `PCM_FORMATS`, `channels` interleaved) as its bytes arrive, in
+    pieces of any size: each call gives the whole frames received so far as (frames, channels) float32
+    (`pcm_to_float`); a frame split between two pieces waits for its rest (at most one frame is held)."""
+
+    def __init__(self, sample_format: str, channels: int) -> None:
+        self.dtype, self.channels = np.dtype(PCM_FORMATS[sample_format]), channels
+        self.frame_bytes = self.dtype.itemsize * channels
+        self._pending = b""
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        pending = self._pending + data if self._pending else data
+        whole = len(pending) // self.frame_bytes * self.frame_bytes
+        self._pending = bytes(pending[whole:])
+        return pcm_to_float(np.frombuffer(pending, dtype=self.dtype, count=whole // self.dtype.itemsize)
+                            .reshape(-1, self.channels))
+
+
+def container_chunks(target: Any, name: str, device_format: str | None = None) -> Iterator[Chunk]:
+    """(frames, channels) float32 chunks of the first audio stream of what FFmpeg (PyAV) opens at `target` (a
+    URL, a path, ``pipe:0``, or a file-like object with ``read``), decoded as it arrives; `AudioError` naming
+    `name` when it cannot be opened or decoded. Callers: `ast-audio listen`, the service's `/v1/stream`."""
+    import av
+
+    try:
+        container = av.open(target, format=device_format, timeout=(10.0, 10.0))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise AudioError(f"{name}: cannot be opened as audio ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        stream = next((s for s in container.streams if s.type == "audio"), None)
+        if stream is None:
+            raise AudioError(f"{name}: no audio stream")
+        for frame in container.decode(stream):
+            array = frame.to_ndarray()
+            array = array.T if frame.format.is_planar else array.reshape(-1, len(frame.layout.channels))
+            yield pcm_to_float(array), frame.sample_rate
+    except (av.error.FFmpegError, OSError) as exc:
+        raise AudioError(f"{name}: the stream broke off ({getattr(exc, 'strerror', None) or exc})") from None
+    finally:
+        container.close()
+
+
 class MonoResampler:
     """Chunks of (frames, channels) float32 at `rate` -> mono float32 at `target` (soxr's streaming
     resampler, high quality, when the rates differ); `flush` gives the resampler's last samples."""
@@ -262,7 +310,6 @@ class LiveTagger:
     def __init__(self, runner: Any, answers: Any, *, window: float, hop: float, top_k: int = 5,
                  realtime: bool = False, queue_windows: int = 16, batch_size: int = 8, events: bool = False) -> None:
         self.runner, self.answers, self.top_k = runner, answers, top_k
-        self.labels = list(answers.labels) if answers is not None else list(runner.labels)
         timing = runner.timing
         self.planner = StreamWindows(timing.sampling_rate, window, hop, timing.frame_samples)
         self.realtime, self.batch_size = realtime, batch_size
@@ -293,31 +340,10 @@ class LiveTagger:
 
     def _read(self, chunks: Iterable[Chunk | float], until: float | None) -> None:
         """The reader thread: chunks -> windows (and gaps) onto the queue; then None, or the error raised."""
-        resampler: MonoResampler | None = None
         try:
-            for chunk in chunks:
-                if self._stop.is_set():
+            for item, droppable in windows_from_chunks(chunks, self.planner, until, self._stop.is_set):
+                if not self._offer(item, droppable):
                     break
-                if isinstance(chunk, float):  # seconds of audio lost by a reconnect
-                    if not self._offer(self.planner.skip(chunk), droppable=False):
-                        break
-                    continue
-                samples, rate = chunk
-                if resampler is None or resampler.rate != rate:
-                    resampler = MonoResampler(rate, self.planner.rate)
-                mono = resampler(samples)
-                if until is not None:
-                    mono = mono[: max(0, int(round(until * self.planner.rate)) - self.planner.received)]
-                if not all(self._offer(window, True) for window in self.planner.push(mono)):
-                    break
-                if until is not None and self.planner.received >= int(round(until * self.planner.rate)):
-                    break
-            else:
-                if resampler is not None:
-                    for window in self.planner.push(resampler.flush()):
-                        self._offer(window, droppable=False)
-            for window in self.planner.finish():
-                self._offer(window, droppable=False)
             self._offer(None, droppable=False)
         except BaseException as exc:  # noqa: BLE001 - reported in the scoring thread
             self._offer(exc, droppable=False)
@@ -374,15 +400,67 @@ class LiveTagger:
         if not windows:
             return [], None
         scores, _ = self.runner.infer(self.runner.features([window.samples for window in windows]))
-        if self.answers is not None:
-            scores = self.answers.select(scores)
         self.windows += len(windows)
-        records = [{"start": window.start, "end": window.end, "labels": top_labels(row, self.labels, self.top_k)}
-                   for window, row in zip(windows, scores)]
-        decided = self.answers.decisions(scores) if self.answers is not None else None
-        for record, decisions in zip(records, decided or ()):  # classify's windows carry them the same way
-            record["decisions"] = [decision.to_dict() for decision in decisions]
-        return records, scores
+        return window_records(windows, scores, self.runner.labels, self.answers, self.top_k)
+
+
+def window_records(windows: Sequence[StreamWindow], scores: np.ndarray, labels: Sequence[str], answers: Any,
+                   top_k: int) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The records of scored stream windows, as `ast-audio listen` prints them and `/v1/stream` sends them:
+    {"start", "end", "labels"} per window (the top `top_k` as `top_labels` gives them, classify's `windows` form),
+    with "decisions" when the answers decide; and the selected scores (windows, selected classes) events are
+    found on.
+
+    windows: the windows (their `start`, `end` in seconds); scores: the model's (windows, len(labels)); labels:
+    the model's; answers: the built `Answers` (class selection, decisions) or None for the model's classes.
+    """
+    if answers is not None:
+        scores, labels = answers.select(scores), answers.labels
+    records = [{"start": window.start, "end": window.end, "labels": top_labels(row, list(labels), top_k)}
+               for window, row in zip(windows, scores)]
+    decided = answers.decisions(scores) if answers is not None else None
+    for record, decisions in zip(records, decided or ()):  # classify's windows carry them the same way
+        record["decisions"] = [decision.to_dict() for decision in decisions]
+    return records, scores
+
+
+def windows_from_chunks(chunks: Iterable[Chunk | float], planner: StreamWindows, until: float | None = None,
+                        stopped: Callable[[], bool] = lambda: False) -> Iterator[tuple[StreamWindow | Gap, bool]]:
+    """The windows of a stream of chunks as `planner` completes them, each with True when it may be dropped (a
+    window its audio completed while the stream goes on) or False (a gap, or the windows of the stream's end:
+    the resampler's last samples and `planner.finish`).
+
+    chunks: (frames, channels) samples and their rate (mixed down and resampled to the planner's rate by a
+    `MonoResampler`, a new one when the rate changes), or seconds of lost audio (a float: `planner.skip`).
+    until: stream time in seconds after which the stream ends (the last window ends there); stopped: asked
+    before each chunk, True ends the stream there. Raises what the chunks or the resampler raise (`AudioError`),
+    and `AudioError` from `planner.finish` for a stream of less than one frame. Callers: `LiveTagger` (listen),
+    `service.stream` (/v1/stream).
+    """
+    resampler: MonoResampler | None = None
+    limit = None if until is None else int(round(until * planner.rate))
+    for chunk in chunks:
+        if stopped():
+            break
+        if isinstance(chunk, float):  # seconds of audio lost by a reconnect
+            yield planner.skip(chunk), False
+            continue
+        samples, rate = chunk
+        if resampler is None or resampler.rate != rate:
+            resampler = MonoResampler(rate, planner.rate)
+        mono = resampler(samples)
+        if limit is not None:
+            mono = mono[: max(0, limit - planner.received)]
+        for window in planner.push(mono):
+            yield window, True
+        if limit is not None and planner.received >= limit:
+            break
+    else:
+        if resampler is not None:
+            for window in planner.push(resampler.flush()):
+                yield window, False
+    for window in planner.finish():
+        yield window, False
 
 
 class LiveEvents:
