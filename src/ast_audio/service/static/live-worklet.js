@@ -10,9 +10,17 @@ class LiveCapture extends AudioWorkletProcessor {
     this.block = new Float32Array(this.blockFrames);
     this.filled = 0;
     this.running = true;
+    // "stop": send what is left, then "stopped" (a port keeps its order: the page sends "end" after it);
+    // "drop": stop at once, the rest unsent.
     this.port.onmessage = (event) => {
-      if (event.data === "flush") this.flush();
-      if (event.data === "stop") { this.flush(); this.running = false; }
+      if (event.data === "stop") {
+        this.flush();
+        this.port.postMessage("stopped");
+      }
+      if (event.data === "stop" || event.data === "drop") {
+        this.running = false;
+        this.filled = 0;
+      }
     };
   }
 
@@ -25,7 +33,7 @@ class LiveCapture extends AudioWorkletProcessor {
 
   process(inputs) {
     const channel = inputs[0] && inputs[0][0];
-    if (channel) {  // no input connected yet (or any more): nothing to send
+    if (this.running && channel) {  // no input connected yet (or any more): nothing to send
       let offset = 0;
       while (offset < channel.length) {
         const count = Math.min(channel.length - offset, this.blockFrames - this.filled);
