@@ -36,3 +36,28 @@ def server(served_checkpoint):
                      "--max-batch", "16", "--threads", "1", "--max-windows-per-request", "1000")
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def microphone_wav(tmp_path_factory) -> str:
+    """The WAV the session browser's fake microphone plays in a loop: 4 s of brown noise at 0.1 RMS, 16-bit at
+    16 kHz, as a recorder writes it (why this sound: test_page_live.py)."""
+    import soundfile as sf
+    from servers import MICROPHONE_RATE, brown_noise
+
+    path = tmp_path_factory.mktemp("microphone") / "brown-noise.wav"
+    sf.write(path, brown_noise(4.0, level=0.1), MICROPHONE_RATE, subtype="PCM_16")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def browser(microphone_wav):
+    """One headless Chromium per run (servers.chromium), shared by the page's tests; skipped without Debian's
+    chromium and chromium-driver."""
+    from servers import chromium
+
+    running = chromium(microphone_wav)
+    if running is None:
+        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    yield running
+    running.quit()

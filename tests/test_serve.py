@@ -7,7 +7,6 @@ import asyncio
 import http.client
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -488,63 +487,51 @@ def test_service_modules_import_no_private_names():
                 assert not private, f"{path.name} imports {private} from {node.module}"
 
 
-def test_page_in_a_real_browser(server, clips, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not (chromium and driver_path):
-        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
-    from selenium import webdriver
+def test_page_in_a_real_browser(server, clips, tmp_path, browser):
+    """The page in the session's headless Chromium (conftest.py's `browser`: no network but this machine, so a page
+    that needs a CDN stays blank): an upload's labels, timeline, spectrogram and events, a bad upload's error alone,
+    /docs offline, and classify's WebVTT as Chromium parses it."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    # No network but this machine: a page that needs a CDN stays blank.
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,1400",
-                     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
-    try:
-        browser.set_page_load_timeout(30)
-        browser.get(f"http://127.0.0.1:{server.port}/")
-        assert browser.title == "ast-audio"
-        browser.find_element(By.ID, "file").send_keys(os.path.abspath(clips["long_wav"]))
-        WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#labels .label"))
-        shown = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#labels .label")]
-        expected = server.post("/v1/classify", read(clips["long_wav"]), "audio/wav")[1]["labels"]
-        assert shown == [item["label"] for item in expected]
-        assert browser.find_element(By.ID, "timeline-card").is_displayed()
-        assert browser.find_element(By.ID, "spectrogram-card").is_displayed()
-        ticks = {axis: [tick.text for tick in browser.find_elements(By.CSS_SELECTOR, f"#{axis} .tick")]
-                 for axis in ("timeline-x", "timeline-y", "spectrogram-x", "spectrogram-y")}
-        assert ticks["timeline-y"] == ["0.00", "0.25", "0.50", "0.75", "1.00"]
-        assert ticks["timeline-x"][0] == ticks["spectrogram-x"][0] == "0" and len(ticks["timeline-x"]) >= 3
-        assert float(ticks["timeline-x"][-1]) <= 9.0 and float(ticks["spectrogram-x"][-1]) <= 9.0  # a 9 s clip
-        assert ticks["spectrogram-y"][-4:] == ["500", "1k", "2k", "4k"]  # Hz on the mel scale
-        os.makedirs(ARTIFACTS, exist_ok=True)
-        assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page.png"))
-        _events_follow_the_threshold(browser, server, clips)
+    browser.get(f"http://127.0.0.1:{server.port}/")
+    assert browser.title == "ast-audio"
+    browser.find_element(By.ID, "file").send_keys(os.path.abspath(clips["long_wav"]))
+    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#labels .label"))
+    shown = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#labels .label")]
+    expected = server.post("/v1/classify", read(clips["long_wav"]), "audio/wav")[1]["labels"]
+    assert shown == [item["label"] for item in expected]
+    assert browser.find_element(By.ID, "timeline-card").is_displayed()
+    assert browser.find_element(By.ID, "spectrogram-card").is_displayed()
+    ticks = {axis: [tick.text for tick in browser.find_elements(By.CSS_SELECTOR, f"#{axis} .tick")]
+             for axis in ("timeline-x", "timeline-y", "spectrogram-x", "spectrogram-y")}
+    assert ticks["timeline-y"] == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+    assert ticks["timeline-x"][0] == ticks["spectrogram-x"][0] == "0" and len(ticks["timeline-x"]) >= 3
+    assert float(ticks["timeline-x"][-1]) <= 9.0 and float(ticks["spectrogram-x"][-1]) <= 9.0  # a 9 s clip
+    assert ticks["spectrogram-y"][-4:] == ["500", "1k", "2k", "4k"]  # Hz on the mel scale
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page.png"))
+    _events_follow_the_threshold(browser, server, clips)
 
-        # A bad upload next: its error alone, none of the previous file's result.
-        bad = tmp_path / "notes.wav"
-        bad.write_bytes(b"plain words, no audio")
-        browser.find_element(By.ID, "file").send_keys(str(bad))
-        WebDriverWait(browser, 60).until(lambda b: "error" in b.find_element(By.ID, "status").get_attribute("class"))
-        assert browser.find_element(By.ID, "status").text.startswith("415: notes.wav: not an audio file")
-        for card in ("results", "timeline-card", "events-card", "spectrogram-card"):
-            assert not browser.find_element(By.ID, card).is_displayed(), card
-        assert not browser.find_elements(By.CSS_SELECTOR, "#labels .label, .axis .tick")
-        assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page-after-a-bad-upload.png"))
+    # A bad upload next: its error alone, none of the previous file's result.
+    bad = tmp_path / "notes.wav"
+    bad.write_bytes(b"plain words, no audio")
+    browser.find_element(By.ID, "file").send_keys(str(bad))
+    WebDriverWait(browser, 60).until(lambda b: "error" in b.find_element(By.ID, "status").get_attribute("class"))
+    assert browser.find_element(By.ID, "status").text.startswith("415: notes.wav: not an audio file")
+    for card in ("results", "timeline-card", "events-card", "spectrogram-card"):
+        assert not browser.find_element(By.ID, card).is_displayed(), card
+    assert not browser.find_elements(By.CSS_SELECTOR, "#labels .label, .axis .tick")
+    assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page-after-a-bad-upload.png"))
 
-        # /docs from the package's own files: the operations are listed with no network.
-        browser.get(f"http://127.0.0.1:{server.port}/docs")
-        WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
-        paths = {element.text.strip() for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
-        assert {"/v1/classify", "/v1/embed", "/v1/model"} <= paths, paths
-        assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-docs.png"))
-        _webvtt_parsed_by_the_browser(browser)
-    finally:
-        browser.quit()
+    # /docs from the package's own files: the operations are listed with no network.
+    browser.get(f"http://127.0.0.1:{server.port}/docs")
+    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+    paths = {element.text.strip() for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/v1/classify", "/v1/embed", "/v1/model"} <= paths, paths
+    assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-docs.png"))
+    _webvtt_parsed_by_the_browser(browser)
+
 
 
 def _webvtt_parsed_by_the_browser(browser) -> None:
