@@ -12,7 +12,8 @@ HELP = "serve the model over HTTP: a JSON API with dynamic batching, and a web p
 DESCRIPTION = (
     "Serve a checkpoint over HTTP (needs pip install 'ast-audio[serve]'). POST /v1/classify and /v1/embed take an "
     "upload (multipart field 'file', or the raw body with an audio content type); GET /v1/model, /healthz, /readyz, "
-    "/metrics (Prometheus), /openapi.json, and /docs (Swagger UI, from files in the package: works offline); / is a "
+    "/metrics (Prometheus), /openapi.json, and /docs (Swagger UI, from files in the package: works offline); "
+    "WS /v1/stream tags a live stream (PCM or container audio messages in, a JSON record per window out); / is a "
     "web page (with events on a timeline and a threshold slider). /v1/classify takes classify's events and class "
     "selection options as query parameters (events, threshold, threshold_off, min_duration, min_gap, include, "
     "exclude, group, rollup). Windows of concurrent requests share model calls. "
@@ -53,6 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-workers", type=int, default=2,
                         help="threads decoding and featurising uploads (default 2)")
     parser.add_argument("--api-key-file", help="file holding the API key every /v1 request must send as a Bearer token")
+    parser.add_argument("--max-streams", type=int, default=8,
+                        help="live streams (/v1/stream) open at once, the whole server; more are refused (default 8)")
+    parser.add_argument("--max-streams-per-client", type=int, default=2,
+                        help="live streams open at once from one client address (default 2)")
+    parser.add_argument("--stream-idle-timeout-s", type=float, default=10.0,
+                        help="a live stream that sends no audio this long is ended (default 10 s)")
+    parser.add_argument("--max-stream-message-mb", type=float, default=1.0,
+                        help="the largest audio message of a live stream; larger ones end it (default 1 MB)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_upload_mb=args.max_upload_mb,
         max_duration_s=args.max_duration_s, max_queue=args.max_queue,
         max_windows_per_request=args.max_windows_per_request, decode_workers=args.decode_workers,
-        api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
+        api_key=read_api_key(args.api_key_file) if args.api_key_file else None, max_streams=args.max_streams,
+        max_streams_per_client=args.max_streams_per_client, stream_idle_timeout_s=args.stream_idle_timeout_s,
+        max_stream_message_mb=args.max_stream_message_mb,
     )
     if not args.shutdown_timeout_s >= 0:
         from ast_audio.errors import UsageError

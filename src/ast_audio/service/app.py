@@ -14,13 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request, WebSocket
 from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from swagger_ui_bundle import swagger_ui_path
 
 from ast_audio.answers.options import AnswerOptions
@@ -33,6 +34,8 @@ from ast_audio.jobs.records import clip_json, embedding_record
 from ast_audio.service.batcher import DynamicBatcher, Ticket
 from ast_audio.service.errors import HTTPRejection, RequestLimitError, ShuttingDownError, rejection
 from ast_audio.service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from ast_audio.service.stream import (STREAM_FORMATS, StreamRegistry, StreamRequest, first_message_key, refuse,
+                                      serve_stream)
 from ast_audio.service.uploads import UploadLimitMiddleware, read_upload
 
 logger = logging.getLogger(__name__)
@@ -54,12 +57,18 @@ class ServiceSettings:
     max_windows_per_request: int = 6000  # 600 s at a 0.1 s hop
     decode_workers: int = 2
     api_key: str | None = None
+    max_streams: int = 8  # open /v1/stream connections, the whole server
+    max_streams_per_client: int = 2  # by client address
+    stream_idle_timeout_s: float = 10.0  # a stream without audio that long is ended (also the wait for a key message)
+    max_stream_message_mb: float = 1.0  # the largest audio message of a stream
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_queue", "max_windows_per_request", "decode_workers"):
+        for name in ("max_batch", "max_queue", "max_windows_per_request", "decode_workers", "max_streams",
+                     "max_streams_per_client"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_wait_ms", "max_upload_mb", "max_duration_s"):
+        for name in ("max_wait_ms", "max_upload_mb", "max_duration_s", "stream_idle_timeout_s",
+                     "max_stream_message_mb"):
             if getattr(self, name) < 0 or (name != "max_wait_ms" and getattr(self, name) == 0):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -77,6 +86,8 @@ class Service:
         self.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="ast-audio-decode",
                                        initializer=self.runner.threads.enter_feature_stage)
         self.metrics.queue_depth.set_function(lambda: self.batcher.queued)  # read when scraped
+        self.streams = StreamRegistry(settings.max_streams, settings.max_streams_per_client)
+        self.metrics.streams_active.set_function(lambda: self.streams.active)
         self.ready = False
 
     def start(self) -> None:
@@ -98,6 +109,11 @@ class Service:
         model yet, and any that arrive, get 503; the started ones go on."""
         self.ready = False
         self.batcher.close(ShuttingDownError("the server is stopping and this request had not started"))
+
+    async def end_streams(self) -> None:
+        """The server is stopping: each open stream gets {"error": ...} and close 1013 (try again later); waits a
+        few seconds at most for them. Call after `close`."""
+        await self.streams.stop_all(ShuttingDownError("the server is stopping"))
 
     def abort(self) -> None:
         """The stop's grace ran out, or a second signal: every request still queued gets 503 at once, and the
@@ -199,7 +215,7 @@ def create_app(classifier: AudioClassifier, settings: ServiceSettings | None = N
     app.add_middleware(UploadLimitMiddleware, max_bytes=int(service.settings.max_upload_mb * 2**20),
                        paths=("/v1/classify", "/v1/embed"))
     app.add_middleware(RequestMetricsMiddleware, metrics=service.metrics)  # outermost: counts the 413s too
-    _add_errors(app)
+    _add_errors(app, service)
     _add_routes(app, service)
     _add_docs(app)
     return app
@@ -224,31 +240,54 @@ def _version() -> str:
 
 
 def _authorise(service: Service):
-    async def check(request: Request) -> None:
+    """The API key check of every /v1 route: `Authorization: Bearer KEY`, or for a WebSocket without that header
+    (a browser cannot set one) the first message {"api_key": KEY} within the stream idle timeout."""
+    async def check(connection: HTTPConnection) -> None:
         key = service.settings.api_key
         if key is None:
             return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+        scheme, _, given = connection.headers.get("authorization", "").partition(" ")
+        if not scheme and isinstance(connection, WebSocket):
+            given = await first_message_key(connection, service.settings.stream_idle_timeout_s)
+            if given is not None and _key_matches(given, key):
+                return
+            raise HTTPRejection(401, 'missing or wrong API key: send Authorization: Bearer <key>, or {"api_key": '
+                                     '"<key>"} as the first message')
+        if scheme.lower() != "bearer" or not _key_matches(given.strip(), key):
             raise HTTPRejection(401, "missing or wrong API key: send Authorization: Bearer <key>",
                                 {"WWW-Authenticate": "Bearer"})
     return check
 
 
-def _add_errors(app: FastAPI) -> None:
+def _key_matches(given: str, key: str) -> bool:
+    """The one comparison of a key sent with the server's, in constant time."""
+    return hmac.compare_digest(given.encode(), key.encode())
+
+
+def _add_errors(app: FastAPI, service: Service) -> None:
     """Every error answers {"error": "<one line>"}: this package's errors by `service.errors.STATUSES`, FastAPI's
     validation errors (422), Starlette's own (404, 405, a malformed multipart body 400), and anything else
-    (a MemoryError, a bug: 500, logged with its traceback)."""
+    (a MemoryError, a bug: 500, logged with its traceback). On a WebSocket (/v1/stream, before its stream
+    starts: the key, the query) the same message is sent as {"error": ...} and the socket closed with the code
+    `service.stream.close_code` gives (1008 for a key or a query)."""
+
+    async def refused(websocket: WebSocket, exc: BaseException) -> None:
+        service.metrics.streams.labels(end=str(await refuse(websocket, exc))).inc()
 
     @app.exception_handler(HTTPRejection)
-    async def rejected(request: Request, exc: HTTPRejection) -> JSONResponse:
+    async def rejected(connection: HTTPConnection, exc: HTTPRejection) -> JSONResponse | None:
+        if isinstance(connection, WebSocket):
+            return await refused(connection, exc)
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or e['loc'][0]}: {e['msg']} (got {e.get('input')!r})"
-                             for e in exc.errors())
-        return JSONResponse({"error": problems, "detail": jsonable_encoder(exc.errors())}, status_code=422)
+        return JSONResponse({"error": _validation_message(exc), "detail": jsonable_encoder(exc.errors())},
+                            status_code=422)
+
+    @app.exception_handler(WebSocketRequestValidationError)
+    async def invalid_stream(websocket: WebSocket, exc: WebSocketRequestValidationError) -> None:
+        await refused(websocket, HTTPRejection(422, _validation_message(exc)))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -263,8 +302,10 @@ def _add_errors(app: FastAPI) -> None:
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ASTAudioError)
-    async def failed(request: Request, exc: ASTAudioError) -> JSONResponse:
-        return await rejected(request, rejection(exc))
+    async def failed(connection: HTTPConnection, exc: ASTAudioError) -> JSONResponse | None:
+        if isinstance(connection, WebSocket):
+            return await refused(connection, exc)
+        return await rejected(connection, rejection(exc))
 
     # Starlette gives this one to its outermost middleware, which sends the answer and then re-raises, so uvicorn
     # logs the traceback.
@@ -273,7 +314,13 @@ def _add_errors(app: FastAPI) -> None:
         return await rejected(request, rejection(exc))
 
 
-def _known_query(request: Request) -> None:
+def _validation_message(exc: RequestValidationError | WebSocketRequestValidationError) -> str:
+    """FastAPI's validation errors in one line: each parameter, what is wrong and the value given."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or e['loc'][0]}: {e['msg']} (got {e.get('input')!r})"
+                     for e in exc.errors())
+
+
+def _known_query(request: HTTPConnection) -> None:
     """Refuse (422) a query parameter the route does not declare, naming the ones it does: the route's own
     parameters and its dependencies', as FastAPI reads them (`route.dependant`), so the list is never written
     twice. `refine` gets its own answer: the finer pass is the command line's."""
@@ -358,6 +405,39 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         result, _ = await _run(request, service, window, hop, "mean")
         return embedding_record(result, result.embedding.tolist(),
                                 result.window_embeddings.tolist() if per_window else None)
+
+    @app.websocket("/v1/stream", dependencies=authorised)
+    async def stream(
+        websocket: WebSocket, sample_format: str = Query("f32le", alias="format"),
+        rate: int | None = Query(None, gt=0, le=MAX_STREAM_RATE), channels: int = Query(1, ge=1, le=MAX_CHANNELS),
+        window: float | None = Query(None, gt=0), hop: float | None = Query(None, gt=0),
+        top_k: int = Query(5, ge=1), realtime: bool = True, asked: argparse.Namespace = Depends(_answer_query),
+    ) -> None:
+        """Live tagging: audio messages in, a JSON record per window (and event) out, as `ast-audio listen`."""
+        await serve_stream(service, websocket, _stream_request(service, sample_format, rate, channels, window, hop,
+                                                               top_k, realtime, asked))
+
+
+MAX_STREAM_RATE = 768000  # Hz: a stream's stated rate at most
+MAX_CHANNELS = 64  # channels of a PCM stream at most
+
+
+def _stream_request(service: Service, sample_format: str, rate: int | None, channels: int, window: float | None,
+                    hop: float | None, top_k: int, realtime: bool, asked: argparse.Namespace) -> StreamRequest:
+    """A /v1/stream connection's query, checked as /v1/classify's (the same answers rule, window and hop
+    range); raises `HTTPRejection` 422 or `ConfigError` naming the parameter and its value."""
+    if sample_format not in STREAM_FORMATS:
+        raise HTTPRejection(422, f"query parameter format={sample_format!r}: expected one of "
+                                 f"{', '.join(STREAM_FORMATS)}")
+    if sample_format != "container" and rate is None:
+        raise HTTPRejection(422, f"query parameter rate: format={sample_format} needs the sampling rate in Hz "
+                                 "(e.g. rate=16000)")
+    options = request_answers(service, asked)
+    classifier = service.classifier
+    window, hop = window_and_hop(service.runner.timing, window, hop, default=(classifier.window, classifier.hop))
+    return StreamRequest(sample_format, rate, channels, window, hop, top_k, realtime,
+                         answers=options.build(classifier.labels) if options.active else None,
+                         events=options.events is not None)
 
 
 SPECTROGRAM_RATE = 16000  # Hz: the page's picture shows up to 8 kHz

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the service: requests by route and status, latency, batch sizes, queue depth."""
+"""Prometheus metrics of the service: requests by route and status, latency, batch sizes, queue depth, live streams."""
 
 from __future__ import annotations
 
@@ -23,8 +23,14 @@ class ServiceMetrics:
                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
         self.queue_depth = Gauge("ast_audio_queue_windows", "Windows waiting for the model", registry=self.registry)
         self.dropped = Counter("ast_audio_dropped_windows",
-                               "Windows dropped unscored: their client disconnected, or the server was stopping",
+                               "Windows dropped unscored: their client disconnected, the server was stopping, or "
+                               "the model fell behind a live stream", registry=self.registry)
+        self.streams_active = Gauge("ast_audio_streams_active", "Open /v1/stream connections", registry=self.registry)
+        self.streams = Counter("ast_audio_streams", "/v1/stream connections ended, by how: the close code the "
+                               "server sent (1000 after the summary), or disconnected (the client left)", ["end"],
                                registry=self.registry)
+        self.stream_windows = Counter("ast_audio_stream_windows", "Windows of /v1/stream streams scored",
+                                      registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,7 +2,7 @@
 
 SIGTERM (or a first Ctrl-C) stops accepting connections and closes the service (`Service.close`): requests none
 of whose windows has reached the model yet, and any that still arrive, get 503 with Retry-After at once; the
-requests the model has started on finish. Once `grace_s` has passed, the ones still running get 503 too
+requests the model has started on finish; live streams (/v1/stream) get their error and close 1013. Once `grace_s` has passed, the ones still running get 503 too
 (`Service.abort`). A second SIGTERM or Ctrl-C aborts at once. Either way the server then exits.
 """
 
@@ -38,6 +38,7 @@ class GracefulServer(uvicorn.Server):
         timer = asyncio.get_running_loop().call_later(self.grace_s, self.service.abort)
         forcing = asyncio.ensure_future(self._abort_when_forced())
         try:
+            await self.service.end_streams()  # their error and close 1013 before uvicorn closes the sockets (1012)
             await super().shutdown(sockets)
         finally:
             timer.cancel()
@@ -58,6 +59,9 @@ def serve(app, listening: socket.socket, grace_s: float) -> bool:
     again on its way out are no-ops here, so a graceful stop returns normally."""
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: None)
-    server = GracefulServer(uvicorn.Config(app, log_level="warning"), app.state.service, grace_s)
+    # uvicorn's own limit on a WebSocket message, above the service's (which answers with a message first)
+    frame_limit = max(16 * 2**20, int(2 * app.state.service.settings.max_stream_message_mb * 2**20))
+    server = GracefulServer(uvicorn.Config(app, log_level="warning", ws_max_size=frame_limit), app.state.service,
+                            grace_s)
     server.run(sockets=[listening])
     return server.started

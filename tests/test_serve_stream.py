@@ -1,0 +1,248 @@
+"""The live stream endpoint, /v1/stream, against a real `ast-audio serve` on 127.0.0.1 (one for this module, with an
+API key, a 1 s idle timeout and small stream limits; stopped by SIGTERM in the last test): the windows and events of
+`classify FILE --window W --hop H` over the socket, the key, bad input, limits, and the server's stop."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import socket
+import time
+from urllib.parse import urlencode
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ast_audio.cli import main
+from ast_audio.inference.windows import plan_windows
+from helpers import save_small_checkpoint
+
+pytest.importorskip("fastapi")
+websockets = pytest.importorskip("websockets")
+from test_serve import Server  # noqa: E402 - after the skips: the same subprocess server helper
+from websockets.exceptions import ConnectionClosed  # noqa: E402
+from websockets.sync.client import connect  # noqa: E402
+
+KEY = "stream-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+END = {"type": "end"}
+WINDOW, HOP, RATE = 1.0, 0.5, 22050  # the recording's rate is not the model's (16 kHz): the stream is resampled
+
+
+@pytest.fixture(scope="module")
+def stream_server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stream")
+    model = save_small_checkpoint(folder / "model", labels=6, seed=3)
+    (folder / "key.txt").write_text(KEY + "\n")
+    running = Server(model, "--api-key-file", str(folder / "key.txt"), "--threads", "1", "--max-wait-ms", "10",
+                     "--stream-idle-timeout-s", "1", "--max-stream-message-mb", "0.25", "--max-streams-per-client", "2")
+    yield running, model
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """A 3.3 s stereo float WAV at 22050 Hz (its samples as the file holds them, to send as f32le)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(3.3 * RATE)) / RATE
+    left = 0.3 * np.sin(2 * np.pi * 440 * t) * (t > 1.2) + 0.1 * rng.standard_normal(len(t))
+    right = 0.2 * np.sin(2 * np.pi * 1200 * t) + 0.1 * rng.standard_normal(len(t))
+    samples = np.stack([left, right], axis=1).astype(np.float32)
+    path = tmp_path_factory.mktemp("recording") / "clip.wav"
+    sf.write(path, samples, RATE, subtype="FLOAT")
+    return str(path), samples
+
+
+def url(server: Server, query: str) -> str:
+    return f"ws://127.0.0.1:{server.port}/v1/stream?{query}"
+
+
+def exchange(server: Server, query: str, messages: list, headers: dict | None = None,
+             timeout: float = 60) -> tuple[list[dict], int | None]:
+    """Connect, send `messages` (bytes, or dicts as JSON text), then read until the server closes: the JSON
+    messages received and the close code."""
+    with connect(url(server, query), additional_headers=AUTH if headers is None else headers, open_timeout=30) as ws:
+        try:
+            for message in messages:
+                ws.send(json.dumps(message) if isinstance(message, dict) else message)
+        except ConnectionClosed:
+            pass  # the server ended the stream first: what it sent is still read below
+        received = []
+        try:
+            while True:
+                received.append(json.loads(ws.recv(timeout=timeout)))
+        except ConnectionClosed as closed:
+            return received, closed.rcvd.code if closed.rcvd else None
+
+
+def pieces(data: bytes, size: int) -> list[bytes]:
+    return [data[start : start + size] for start in range(0, len(data), size)]
+
+
+def assert_same_windows(streamed: list[dict], expected: list[dict]) -> None:
+    assert [v for w in streamed for v in (w["start"], w["end"])] == pytest.approx(
+        [v for w in expected for v in (w["start"], w["end"])])
+    for got, want in zip(streamed, expected):
+        assert [x["label"] for x in got["labels"]] == [x["label"] for x in want["labels"]]
+        np.testing.assert_allclose([x["score"] for x in got["labels"]], [x["score"] for x in want["labels"]],
+                                   atol=1e-4)
+        assert got["wall_time"].endswith("Z") and got["wall_time"][10] == "T"
+
+
+def test_a_stream_gives_the_windows_and_events_of_classify(stream_server, recording, capsys):
+    """f32le stereo at 22050 Hz in messages that split frames, and the WAV's bytes as a container: the windows
+    of `classify FILE --window 1 --hop 0.5` (within 1e-4, window for window) and, with events on, its events
+    (a threshold between one class's window scores, so that events start and end inside the stream)."""
+    server, model = stream_server
+    path, samples = recording
+    main(["classify", path, "--model", model, "--window", str(WINDOW), "--hop", str(HOP), "-k", "6", "-f", "json",
+          "-q"])
+    plain = json.loads(capsys.readouterr().out)[0]
+    label = plain["windows"][0]["labels"][1]["label"]
+    track = [next(x["score"] for x in w["labels"] if x["label"] == label) for w in plain["windows"]]
+    threshold = float(np.median(track))
+    main(["classify", path, "--model", model, "--window", str(WINDOW), "--hop", str(HOP), "-k", "6", "-f", "json",
+          "-q", "--events", "--threshold", repr(threshold), "--threshold-off", repr(threshold)])
+    expected = json.loads(capsys.readouterr().out)[0]
+    assert len(expected["windows"]) == 6 and expected["events"]
+
+    query = urlencode({"format": "f32le", "rate": RATE, "channels": 2, "window": WINDOW, "hop": HOP, "top_k": 6,
+                       "events": "true", "threshold": repr(threshold), "threshold_off": repr(threshold),
+                       "realtime": "false"})
+    received, code = exchange(server, query, [*pieces(samples.astype("<f4").tobytes(), 7001), END])
+    assert code == 1000, received
+    assert received[-1] == {"summary": {"windows": 6, "dropped": 0, "seconds": pytest.approx(3.3)}}
+    assert_same_windows([r for r in received if "labels" in r], expected["windows"])
+    events = sorted((r["event"] for r in received if "event" in r), key=lambda e: (e["start"], e["label"]))
+    wanted = sorted(expected["events"], key=lambda e: (e["start"], e["label"]))
+    assert [e["label"] for e in events] == [e["label"] for e in wanted]
+    for key in ("start", "end", "score", "mean"):
+        np.testing.assert_allclose([e[key] for e in events], [e[key] for e in wanted], atol=1e-4, err_msg=key)
+
+    with open(path, "rb") as handle:
+        wav = handle.read()
+    query = urlencode({"format": "container", "window": WINDOW, "hop": HOP, "top_k": 6, "realtime": "false"})
+    received, code = exchange(server, query, [*pieces(wav, 40000), END])
+    assert code == 1000, received
+    assert_same_windows(received[:-1], plain["windows"])
+    assert received[-1]["summary"]["windows"] == 6
+
+
+def test_the_api_key_in_the_header_or_the_first_message(stream_server):
+    """No key, a wrong one, audio before the key, nothing within the idle timeout: the error and 1008. The
+    header and a first message {"api_key": KEY} (what a browser can send) both open the stream."""
+    server, _ = stream_server
+    second = np.zeros(16000, "<f4").tobytes()  # 1 s: one window
+    for headers, messages in [({}, [second, END]), ({"Authorization": "Bearer wrong"}, [second, END]),
+                              ({}, [{"api_key": "wrong"}, second, END]), ({}, [])]:
+        received, code = exchange(server, "rate=16000&window=1", messages, headers=headers)
+        assert code == 1008 and len(received) == 1, (headers, received)
+        assert received[0]["error"].startswith("missing or wrong API key"), received
+    for headers, messages in [(AUTH, [second, END]), ({}, [{"api_key": KEY}, second, END])]:
+        received, code = exchange(server, "rate=16000&window=1", messages, headers=headers)
+        assert code == 1000 and received[-1]["summary"] == {"windows": 1, "dropped": 0, "seconds": 1.0}, received
+
+
+@pytest.mark.parametrize("query,message", [
+    ("format=f32le", "query parameter rate: format=f32le needs the sampling rate in Hz"),
+    ("format=mp3", "query parameter format='mp3': expected one of s16le, f32le, container"),
+    ("rate=-5", "rate: Input should be greater than 0 (got '-5')"),
+    ("rate=16000&window=50", "window 50 s is outside"),
+    ("rate=16000&rate_hz=3", "unknown query parameter 'rate_hz' (known: format, rate, channels, window, hop, top_k"),
+    ("rate=16000&include=sound%209", "sound 9"),
+    ("rate=16000&events=true&refine=1", "command-line option (classify --refine"),
+])
+def test_a_bad_query_is_an_error_and_1008(stream_server, query, message):
+    server, _ = stream_server
+    received, code = exchange(server, query, [])
+    assert code == 1008 and len(received) == 1 and message in received[0]["error"], received
+
+
+def test_bad_input_ends_the_stream_alone(stream_server):
+    """Junk as a container, NaN samples, an unknown text message: the error and 1003; a message over the
+    limit: 1009; the server goes on serving uploads and streams."""
+    server, _ = stream_server
+    for query, messages, code_wanted, message in [
+        ("format=container", [b"plain words, no audio " * 1000, END], 1003, "the stream: cannot be opened as audio"),
+        ("rate=16000", [np.full(1000, np.nan, "<f4").tobytes(), END], 1003, "NaN or infinite samples"),
+        ("rate=16000", ["hello"], 1003, "unknown message 'hello'"),
+        ("rate=16000", [b"\0" * (2**18 + 8)], 1009, "larger than this server's limit of 262144 bytes"),
+    ]:
+        received, code = exchange(server, query, messages)
+        assert code == code_wanted and len(received) == 1 and message in received[0]["error"], (query, received)
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(16000, np.float32), 16000, format="WAV")
+    status, answer = server.post("/v1/classify", buffer.getvalue(), "audio/wav", **AUTH)
+    assert status == 200, answer
+    assert server.metric("ast_audio_streams_total", 'end="1003"') >= 3
+
+
+def test_a_client_that_leaves_mid_window_frees_its_stream(stream_server):
+    """The client drops the connection (no close handshake) while a window is half read: the stream is let go
+    (the active-streams gauge back to 0) and the server answers the next stream."""
+    server, _ = stream_server
+    gone = server.metric("ast_audio_streams_total", 'end="disconnected"')
+    with connect(url(server, "rate=16000&window=1&hop=0.5"), additional_headers=AUTH, open_timeout=30) as ws:
+        ws.send(np.zeros(int(1.7 * 16000), "<f4").tobytes())  # two windows and part of a third
+        assert json.loads(ws.recv(timeout=30))["start"] == 0.0  # the stream is running
+        ws.socket.shutdown(socket.SHUT_RDWR)
+    deadline = time.monotonic() + 30
+    while server.metric("ast_audio_streams_active") > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.metric("ast_audio_streams_active") == 0
+    assert server.metric("ast_audio_streams_total", 'end="disconnected"') == gone + 1
+    received, code = exchange(server, "rate=16000&window=1", [np.zeros(16000, "<f4").tobytes(), END])
+    assert code == 1000 and received[-1]["summary"]["windows"] == 1
+
+
+def test_streams_per_client_and_the_idle_timeout(stream_server):
+    """A third stream from one address gets the error naming --max-streams-per-client; the two open ones, sending
+    nothing, end after the 1 s idle timeout, each with its error and 1008."""
+    server, _ = stream_server
+    with connect(url(server, "rate=16000"), additional_headers=AUTH) as first, \
+            connect(url(server, "rate=16000"), additional_headers=AUTH) as second:
+        received, code = exchange(server, "rate=16000", [])
+        assert code == 1008 and received == [{"error": "too many streams from 127.0.0.1: this server takes 2 per "
+                                                        "client (--max-streams-per-client)"}]
+        for ws in (first, second):
+            assert json.loads(ws.recv(timeout=30)) == {
+                "error": "no audio for 1 s: this server ends a stream idle that long (--stream-idle-timeout-s)"}
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=30)
+            assert closed.value.rcvd.code == 1008
+
+
+def test_a_stream_faster_than_the_model_drops_whole_windows(stream_server):
+    """30 s at a 0.01 s hop (2901 windows) sent at once to a live stream: whole windows are dropped and counted
+    (warnings, the summary, the metric), the rest scored; memory bounded, the stream ends normally."""
+    server, _ = stream_server
+    dropped_before = server.metric("ast_audio_dropped_windows_total")
+    audio = (0.1 * np.random.default_rng(2).standard_normal(30 * 16000)).astype("<f4").tobytes()
+    received, code = exchange(server, "rate=16000&window=1&hop=0.01", [*pieces(audio, 2**18), END])
+    assert code == 1000, received[-3:]
+    summary = received[-1]["summary"]
+    windows = [r for r in received if "labels" in r]
+    warnings = [r for r in received if "warning" in r]
+    assert summary["dropped"] > 0 and summary["windows"] == len(windows)
+    assert summary["windows"] + summary["dropped"] == len(plan_windows(30.0, 1.0, 0.01)) == 2901
+    assert warnings and warnings[0]["dropped"] > 0 and "falls behind" in warnings[0]["warning"]
+    assert server.metric("ast_audio_dropped_windows_total") - dropped_before >= summary["dropped"]
+
+
+def test_sigterm_ends_open_streams_with_1013(stream_server):
+    """Last test of this module: it stops the server. An open stream gets the error and 1013 (try again later);
+    the server exits 0 without a traceback."""
+    server, _ = stream_server
+    with connect(url(server, "rate=16000"), additional_headers=AUTH) as ws:
+        ws.send(np.zeros(4000, "<f4").tobytes())
+        server.process.send_signal(signal.SIGTERM)
+        message = json.loads(ws.recv(timeout=30))
+        assert message["error"].startswith("server shutting down"), message
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+        assert closed.value.rcvd.code == 1013
+    assert server.process.wait(timeout=60) == 0
+    stderr = server.process.stderr.read()
+    assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr
