@@ -1,6 +1,7 @@
-"""The live stream endpoint, /v1/stream, against a real `ast-audio serve` on 127.0.0.1 (one for this module, with an
-API key, a 1 s idle timeout and small stream limits; stopped by SIGTERM in the last test): the windows and events of
-`classify FILE --window W --hop H` over the socket, the key, bad input, limits, and the server's stop."""
+"""The live stream endpoint, /v1/stream, against a real `ast-audio serve` on 127.0.0.1: its own for this module (the
+session's has no API key and a 10 s idle timeout; this one has a key, a 1 s idle timeout and a small message limit,
+and is stopped by SIGTERM in the last test): the windows and events of `classify FILE --window W --hop H` over the
+socket, the key, bad input, limits, and the server's stop."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ import soundfile as sf
 from ast_audio.cli import main
 from ast_audio.inference.windows import plan_windows
 from helpers import save_small_checkpoint
+from servers import Server
 
 pytest.importorskip("fastapi")
-websockets = pytest.importorskip("websockets")
-from test_serve import Server  # noqa: E402 - after the skips: the same subprocess server helper
-from websockets.exceptions import ConnectionClosed  # noqa: E402
+pytest.importorskip("websockets")
+from websockets.exceptions import ConnectionClosed  # noqa: E402 - after the skip
 from websockets.sync.client import connect  # noqa: E402
 
 KEY = "stream-key"
