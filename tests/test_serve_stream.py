@@ -141,8 +141,10 @@ def test_the_api_key_in_the_header_or_the_first_message(stream_server):
         received, code = exchange(server, "rate=16000&window=1", messages, headers=headers)
         assert code == 1008 and len(received) == 1, (headers, received)
         assert received[0]["error"].startswith("missing or wrong API key"), received
-    for headers, messages in [(AUTH, [second, END]), ({}, [{"api_key": KEY}, second, END])]:
-        received, code = exchange(server, "rate=16000&window=1", messages, headers=headers)
+    as_s16le = np.zeros(16000, "<i2").tobytes()
+    for headers, query, messages in [(AUTH, "format=s16le&rate=16000&window=1", [as_s16le, END]),
+                                     ({}, "rate=16000&window=1", [{"api_key": KEY}, second, END])]:
+        received, code = exchange(server, query, messages, headers=headers)
         assert code == 1000 and received[-1]["summary"] == {"windows": 1, "dropped": 0, "seconds": 1.0}, received
 
 
