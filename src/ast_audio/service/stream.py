@@ -249,9 +249,14 @@ class LiveStream:
         try:
             await asyncio.wait({receiver, scorer, self._stopped}, return_when=asyncio.FIRST_COMPLETED)
             for task in (self._stopped, receiver, scorer):  # the stop first, then the client's doing
+                if task.done() and task.cancelled():  # its pool shut down under it: the server's abort
+                    raise ShuttingDownError("the server stopped before this stream ended")
                 if task.done() and task.exception() is not None:
                     raise task.exception()
-            await self.websocket.close(1000)
+            try:
+                await self.websocket.close(1000)
+            except (WebSocketDisconnect, OSError, RuntimeError):
+                return "disconnected"  # it left just after the summary
             return "1000"
         except (ClientGone, WebSocketDisconnect):
             return "disconnected"
