@@ -105,6 +105,7 @@ def test_live_shows_the_label_of_what_the_microphone_hears(server, heard, browse
 
     label = heard.label
     browser.get(f"http://127.0.0.1:{server.port}/")
+    browser.get_log("browser")  # what earlier pages logged
     browser.execute_script("const t = document.getElementById('threshold'); t.value = arguments[0]; "
                            "t.dispatchEvent(new Event('input'));", f"{heard.threshold:.2f}")
     browser.find_element(By.ID, "live").click()
@@ -130,6 +131,7 @@ def test_live_shows_the_label_of_what_the_microphone_hears(server, heard, browse
     assert browser.find_element(By.ID, "live").text == "Live"
     assert browser.find_element(By.ID, "live").get_attribute("aria-pressed") == "false"
     assert browser.execute_script("return live === null")  # the session, its microphone and socket let go
+    assert not [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]  # no script error
 
 
 def test_live_shows_the_server_s_refusal_as_one_line(server, browser):
