@@ -82,6 +82,14 @@ def pieces(data: bytes, size: int) -> list[bytes]:
     return [data[start : start + size] for start in range(0, len(data), size)]
 
 
+def assert_classify_answers(server: Server) -> None:
+    """The server still answers an upload (a second of silence as WAV)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(16000, np.float32), 16000, format="WAV")
+    status, answer = server.post("/v1/classify", buffer.getvalue(), "audio/wav", **AUTH)
+    assert status == 200, answer
+
+
 def assert_same_windows(streamed: list[dict], expected: list[dict]) -> None:
     assert [v for w in streamed for v in (w["start"], w["end"])] == pytest.approx(
         [v for w in expected for v in (w["start"], w["end"])])
@@ -175,16 +183,13 @@ def test_bad_input_ends_the_stream_alone(stream_server):
     ]:
         received, code = exchange(server, query, messages)
         assert code == code_wanted and len(received) == 1 and message in received[0]["error"], (query, received)
-    buffer = io.BytesIO()
-    sf.write(buffer, np.zeros(16000, np.float32), 16000, format="WAV")
-    status, answer = server.post("/v1/classify", buffer.getvalue(), "audio/wav", **AUTH)
-    assert status == 200, answer
+    assert_classify_answers(server)
     assert server.metric("ast_audio_streams_total", 'end="1003"') >= 3
 
 
 def test_a_client_that_leaves_mid_window_frees_its_stream(stream_server):
     """The client drops the connection (no close handshake) while a window is half read: the stream is let go
-    (the active-streams gauge back to 0) and the server answers the next stream."""
+    (the active-streams gauge back to 0) and the server answers the next upload and stream."""
     server, _ = stream_server
     gone = server.metric("ast_audio_streams_total", 'end="disconnected"')
     with connect(url(server, "rate=16000&window=1&hop=0.5"), additional_headers=AUTH, open_timeout=30) as ws:
@@ -196,6 +201,7 @@ def test_a_client_that_leaves_mid_window_frees_its_stream(stream_server):
         time.sleep(0.05)
     assert server.metric("ast_audio_streams_active") == 0
     assert server.metric("ast_audio_streams_total", 'end="disconnected"') == gone + 1
+    assert_classify_answers(server)
     received, code = exchange(server, "rate=16000&window=1", [np.zeros(16000, "<f4").tobytes(), END])
     assert code == 1000 and received[-1]["summary"]["windows"] == 1
 
