@@ -22,7 +22,7 @@ Servers and listen processes run on 127.0.0.1, with bounded time, and are stoppe
     python benchmarks/bench_live.py [--small] [--models small,base] [--seconds 60] [--chunk-ms 50] [--hop S]
                                     [--max-streams 32] [--long-minutes 30] [--json out.json]
 
---small is the quick check (a minute or two): the small model only, 24 s streams, N up to 4, a 5-minute long
+--small is the quick check (about two minutes): the small model only, 20 s streams, N up to 4, a 3-minute long
 stream. The full run (both models) takes about 20-25 minutes on a quiet 2-core machine.
 """
 
@@ -410,19 +410,19 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[1:]))
     parser.add_argument("--small", action="store_true",
-                        help="quick check: the small model, 24 s streams, up to 4 streams, a 5-minute long stream")
+                        help="quick check: the small model, 20 s streams, up to 4 streams, a 3-minute long stream")
     parser.add_argument("--models", help="comma-separated, from small and base (default: small,base)")
-    parser.add_argument("--seconds", type=float, help="stream time of each paced stream (default 60; --small 24)")
+    parser.add_argument("--seconds", type=float, help="stream time of each paced stream (default 60; --small 20)")
     parser.add_argument("--chunk-ms", type=float, default=50.0, help="paced chunk length in ms (default 50)")
     parser.add_argument("--hop", type=float, help="seconds between windows (default: the model's, half a window)")
     parser.add_argument("--max-streams", type=int, help="most concurrent streams tried (default 32; --small 4)")
-    parser.add_argument("--long-minutes", type=float, help="minutes of the long stream (default 30; --small 5)")
+    parser.add_argument("--long-minutes", type=float, help="minutes of the long stream (default 30; --small 3)")
     parser.add_argument("--json", help="write every figure to this file")
     args = parser.parse_args()
     args.models = args.models or ("small" if args.small else "small,base")
-    args.seconds = args.seconds or (24.0 if args.small else 60.0)
+    args.seconds = args.seconds or (20.0 if args.small else 60.0)
     args.max_streams = args.max_streams or (4 if args.small else 32)
-    args.long_minutes = args.long_minutes or (5.0 if args.small else 30.0)
+    args.long_minutes = args.long_minutes or (3.0 if args.small else 30.0)
     models = [name.strip() for name in args.models.split(",")]
     if not set(models) <= {"small", "base"}:
         parser.error(f"--models {args.models}: expected names from small, base")
