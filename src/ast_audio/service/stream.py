@@ -364,11 +364,15 @@ class LiveStream:
             pass
 
     def _halt_decoder(self) -> None:
-        """Stop the decoder thread wherever it waits (for a message, for room); what it holds is let go."""
+        """Stop the decoder thread wherever it waits (for a message, for room); what it holds is let go, the
+        windows still waiting counted as dropped (as an upload's when its client leaves)."""
         self._halt.set()
         with self._lock:
+            left = len(self._waiting)
             self._waiting.clear()
             self._lock.notify_all()
+        if left:
+            self.service.metrics.dropped.inc(left)
         while True:
             try:
                 self._incoming.put_nowait(None)
