@@ -149,6 +149,7 @@ def test_the_api_key_in_the_header_or_the_first_message(stream_server):
         received, code = exchange(server, "rate=16000&window=1", messages, headers=headers)
         assert code == 1008 and len(received) == 1, (headers, received)
         assert received[0]["error"].startswith("missing or wrong API key"), received
+        assert received[0]["status"] == 401, received  # how a client tells the key from other 1008 closes
     as_s16le = np.zeros(16000, "<i2").tobytes()
     for headers, query, messages in [(AUTH, "format=s16le&rate=16000&window=1", [as_s16le, END]),
                                      ({}, "rate=16000&window=1", [{"api_key": KEY}, second, END])]:
@@ -156,7 +157,7 @@ def test_the_api_key_in_the_header_or_the_first_message(stream_server):
         assert code == 1000 and received[-1]["summary"] == {"windows": 1, "dropped": 0, "seconds": 1.0}, received
 
 
-@pytest.mark.parametrize("query,message", [
+@pytest.mark.parametrize("query,message", [  # each answered 422, as /v1/classify answers the same query
     ("format=f32le", "query parameter rate: format=f32le needs the sampling rate in Hz"),
     ("format=mp3", "query parameter format='mp3': expected one of s16le, f32le, container"),
     ("rate=-5", "rate: Input should be greater than 0 (got '-5')"),
@@ -169,20 +170,22 @@ def test_a_bad_query_is_an_error_and_1008(stream_server, query, message):
     server, _ = stream_server
     received, code = exchange(server, query, [])
     assert code == 1008 and len(received) == 1 and message in received[0]["error"], received
+    assert received[0]["status"] == 422, received
 
 
 def test_bad_input_ends_the_stream_alone(stream_server):
     """Junk as a container, NaN samples, an unknown text message: the error and 1003; a message over the
     limit: 1009; the server goes on serving uploads and streams."""
     server, _ = stream_server
-    for query, messages, code_wanted, message in [
-        ("format=container", [b"plain words, no audio " * 1000, END], 1003, "the stream: cannot be opened as audio"),
-        ("rate=16000", [np.full(1000, np.nan, "<f4").tobytes(), END], 1003, "NaN or infinite samples"),
-        ("rate=16000", ["hello"], 1003, "unknown message 'hello'"),
-        ("rate=16000", [b"\0" * (2**18 + 8)], 1009, "larger than this server's limit of 262144 bytes"),
+    for query, messages, code_wanted, status, message in [
+        ("format=container", [b"plain words, no audio " * 1000, END], 1003, 415, "the stream: cannot be opened as audio"),
+        ("rate=16000", [np.full(1000, np.nan, "<f4").tobytes(), END], 1003, 422, "NaN or infinite samples"),
+        ("rate=16000", ["hello"], 1003, 400, "unknown message 'hello'"),
+        ("rate=16000", [b"\0" * (2**18 + 8)], 1009, 413, "larger than this server's limit of 262144 bytes"),
     ]:
         received, code = exchange(server, query, messages)
         assert code == code_wanted and len(received) == 1 and message in received[0]["error"], (query, received)
+        assert received[0]["status"] == status, (query, received)
     assert_classify_answers(server)
     assert server.metric("ast_audio_streams_total", 'end="1003"') >= 3
 
@@ -214,10 +217,11 @@ def test_streams_per_client_and_the_idle_timeout(stream_server):
             connect(url(server, "rate=16000"), additional_headers=AUTH) as second:
         received, code = exchange(server, "rate=16000", [])
         assert code == 1008 and received == [{"error": "too many streams from 127.0.0.1: this server takes 2 per "
-                                                        "client (--max-streams-per-client)"}]
+                                                        "client (--max-streams-per-client)", "status": 429}]
         for ws in (first, second):
             assert json.loads(ws.recv(timeout=30)) == {
-                "error": "no audio for 1 s: this server ends a stream idle that long (--stream-idle-timeout-s)"}
+                "error": "no audio for 1 s: this server ends a stream idle that long (--stream-idle-timeout-s)",
+                "status": 408}
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=30)
             assert closed.value.rcvd.code == 1008

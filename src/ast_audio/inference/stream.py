@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ast_audio.errors import AudioError
+from ast_audio.errors import AudioError, NotAudioError
 from ast_audio.inference.results import top_labels
 from ast_audio.inference.windows import plan_windows
 
@@ -247,13 +247,15 @@ class PcmFrames:
 def container_chunks(target: Any, name: str, device_format: str | None = None) -> Iterator[Chunk]:
     """(frames, channels) float32 chunks of the first audio stream of what FFmpeg (PyAV) opens at `target` (a
     URL, a path, ``pipe:0``, or a file-like object with ``read``), decoded as it arrives; `AudioError` naming
-    `name` when it cannot be opened or decoded. Callers: `ast-audio listen`, the service's `/v1/stream`."""
+    `name` when it cannot be opened or decoded (`NotAudioError` for data no demuxer recognises). Callers: `ast-audio listen`, the service's `/v1/stream`."""
     import av
 
     try:
         container = av.open(target, format=device_format, timeout=(10.0, 10.0))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise AudioError(f"{name}: cannot be opened as audio ({getattr(exc, 'strerror', None) or exc})") from None
+        # data no demuxer recognises is not audio (415 in the service); a URL or device that fails is not that
+        kind = NotAudioError if isinstance(exc, av.error.InvalidDataError) else AudioError
+        raise kind(f"{name}: cannot be opened as audio ({getattr(exc, 'strerror', None) or exc})") from None
     try:
         stream = next((s for s in container.streams if s.type == "audio"), None)
         if stream is None:

@@ -1,6 +1,7 @@
 """The service's errors and their HTTP statuses: one table from exception type to status, one rule to apply it.
 
-Callers: `service.app` (its exception handlers), `service.uploads` and `service.batcher` (raise these).
+Callers: `service.app` (its exception handlers), `service.stream` (a live stream's error record and its own errors),
+`service.uploads` and `service.batcher` (raise these).
 """
 
 from __future__ import annotations
@@ -29,6 +30,23 @@ class RequestLimitError(ASTAudioError):
     """A request asks more than this server allows (longer audio, more windows): names the limit and its option."""
 
 
+class StreamPolicyError(ASTAudioError):
+    """A live stream refused or ended by the server's policy: too many streams (--max-streams,
+    --max-streams-per-client)."""
+
+
+class IdleStreamError(StreamPolicyError):
+    """A live stream sent no audio for --stream-idle-timeout-s."""
+
+
+class MessageTooBigError(ASTAudioError):
+    """A live stream's message larger than the server's limit (--max-stream-message-mb)."""
+
+
+class UnknownMessageError(ASTAudioError):
+    """A live stream's text message that is neither {"type": "end"} nor {"api_key": ...}."""
+
+
 # The most specific class in an error's MRO decides: NotAudioError is 415 although it is an AudioError (422).
 STATUSES: dict[type[BaseException], int] = {
     NotAudioError: 415,  # the upload is not audio any decoder here recognises
@@ -36,6 +54,10 @@ STATUSES: dict[type[BaseException], int] = {
     AudioError: 422,  # audio, but unusable: too short, NaN samples, corrupt
     ConfigError: 422,  # a query value out of range (window, hop)
     RequestLimitError: 422,  # over --max-duration-s or --max-windows-per-request
+    IdleStreamError: 408,  # a live stream without audio for too long
+    StreamPolicyError: 429,  # too many live streams (the server's, or one client's)
+    MessageTooBigError: 413,  # a live stream's message over the limit
+    UnknownMessageError: 400,  # a live stream's text message the protocol does not have
     QueueFullError: 503,  # busy: retry shortly
     ShuttingDownError: 503,  # stopping: retry
     ASTAudioError: 500,  # anything else this package raised on purpose

@@ -12,8 +12,10 @@ dropped whole and counted (`realtime`, the default; `realtime=false` makes the r
 `listen --no-realtime` does, and the client with it). Memory per stream is bounded however long it runs: the
 ring buffer, those windows, a few audio messages.
 
-Errors end a stream with {"error": MESSAGE} and a close code chosen by the error's type (`close_code`, one
-table); the service's HTTP status table gives the message (`service.errors.rejection`). The protocol is
+Errors end a stream with {"error": MESSAGE, "status": HTTP_STATUS} and a close code chosen by the error's type
+(`close_code`, one table); the service's HTTP status table gives the message and the status
+(`service.errors.rejection`), so a client tells a refused key (401) from other policy closes (all 1008) by the
+status, not the words. The protocol is
 described in the README's "Serving" section.
 """
 
@@ -33,10 +35,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ast_audio.errors import ASTAudioError, AudioError, ConfigError
+from ast_audio.errors import AudioError, ConfigError
 from ast_audio.inference.stream import (PCM_FORMATS, LiveEvents, PcmFrames, StreamWindow, StreamWindows,
                                         container_chunks, wall_time, window_records, windows_from_chunks)
-from ast_audio.service.errors import HTTPRejection, QueueFullError, RequestLimitError, ShuttingDownError, rejection
+from ast_audio.service.errors import (HTTPRejection, IdleStreamError, MessageTooBigError, QueueFullError,
+                                      RequestLimitError, ShuttingDownError, StreamPolicyError, UnknownMessageError,
+                                      rejection)
 
 if TYPE_CHECKING:
     from ast_audio.service.app import Service
@@ -47,18 +51,6 @@ STREAM_FORMATS = (*PCM_FORMATS, "container")
 DROP_NOTICE_S = 1.0  # at most one {"dropped": ...} warning this often (the summary counts them all)
 INCOMING_MESSAGES = 4  # audio messages waiting for the decoder thread; beyond, the socket is not read
 STOP_WAIT_S = 5.0  # how long a server's stop waits for its streams to send their error and close
-
-
-class StreamPolicyError(ASTAudioError):
-    """A stream refused or ended by the server's policy: too many streams, no audio for too long."""
-
-
-class MessageTooBigError(ASTAudioError):
-    """A message larger than the server's limit (--max-stream-message-mb)."""
-
-
-class UnknownMessageError(ASTAudioError):
-    """A text message that is neither {"type": "end"} nor {"api_key": ...}."""
 
 
 class ClientGone(Exception):
@@ -88,17 +80,18 @@ def close_code(error: BaseException) -> int:
 
 
 async def refuse(websocket: WebSocket, error: BaseException) -> int:
-    """Send {"error": MESSAGE} and close with `close_code(error)`, accepting the connection first if it was not
+    """Send {"error": MESSAGE, "status": HTTP_STATUS} (the status /v1/classify would answer, by
+    `service.errors.STATUSES`: 401 a missing or wrong key, 422 a bad value, 429 too many streams, ...) and close with `close_code(error)`, accepting the connection first if it was not
     (a browser cannot read an HTTP refusal of a WebSocket); a client already gone is let go. The code."""
     code = close_code(error)
-    message = error.message if isinstance(error, HTTPRejection) else rejection(error).message
+    answer = error if isinstance(error, HTTPRejection) else rejection(error)
     if code == 1011:
         logger.error("/v1/stream failed", exc_info=error)
     try:
         if websocket.application_state == WebSocketState.CONNECTING:
             await websocket.accept()
         if websocket.application_state == WebSocketState.CONNECTED:
-            await websocket.send_text(json.dumps({"error": message}))
+            await websocket.send_text(json.dumps({"error": answer.message, "status": answer.status}))
             await websocket.close(code)
     except (WebSocketDisconnect, OSError, RuntimeError):
         pass  # the client left first
@@ -284,8 +277,8 @@ class LiveStream:
             try:
                 message = await asyncio.wait_for(self.websocket.receive(), timeout)
             except asyncio.TimeoutError:
-                raise StreamPolicyError(f"no audio for {idle:g} s: this server ends a stream idle that long "
-                                        "(--stream-idle-timeout-s)") from None
+                raise IdleStreamError(f"no audio for {idle:g} s: this server ends a stream idle that long "
+                                      "(--stream-idle-timeout-s)") from None
             if message["type"] == "websocket.disconnect":
                 raise ClientGone
             data, text = message.get("bytes"), message.get("text")
