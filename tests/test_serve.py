@@ -150,6 +150,41 @@ def test_classify_decide_gives_the_decisions_of_the_command_line(server, served_
     assert [d["label"] for d in served["decisions"]] == [x["label"] for x in plain["labels"] if x["score"] >= threshold]
 
 
+def test_classify_refine_gives_the_finer_events_of_the_command_line(server, served_checkpoint, clips, capsys):
+    """refine=2 (events on long.wav, on and off at the median of its window scores): the events classify --events
+    --refine 2 writes, not the first pass's; the extra windows went through the server's batcher (its scored
+    windows grew by more than the first pass's) and count against --max-windows-per-request (30 s at window 0.2 s,
+    hop 0.03 s: 995 first-pass windows leave 5 under this server's 1000: 422 naming the limit); refine's range is
+    AnswerOptions'."""
+    data = read(clips["long_wav"])
+    plain = server.post("/v1/classify?top_k=6", data, "audio/wav")[1]
+    threshold = float(np.median([next(x["score"] for x in w["labels"] if x["label"] == "sound 3")
+                                 for w in plain["windows"]]))
+    query = f"/v1/classify?threshold={threshold!r}&threshold_off={threshold!r}&include=sound%203"
+    first = server.post(query, data, "audio/wav")[1]
+    scored = server.metric("ast_audio_batch_size_sum")
+    status, served = server.post(f"{query}&refine=2", data, "audio/wav")
+    assert status == 200, served
+    extra = server.metric("ast_audio_batch_size_sum") - scored - len(served["windows"])
+    main(["classify", clips["long_wav"], "--model", served_checkpoint, "-f", "json", "-q", "--threshold",
+          repr(threshold), "--threshold-off", repr(threshold), "--include", "sound 3", "--refine", "2"])
+    local = json.loads(capsys.readouterr().out)[0]
+    assert_same_result(served, local)
+    assert len(served["events"]) >= 2 and served["events"] != first["events"], (first["events"], served["events"])
+    assert_same_events(served["events"], local["events"])
+    assert 0 < extra <= 2 * 2 * len(first["events"]), extra
+    short = server.post("/v1/classify?top_k=6&window=0.2&hop=0.1", data, "audio/wav")[1]  # 0.2 s windows' scores
+    threshold = float(np.median([next(x["score"] for x in w["labels"] if x["label"] == "sound 3")
+                                 for w in short["windows"]]))
+    status, answer = server.post(f"/v1/classify?window=0.2&hop=0.03&threshold={threshold!r}&threshold_off="
+                                 f"{threshold!r}&include=sound%203&refine=1", read(clips["thirty_flac"]), "audio/flac")
+    assert status == 422 and answer["error"].startswith(
+        "upload: the finer pass (refine) needs more than 5 windows beside the first pass's 995, over this "
+        "server's limit of 1000 per request (--max-windows-per-request)"), answer
+    status, answer = server.post(f"{query}&refine=4", data, "audio/wav")
+    assert status == 422 and "refine must be a number of rounds from 0 to 3" in answer["error"], answer
+
+
 def test_embed_and_model_endpoints(server, served_checkpoint, clips):
     status, served = server.post("/v1/embed?per_window=true", read(clips["long_wav"]))
     assert status == 200, served
@@ -183,7 +218,7 @@ def test_bad_input_gets_4xx_and_the_server_stays_up(server, clips, body, content
 
 def test_unknown_query_parameters_are_refused_on_every_v1_route(server, clips):
     """A parameter a route does not declare is 422 naming it and the route's own (read from the route's
-    definition), before any work; refine (the finer pass) is the command line's; the page's query is known."""
+    definition), before any work; the page's query is known."""
     data = read(clips["short_wav"])
     status, answer = server.post("/v1/classify?top_k=3&bogus=1", data, "audio/wav")
     assert status == 422, answer
@@ -191,9 +226,7 @@ def test_unknown_query_parameters_are_refused_on_every_v1_route(server, clips):
     assert answer["error"].startswith("unknown query parameter 'bogus' (known: ")
     assert {"top_k", "window", "hop", "pooling", "timeline", "spectrogram", "events", "threshold",
             "threshold_off", "min_duration", "min_gap", "include", "exclude", "group", "rollup", "decide",
-            "filename"} == set(known)
-    status, answer = server.post("/v1/classify?events=true&refine=2", data, "audio/wav")
-    assert status == 422 and "command-line option (classify --refine" in answer["error"], answer
+            "refine", "filename"} == set(known)
     status, answer = server.post("/v1/embed?per_window=true&top_k=3", data, "audio/wav")
     assert status == 422 and answer["error"] == ("unknown query parameter 'top_k' (known: window, hop, per_window, "
                                                  "filename)"), answer

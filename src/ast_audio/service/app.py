@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hmac
 import logging
 import os
@@ -24,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 from swagger_ui_bundle import swagger_ui_path
 
-from ast_audio.answers.options import AnswerOptions
+from ast_audio.answers.options import AnswerOptions, Answers
 from ast_audio.errors import ASTAudioError, ConfigError
 from ast_audio.inference.classifier import AudioClassifier
 from ast_audio.inference.results import ClipResult
@@ -34,6 +35,7 @@ from ast_audio.jobs.records import clip_json, embedding_record
 from ast_audio.service.batcher import DynamicBatcher, Ticket
 from ast_audio.service.errors import HTTPRejection, RequestLimitError, ShuttingDownError, rejection
 from ast_audio.service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from ast_audio.service.refine import BatchedScorer, refine_upload
 from ast_audio.service.stream import (STREAM_FORMATS, StreamRegistry, StreamRequest, first_message_key, refuse,
                                       serve_stream)
 from ast_audio.service.uploads import UploadLimitMiddleware, read_upload
@@ -171,16 +173,35 @@ class Service:
             raise ShuttingDownError("the server is stopping")
         ticket, upload = self.batcher.ticket(), Upload(name)
         asyncio.get_running_loop().run_in_executor(self.pool, self.prepare, ticket, upload, data, window, hop)
-        watcher = asyncio.ensure_future(_disconnected(request))
         try:
-            done, _ = await asyncio.wait({ticket.future, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if ticket.future not in done:
-                raise HTTPRejection(499, "client disconnected")
-            ticket.future.result()
+            await _unless_disconnected(request, ticket.future)
         finally:
-            watcher.cancel()
             self.batcher.cancel(ticket)  # nothing left to drop when it finished or failed
         return upload, np.stack(ticket.scores), np.stack(ticket.embeddings)
+
+    async def refine(self, request: Request, result: ClipResult, answers: Answers, data: bytes, window: float,
+                     hop: float) -> ClipResult:
+        """`result` after the finer pass `answers` asks for (`inference.finer.refine_result`, in the decoding
+        pool: `service.refine`): upload `data` opened again for the extra windows, which are scored through the
+        batcher and count, with the first pass's, against `max_windows_per_request`. Raises `RequestLimitError`
+        past that limit, `QueueFullError`, `HTTPRejection` 499 when the client leaves (the pass's windows not
+        yet scored dropped), `ShuttingDownError` when the server stops it; any other failure of the pass keeps
+        the first pass's events (a warning logged), as the local runner does."""
+        if not answers.options.refine or not result.ok or not result.events:
+            return result
+        loop = asyncio.get_running_loop()
+        scorer = BatchedScorer(self.batcher, self.runner.features, loop, name=result.source,
+                               first_pass=len(result.windows), limit=self.settings.max_windows_per_request)
+        job = loop.run_in_executor(self.pool, functools.partial(
+            refine_upload, result, answers, data, self.runner.timing, scorer, window=window, hop=hop,
+            batch_size=self.settings.max_batch))
+        try:
+            refined, error = await _unless_disconnected(request, job)
+        finally:
+            scorer.stop()  # the client left or the request was cancelled: drop the batch in flight
+        if error is not None:
+            raise error
+        return refined
 
 
 @dataclasses.dataclass
@@ -194,6 +215,18 @@ class Upload:
 async def _disconnected(request: Request) -> None:
     while not await request.is_disconnected():
         await asyncio.sleep(0.05)
+
+
+async def _unless_disconnected(request: Request, future: asyncio.Future) -> Any:
+    """`future`'s value (or its error) once done; `HTTPRejection` 499 if the client disconnects first."""
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({future, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if future not in done:
+            raise HTTPRejection(499, "client disconnected")
+        return future.result()
+    finally:
+        watcher.cancel()
 
 
 def create_app(classifier: AudioClassifier, settings: ServiceSettings | None = None,
@@ -323,15 +356,12 @@ def _validation_message(exc: RequestValidationError | WebSocketRequestValidation
 def _known_query(request: HTTPConnection) -> None:
     """Refuse (422) a query parameter the route does not declare, naming the ones it does: the route's own
     parameters and its dependencies', as FastAPI reads them (`route.dependant`), so the list is never written
-    twice. `refine` gets its own answer: the finer pass is the command line's."""
+    twice."""
     route = request.scope["route"]
     known = _declared_query(route)
     for name in request.query_params:
         if name in known:
             continue
-        if name == "refine":
-            raise HTTPRejection(422, "query parameter 'refine': the finer pass (refine) is a command-line option "
-                                     "(classify --refine ROUNDS); the service gives the first pass's events")
         raise HTTPRejection(422, f"unknown query parameter {name!r} (known: {', '.join(known) or 'none'})")
 
 
@@ -432,6 +462,10 @@ def _stream_request(service: Service, sample_format: str, rate: int | None, chan
     if sample_format != "container" and rate is None:
         raise HTTPRejection(422, f"query parameter rate: format={sample_format} needs the sampling rate in Hz "
                                  "(e.g. rate=16000)")
+    if asked.refine:
+        raise HTTPRejection(422, f"query parameter refine={asked.refine}: the finer pass reads the audio again around "
+                                 "each event, which a live stream cannot; it is /v1/classify's and the command-line "
+                                 "option (classify --refine ROUNDS)")
     options = request_answers(service, asked)
     classifier = service.classifier
     window, hop = window_and_hop(service.runner.timing, window, hop, default=(classifier.window, classifier.hop))
@@ -475,12 +509,16 @@ def _answer_query(
     rollup: bool = Query(False, description="AudioSet parents score the maximum of their descendants"),
     decide: bool = Query(False, description="the labels at or above their thresholds (the checkpoint's "
                                             "thresholds.json, else threshold, else 0.5), per clip and window"),
+    refine: int | None = Query(None, description="rounds of the finer pass (1 to 3, 1 recommended; 0: off): "
+                                                 "per round, one extra window scored at each event boundary, "
+                                                 "halving the stretch it is known to (turns events on)"),
 ) -> argparse.Namespace:
     """The class selection, event and decision options of a request, named as `classify`'s options (any of the
-    four event settings turns events on, as there, except threshold with decide: then it is the decisions')."""
+    four event settings and refine turn events on, as there, except threshold with decide: then it is the
+    decisions'); refine's range is checked by `AnswerOptions`, as the command line's."""
     return argparse.Namespace(events=events, threshold=threshold, threshold_off=threshold_off,
                               min_duration=min_duration, min_gap=min_gap, include=include, exclude=exclude,
-                              group=group, rollup=rollup, decide=decide)
+                              group=group, rollup=rollup, decide=decide, refine=refine)
 
 
 def request_answers(service: Service, asked: argparse.Namespace) -> AnswerOptions:
@@ -518,11 +556,14 @@ def _check_groups(values: Sequence[str]) -> None:
 
 async def _run(request: Request, service: Service, window: float | None, hop: float | None,
                pooling: str, answers: AnswerOptions | None = None) -> tuple[ClipResult, bytes]:
-    """Read, decode and score one upload: a ClipResult (with `answers`: the selected classes and the events);
-    raises `HTTPRejection` or this package's errors (their statuses in `service.errors.STATUSES`), each naming
-    the problem."""
+    """Read, decode and score one upload: a ClipResult (with `answers`: the selected classes and the events,
+    refined when they ask for the finer pass); raises `HTTPRejection` or this package's errors (their statuses
+    in `service.errors.STATUSES`), each naming the problem."""
     data, name = await read_upload(request)
     classifier = service.classifier
     window, hop = window_and_hop(service.runner.timing, window, hop, default=(classifier.window, classifier.hop))
     upload, scores, embeddings = await service.score(request, data, name, window, hop)
-    return assemble(upload.plan, scores, embeddings, classifier.labels, pooling, answers), data
+    result = assemble(upload.plan, scores, embeddings, classifier.labels, pooling, answers)
+    if answers is not None and answers.refine:
+        result = await service.refine(request, result, answers.build(classifier.labels), data, window, hop)
+    return result, data
