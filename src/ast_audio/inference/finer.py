@@ -4,7 +4,8 @@
 extra windows `answers.refine.refine` asks for from the input (the same window length, so the model sees what
 it saw in the first pass), scores them with the caller's model function, applies the same class selection,
 and returns the result with its refined events and the count of extra windows. Callers: the local runner
-(`inference.runner.InferenceRunner.run`); the service and Ray workers can call it with their own scoring.
+(`inference.runner.InferenceRunner.refine`, which Ray's replica runs too) and the service (`service.refine`,
+scoring the extra windows through its dynamic batcher).
 """
 
 from __future__ import annotations
