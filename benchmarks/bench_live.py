@@ -13,17 +13,19 @@ which time as trained ones do), window the model's input and hop half of it (or 
    --max-streams, their starts spread over one hop, as streams that began at different times), until windows
    drop or p95 exceeds the target; per N: windows, dropped, p50/p95 latency, mean model batch (from /metrics,
    whose batcher the streams share with uploads) and the server's resident memory.
-3. Resident memory over a long stream: --long-minutes of stream through `listen -`, written as fast as it
-   reads (it blocks the writer when the model is behind: nothing dropped), the process's resident memory read
-   20 times along the stream: after the first reading against the last, and the median of the first half of
-   the readings against the second (as bench_serve does). Target: no growth.
+3. Resident memory over a long stream of --long-minutes, fed as fast as it is read (the reader waits for the
+   model: nothing dropped), in 1 s pieces: through `listen -` (its process's memory) and through /v1/stream with
+   realtime=false (the server's, after the streams above and a 5-minute stream to warm it up), each read 20
+   times along the stream: the first reading against the last, and the median of the first half of the
+   readings against the second (as bench_serve does). Target: no growth.
 Servers and listen processes run on 127.0.0.1, with bounded time, and are stopped by the pid started here.
 
     python benchmarks/bench_live.py [--small] [--models small,base] [--seconds 60] [--chunk-ms 50] [--hop S]
-                                    [--max-streams 32] [--long-minutes 30] [--json out.json]
+                                    [--max-streams 32] [--long-minutes 20] [--json out.json]
 
---small is the quick check (about two minutes): the small model only, 20 s streams, N up to 4, a 3-minute long
-stream. The full run (both models) takes about 20-25 minutes on a quiet 2-core machine.
+--small is the quick check (about three minutes): the small model only, 20 s streams, N up to 4 (the long
+stream stays 20 min: a shorter one is mostly the climb to the plateau while the model's buffers fill). The
+full run (both models) takes about 20-25 minutes on a quiet 2-core machine.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ from checkpoints import random_checkpoint  # noqa: E402
 from table import cpu_name, print_table  # noqa: E402
 
 RATE = 16000  # the models' sampling rate: the PCM sent is already at it (no resampling in the measurement)
+# The server's resident memory climbs to its plateau over the first ~70 windows of a stream read as fast as the model
+# keeps up (buffers of whole batches in flight): a stream this long goes first, unmeasured.
+WARMUP_MINUTES = 5.0
 NOISE = (0.1 * np.random.default_rng(0).standard_normal(30 * RATE)).astype(np.float32)
 
 
@@ -285,10 +290,9 @@ def stream_level(port: int, pid: int, clients: int, window: float, hop: float, s
             "server_mb": resident_mb(pid), "first_stream": streams[0]["windows"]}
 
 
-def service_rows(checkpoint: str, window: float, hop: float, target: float, args: argparse.Namespace,
-                 ) -> tuple[dict | None, list[dict], str | None]:
-    """The service's latency row (one stream) and the rows of N = 1, 2, 4, ... streams (until drops, errors or
-    p95 over `target`), or the reason there are none."""
+def service_rows(checkpoint: str, window: float, hop: float, target: float, args: argparse.Namespace) -> dict:
+    """One server for: the rows of N = 1, 2, 4, ... streams (until drops, errors or p95 over `target`), the
+    latency row of its first stream, and its memory over a long stream; or the reason there are none."""
     import websocket
 
     process, port = start_server(checkpoint, args.max_streams)
@@ -296,7 +300,7 @@ def service_rows(checkpoint: str, window: float, hop: float, target: float, args
         try:
             websocket.create_connection(stream_url(port, hop), timeout=30).close()
         except (OSError, websocket.WebSocketException) as exc:
-            return None, [], f"no /v1/stream ({exc})"
+            return {"streams": [], "single": None, "memory": None, "missing": f"no /v1/stream ({exc})"}
         rows, clients = [], 1
         while clients <= args.max_streams:
             rows.append(stream_level(port, process.pid, clients, window, hop, args.seconds, args.chunk_ms))
@@ -305,33 +309,58 @@ def service_rows(checkpoint: str, window: float, hop: float, target: float, args
             if rows[-1]["dropped"] or rows[-1]["errors"] or not rows[-1]["p95_s"] <= target:
                 break
             clients *= 2
+        websocket_memory(port, process.pid, hop, WARMUP_MINUTES)
+        memory = websocket_memory(port, process.pid, hop, args.long_minutes)
     finally:
         stop(process)
     first = rows[0]["first_stream"]
     latencies = [latency for _, latency in first]
     single = {"path": "/v1/stream", "windows": len(first), "first_s": latencies[0] if latencies else float("nan"),
               **percentiles(latencies[1:]), "dropped": rows[0]["dropped"]}
-    return single, rows, None
+    return {"streams": rows, "single": single, "memory": memory, "missing": None}
 
 
-def listen_memory(checkpoint: str, hop: float, minutes: float, readings_count: int = 20) -> dict:
-    """`ast-audio listen -` over `minutes` of stream written as fast as it reads; its resident memory read
-    `readings_count` times, evenly along the stream."""
-    total, counted = round(minutes * 60 * RATE), []
-    step = total / readings_count
+def memory_row(path: str, minutes: float, windows: int, wall: float, readings: list[float],
+               error: str | None = None) -> dict:
+    """A long stream's memory figures: readings (MB) along it, medians of their first and second halves."""
+    half = len(readings) // 2
+    return {"path": path, "minutes": minutes, "windows": windows, "wall_s": wall, "speed": minutes * 60 / wall,
+            "readings_mb": readings, "first_half_mb": float(np.median(readings[:half] or readings)),
+            "second_half_mb": float(np.median(readings[half:])), "error": error}
+
+
+class MemoryProbe:
+    """Resident memory of process `pid` read each time another 1/`count` of a stream of `total` samples has been
+    sent (`sent(samples)` after each piece)."""
+
+    def __init__(self, pid: int, total: int, count: int = 20) -> None:
+        self.pid, self.step, self.count, self.total = pid, total / count, count, 0
+        self.readings: list[float] = []
+
+    def sent(self, samples: int) -> None:
+        self.total += samples
+        if len(self.readings) < min(self.count, int(self.total / self.step + 1e-9)):
+            self.readings.append(resident_mb(self.pid))
+
+
+def listen_memory(checkpoint: str, hop: float, minutes: float) -> dict:
+    """`ast-audio listen -` over `minutes` of stream written as fast as it reads (1 s pieces); its resident
+    memory read 20 times, evenly along the stream."""
+    counted: list = []
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(listen_command(checkpoint, hop), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=errors)
-        started, readings = time.perf_counter(), []
+        probe, started = MemoryProbe(process.pid, round(minutes * 60 * RATE)), time.perf_counter()
         try:
             reader = threading.Thread(target=read_lines, args=(process.stdout, counted), daemon=True)
             reader.start()
-            for first in range(0, total, RATE):
-                count = min(RATE, total - first)
-                process.stdin.write(noise(first, count))
-                if int((first + count) / step) > len(readings):
-                    process.stdin.flush()
-                    readings.append(resident_mb(process.pid))
+
+            def send(data: bytes) -> None:
+                process.stdin.write(data)
+                process.stdin.flush()
+                probe.sent(len(data) // 4)
+
+            paced_send(send, minutes * 60, 1000, SendLog(), realtime=False)
             process.stdin.close()
             reader.join(timeout=3600)
             process.wait(timeout=60)
@@ -340,11 +369,35 @@ def listen_memory(checkpoint: str, hop: float, minutes: float, readings_count: i
         errors.seek(0)
         if process.returncode != 0:
             raise RuntimeError(f"listen failed (exit {process.returncode}): {errors.read().decode()[-500:]}")
-    wall = time.perf_counter() - started
-    half = len(readings) // 2
-    return {"path": "listen -", "minutes": minutes, "windows": sum("start" in record for record, _ in counted),
-            "wall_s": wall, "speed": minutes * 60 / wall, "readings_mb": readings,
-            "first_half_mb": float(np.median(readings[:half])), "second_half_mb": float(np.median(readings[half:]))}
+    return memory_row("listen -", minutes, sum("start" in record for record, _ in counted),
+                      time.perf_counter() - started, probe.readings)
+
+
+def websocket_memory(port: int, pid: int, hop: float, minutes: float) -> dict:
+    """One /v1/stream stream of `minutes` with realtime=false (the server reads it as fast as the model keeps
+    up, nothing dropped), sent in 1 s pieces; the server's resident memory read 20 times along it."""
+    import websocket
+
+    arrivals: list = []
+    state = {"dropped": 0, "summary": None, "error": None, "close": None}
+    probe, started = MemoryProbe(pid, round(minutes * 60 * RATE)), time.perf_counter()
+    connection = websocket.create_connection(stream_url(port, hop) + "&realtime=false", timeout=600)
+    receiver = threading.Thread(target=receive, args=(connection, arrivals, state), daemon=True)
+    receiver.start()
+
+    def send(data: bytes) -> None:
+        connection.send_binary(data)
+        probe.sent(len(data) // 4)
+
+    try:
+        paced_send(send, minutes * 60, 1000, SendLog(), realtime=False)
+        connection.send(json.dumps({"type": "end"}))
+    except (OSError, websocket.WebSocketException) as exc:
+        state["error"] = state["error"] or f"send: {exc}"
+    receiver.join(timeout=3600)
+    connection.close()
+    return memory_row("/v1/stream", minutes, len(arrivals), time.perf_counter() - started,
+                      probe.readings or [float("nan")], state["error"])
 
 
 def measure_model(name: str, args: argparse.Namespace) -> dict:
@@ -356,13 +409,14 @@ def measure_model(name: str, args: argparse.Namespace) -> dict:
           f"{target:.2f} s", file=sys.stderr, flush=True)
     latency = [listen_latency(checkpoint, hop, args.seconds, args.chunk_ms)]
     print(f"  listen: p95 {latency[0]['p95_s']:.3f} s", file=sys.stderr, flush=True)
-    single, streams, missing = service_rows(checkpoint, window, hop, target, args)
-    latency += [single] if single else []
-    memory = listen_memory(checkpoint, hop, args.long_minutes)
-    print(f"  memory: {memory['first_half_mb']:.0f} -> {memory['second_half_mb']:.0f} MB", file=sys.stderr,
-          flush=True)
+    service = service_rows(checkpoint, window, hop, target, args)
+    memory = [listen_memory(checkpoint, hop, args.long_minutes)] + ([service["memory"]] if service["memory"] else [])
+    for row in memory:
+        print(f"  memory, {row['path']}: {row['first_half_mb']:.0f} -> {row['second_half_mb']:.0f} MB",
+              file=sys.stderr, flush=True)
     return {"model": name, "window_s": window, "hop_s": hop, "one_window_s": model_s, "target_s": target,
-            "latency": latency, "streams": streams, "service_missing": missing, "memory": memory}
+            "latency": latency + ([service["single"]] if service["single"] else []), "streams": service["streams"],
+            "service_missing": service["missing"], "memory": memory}
 
 
 def print_report(results: list[dict], args: argparse.Namespace) -> None:
@@ -393,16 +447,19 @@ def print_report(results: list[dict], args: argparse.Namespace) -> None:
             for row in r["streams"]:
                 if row["first_error"]:
                     print(f"{r['model']}, {row['streams']} streams: first error: {row['first_error']}")
-    print(f"\nResident memory over a long stream, read {len(results[0]['memory']['readings_mb'])} times along it "
-          "(as fast as the model reads; target: no growth)")
+    print(f"\nResident memory over a long stream of {args.long_minutes:g} min (listen's process, the server's), read "
+          "20 times along it, fed as fast as the model reads (nothing dropped); target: no growth")
     print_table(
-        [("model", 6, "s"), ("path", 9, "s"), ("stream min", 11, ".0f"), ("windows", 8, "d"),
-         ("x real time", 12, ".1f"),
-         ("first MB", 9, ".0f"), ("last MB", 8, ".0f"), ("range MB", 10, "s"), ("1st half", 9, ".0f"),
-         ("2nd half", 9, ".0f"), ("growth", 7, "+.0f")],
-        [[r["model"], m["path"], m["minutes"], m["windows"], m["speed"], m["readings_mb"][0], m["readings_mb"][-1],
+        [("model", 6, "s"), ("path", 11, "s"), ("windows", 8, "d"), ("x real time", 12, ".1f"), ("first MB", 9, ".0f"),
+         ("last MB", 8, ".0f"), ("range MB", 10, "s"), ("1st half", 9, ".0f"), ("2nd half", 9, ".0f"),
+         ("growth", 7, "+.0f")],
+        [[r["model"], m["path"], m["windows"], m["speed"], m["readings_mb"][0], m["readings_mb"][-1],
           f"{min(m['readings_mb']):.0f}-{max(m['readings_mb']):.0f}", m["first_half_mb"], m["second_half_mb"],
-          m["second_half_mb"] - m["first_half_mb"]] for r in results for m in [r["memory"]]])
+          m["second_half_mb"] - m["first_half_mb"]] for r in results for m in r["memory"]])
+    for r in results:
+        for m in r["memory"]:
+            if m["error"]:
+                print(f"{r['model']}, {m['path']}: error: {m['error']}")
 
 
 def main() -> None:
@@ -410,19 +467,19 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[1:]))
     parser.add_argument("--small", action="store_true",
-                        help="quick check: the small model, 20 s streams, up to 4 streams, a 3-minute long stream")
+                        help="quick check: the small model, 20 s streams, up to 4 streams")
     parser.add_argument("--models", help="comma-separated, from small and base (default: small,base)")
     parser.add_argument("--seconds", type=float, help="stream time of each paced stream (default 60; --small 20)")
     parser.add_argument("--chunk-ms", type=float, default=50.0, help="paced chunk length in ms (default 50)")
     parser.add_argument("--hop", type=float, help="seconds between windows (default: the model's, half a window)")
     parser.add_argument("--max-streams", type=int, help="most concurrent streams tried (default 32; --small 4)")
-    parser.add_argument("--long-minutes", type=float, help="minutes of the long stream (default 30; --small 3)")
+    parser.add_argument("--long-minutes", type=float, help="minutes of the long stream (default 20)")
     parser.add_argument("--json", help="write every figure to this file")
     args = parser.parse_args()
     args.models = args.models or ("small" if args.small else "small,base")
     args.seconds = args.seconds or (20.0 if args.small else 60.0)
     args.max_streams = args.max_streams or (4 if args.small else 32)
-    args.long_minutes = args.long_minutes or (3.0 if args.small else 30.0)
+    args.long_minutes = args.long_minutes or 20.0
     models = [name.strip() for name in args.models.split(",")]
     if not set(models) <= {"small", "base"}:
         parser.error(f"--models {args.models}: expected names from small, base")
