@@ -21,7 +21,7 @@ which time as trained ones do), window the model's input and hop half of it (or 
 Servers and listen processes run on 127.0.0.1, with bounded time, and are stopped by the pid started here.
 
     python benchmarks/bench_live.py [--small] [--models small,base] [--seconds 60] [--chunk-ms 50] [--hop S]
-                                    [--max-streams 32] [--long-minutes 20] [--json out.json]
+                                    [--max-streams 64] [--long-minutes 20] [--json out.json]
 
 --small is the quick check (about three minutes): the small model only, 20 s streams, N up to 4 (the long
 stream stays 20 min: a shorter one is mostly the climb to the plateau while the model's buffers fill). The
@@ -472,13 +472,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="stream time of each paced stream (default 60; --small 20)")
     parser.add_argument("--chunk-ms", type=float, default=50.0, help="paced chunk length in ms (default 50)")
     parser.add_argument("--hop", type=float, help="seconds between windows (default: the model's, half a window)")
-    parser.add_argument("--max-streams", type=int, help="most concurrent streams tried (default 32; --small 4)")
+    parser.add_argument("--max-streams", type=int, help="most concurrent streams tried (default 64; --small 4)")
     parser.add_argument("--long-minutes", type=float, help="minutes of the long stream (default 20)")
     parser.add_argument("--json", help="write every figure to this file")
     args = parser.parse_args()
     args.models = args.models or ("small" if args.small else "small,base")
     args.seconds = args.seconds or (20.0 if args.small else 60.0)
-    args.max_streams = args.max_streams or (4 if args.small else 32)
+    args.max_streams = args.max_streams or (4 if args.small else 64)
     args.long_minutes = args.long_minutes or 20.0
     models = [name.strip() for name in args.models.split(",")]
     if not set(models) <= {"small", "base"}:
