@@ -36,7 +36,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -209,17 +208,18 @@ def stream_url(port: int, hop: float) -> str:
 def websocket_stream(port: int, hop: float, seconds: float, chunk_ms: float, delay: float) -> dict:
     """One client of /v1/stream: after `delay` s, `seconds` of paced PCM, then {"type": "end"}; its windows'
     (end, latency) in order, the windows the server reported dropped, its error (None when it ended cleanly)."""
-    import websocket
+    from websockets.exceptions import WebSocketException
+    from websockets.sync.client import connect
 
     time.sleep(delay)
     log, arrivals, state = SendLog(), [], {"dropped": 0, "summary": None, "error": None, "close": None}
-    connection = websocket.create_connection(stream_url(port, hop), timeout=seconds + 120)
+    connection = connect(stream_url(port, hop), open_timeout=seconds + 120, max_size=None)
     receiver = threading.Thread(target=receive, args=(connection, arrivals, state), daemon=True)
     receiver.start()
     try:
-        paced_send(connection.send_binary, seconds, chunk_ms, log)
+        paced_send(connection.send, seconds, chunk_ms, log)
         connection.send(json.dumps({"type": "end"}))
-    except (OSError, websocket.WebSocketException) as exc:
+    except (OSError, WebSocketException) as exc:
         state["error"] = state["error"] or f"send: {exc}"
     receiver.join(timeout=seconds + 120)
     connection.close()
@@ -233,16 +233,19 @@ def websocket_stream(port: int, hop: float, seconds: float, chunk_ms: float, del
 def receive(connection, arrivals: list, state: dict) -> None:
     """The server's messages, until it closes: window records with their arrival times into `arrivals`, the
     rest into `state` (dropped, summary, error, close code)."""
-    import websocket
+    from websockets.exceptions import ConnectionClosed, WebSocketException
 
     try:
         while True:
-            opcode, data = connection.recv_data(control_frame=True)
-            arrived = time.perf_counter()
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                state["close"] = struct.unpack(">H", data[:2])[0] if len(data) >= 2 else None
+            try:
+                data = connection.recv()
+            except ConnectionClosed as closed:
+                state["close"] = closed.rcvd.code if closed.rcvd is not None else None
+                if state["close"] is None:
+                    state["error"] = state["error"] or f"receive: {closed}"
                 return
-            if opcode != websocket.ABNF.OPCODE_TEXT:
+            arrived = time.perf_counter()
+            if not isinstance(data, str):
                 continue
             message = json.loads(data)
             if "start" in message:
@@ -253,7 +256,7 @@ def receive(connection, arrivals: list, state: dict) -> None:
                 state["summary"] = message["summary"]
             elif "error" in message:
                 state["error"] = message["error"]
-    except (OSError, websocket.WebSocketException) as exc:
+    except (OSError, WebSocketException) as exc:
         if state["close"] is None:
             state["error"] = state["error"] or f"receive: {exc}"
 
@@ -293,13 +296,14 @@ def stream_level(port: int, pid: int, clients: int, window: float, hop: float, s
 def service_rows(checkpoint: str, window: float, hop: float, target: float, args: argparse.Namespace) -> dict:
     """One server for: the rows of N = 1, 2, 4, ... streams (until drops, errors or p95 over `target`), the
     latency row of its first stream, and its memory over a long stream; or the reason there are none."""
-    import websocket
+    from websockets.exceptions import WebSocketException
+    from websockets.sync.client import connect
 
     process, port = start_server(checkpoint, args.max_streams)
     try:
         try:
-            websocket.create_connection(stream_url(port, hop), timeout=30).close()
-        except (OSError, websocket.WebSocketException) as exc:
+            connect(stream_url(port, hop), open_timeout=30).close()
+        except (OSError, WebSocketException) as exc:
             return {"streams": [], "single": None, "memory": None, "missing": f"no /v1/stream ({exc})"}
         rows, clients = [], 1
         while clients <= args.max_streams:
@@ -376,23 +380,24 @@ def listen_memory(checkpoint: str, hop: float, minutes: float) -> dict:
 def websocket_memory(port: int, pid: int, hop: float, minutes: float) -> dict:
     """One /v1/stream stream of `minutes` with realtime=false (the server reads it as fast as the model keeps
     up, nothing dropped), sent in 1 s pieces; the server's resident memory read 20 times along it."""
-    import websocket
+    from websockets.exceptions import WebSocketException
+    from websockets.sync.client import connect
 
     arrivals: list = []
     state = {"dropped": 0, "summary": None, "error": None, "close": None}
     probe, started = MemoryProbe(pid, round(minutes * 60 * RATE)), time.perf_counter()
-    connection = websocket.create_connection(stream_url(port, hop) + "&realtime=false", timeout=600)
+    connection = connect(stream_url(port, hop) + "&realtime=false", open_timeout=600, max_size=None)
     receiver = threading.Thread(target=receive, args=(connection, arrivals, state), daemon=True)
     receiver.start()
 
     def send(data: bytes) -> None:
-        connection.send_binary(data)
+        connection.send(data)
         probe.sent(len(data) // 4)
 
     try:
         paced_send(send, minutes * 60, 1000, SendLog(), realtime=False)
         connection.send(json.dumps({"type": "end"}))
-    except (OSError, websocket.WebSocketException) as exc:
+    except (OSError, WebSocketException) as exc:
         state["error"] = state["error"] or f"send: {exc}"
     receiver.join(timeout=3600)
     connection.close()
