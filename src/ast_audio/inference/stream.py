@@ -247,7 +247,8 @@ class PcmFrames:
 def container_chunks(target: Any, name: str, device_format: str | None = None) -> Iterator[Chunk]:
     """(frames, channels) float32 chunks of the first audio stream of what FFmpeg (PyAV) opens at `target` (a
     URL, a path, ``pipe:0``, or a file-like object with ``read``), decoded as it arrives; `AudioError` naming
-    `name` when it cannot be opened or decoded (`NotAudioError` for data no demuxer recognises). Callers: `ast-audio listen`, the service's `/v1/stream`."""
+    `name` when it cannot be opened or decoded (`NotAudioError` for data no demuxer recognises). Callers:
+    `ast-audio listen`, the service's `/v1/stream`."""
     import av
 
     try:
