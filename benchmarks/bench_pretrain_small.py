@@ -43,6 +43,7 @@ import numpy as np
 
 RECIPE = "scratch_keywords"
 GENERATIVE_WEIGHT = 10.0  # SSAST's weight of the reconstruction loss beside InfoNCE
+CURVE_STEPS = (1000, 2000, 4000)  # the fine-tuning runs' validation accuracy reported at these steps
 
 
 def masked_patch_loss(model, heads, mask_token, features, masked):
@@ -177,6 +178,17 @@ def linear_probe(model, recipe, stats: dict, train: tuple[list, list], test: tup
                              probe_features(model, recipe, test[0], stats), test[1])
 
 
+def validation_curve(run_dir: str, steps: tuple[int, ...] = CURVE_STEPS) -> str:
+    """Validation accuracy of the first epoch ending at or after each of `steps` (metrics.csv of a train
+    run), as "0.17/0.33/0.67": how soon a run leaves the plateau near chance."""
+    import csv
+
+    with open(os.path.join(run_dir, "metrics.csv"), encoding="utf-8") as handle:
+        epochs = list(csv.DictReader(handle))
+    values = [next((e["val_accuracy"] for e in epochs if int(e["step"]) >= step), "") for step in steps]
+    return "/".join(f"{float(value):.2f}" if value else "-" for value in values)
+
+
 # --------------------------------------------------------------------------------------------------- main
 def _prepare(work: str) -> tuple[str, str, str, str]:
     """The keyword set, the recipe's copy and the training set's stats in `work`: (train, test, recipe, stats)."""
@@ -209,7 +221,7 @@ def _pretrain_seed(recipe, seed: int, args, sets: dict, stats: dict) -> tuple[st
     for name, model in (("random", _new_model(recipe, 2, seed)),
                         ("pretrained", ASTForAudioClassification.from_pretrained(checkpoint))):
         held_out, training = linear_probe(model, recipe, stats, sets["train"], sets["test"])
-        rows.append([seed, f"linear probe on the {name} encoder (mean of patch states)", held_out, training,
+        rows.append([seed, f"linear probe on the {name} encoder (mean of patch states)", held_out, training, "",
                      result["wall"] if name == "pretrained" else 0.0, result["cpu"] if name == "pretrained" else 0.0])
     return checkpoint, rows
 
@@ -223,10 +235,12 @@ def run_all(args, recipe, recipe_path: str, folders: tuple[str, str], sets: dict
     threads = max(1, args.threads // args.jobs)
 
     def fine_tune(seed: int, name: str, init: str) -> list:
-        result = train_recipe(recipe_path, *folders, os.path.join(args.work, f"{name}_seed{seed}"), threads,
+        run_dir = os.path.join(args.work, f"{name}_seed{seed}")
+        result = train_recipe(recipe_path, *folders, run_dir, threads,
                               ["--init", init, "--set", f"seed={seed}", *extra])
         row = [seed, f"{RECIPE} from {name} ({result['steps']} steps)", result["test"], result["train"],
-               result["wall"], result["cpu"] if args.jobs == 1 else float("nan")]  # children's CPU mixes when jobs > 1
+               validation_curve(os.path.join(run_dir, "run")), result["wall"],
+               result["cpu"] if args.jobs == 1 else float("nan")]  # children's CPU mixes when jobs > 1
         print(row, flush=True)
         return row
 
@@ -276,10 +290,13 @@ def main() -> None:
     sets = {"train": _clips(train_dir), "test": _clips(test_dir)}
     rows = run_all(args, recipe, recipe_path, (train_dir, test_dir), sets, stats)
     print(f"CPU: {cpu_name()}, {args.threads} threads, {args.jobs} fine-tuning job(s) at once; pretraining "
-          f"{args.pretrain_steps} steps of {args.batch} clips, {args.mask} of 64 patches masked; work folder {args.work}")
-    print_table([("seed", 4, "d"), ("start", 64, "s"), ("held-out", 8, ".3f"), ("train", 6, ".3f"),
+          f"{args.pretrain_steps} steps of {args.batch} clips, {args.mask} of 64 patches masked; "
+          f"work folder {args.work}")
+    curve = "val. " + "/".join(f"{step // 1000}k" for step in CURVE_STEPS)
+    print_table([("seed", 4, "d"), ("start", 64, "s"), ("held-out", 8, ".3f"), ("train", 6, ".3f"), (curve, 14, "s"),
                  ("wall s", 7, ".0f"), ("CPU s", 6, ".0f")], rows)
-    by_start = {name: [r[2] for r in rows if r[1].startswith(f"{RECIPE} from {name}")] for name in ("scratch", "pretrained")}
+    by_start = {name: [row[2] for row in rows if row[1].startswith(f"{RECIPE} from {name}")]
+                for name in ("scratch", "pretrained")}
     print("mean held-out: " + ", ".join(f"{name} {np.mean(values):.3f}" for name, values in by_start.items()))
 
 
