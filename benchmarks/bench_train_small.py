@@ -220,8 +220,9 @@ def random_encoder_embeddings(paths: list[str], recipe: dict, stats: dict) -> np
 # ------------------------------------------------------------------------------------------------- recipe
 def train_recipe(recipe: str, train_dir: str, test_dir: str, run_dir: str, threads: int, extra: list[str]) -> dict:
     """`ast-audio stats` then `ast-audio train RECIPE`, as a user runs them; returns the held-out
-    accuracy (results.json's test, of the checkpoint chosen on validation), the training accuracy of that
-    checkpoint on the clips it was fitted on, the steps made, and wall and CPU seconds of the two commands."""
+    accuracy (results.json's test, of the checkpoint chosen on validation, best/), that of final/ (the last
+    epoch's), the training accuracy of best/ on the clips it was fitted on, the steps made, and wall and CPU
+    seconds of the two commands."""
     import resource
 
     stats = os.path.join(run_dir, "stats.json")
@@ -244,7 +245,9 @@ def train_recipe(recipe: str, train_dir: str, test_dir: str, run_dir: str, threa
     fitted = [(p, n) for p, n in zip(paths, names) if p not in held_out]
     with open(os.path.join(run_dir, "run", "metrics.csv"), encoding="utf-8") as handle:
         steps = int(handle.read().strip().splitlines()[-1].split(",")[1])
-    return {"test": results["test"]["accuracy"], "train": _checkpoint_accuracy(os.path.join(run_dir, "run", "best"), fitted),
+    final = _checkpoint_accuracy(os.path.join(run_dir, "run", "final"), list(zip(*_clips(test_dir))))
+    return {"test": results["test"]["accuracy"], "final": final,
+            "train": _checkpoint_accuracy(os.path.join(run_dir, "run", "best"), fitted),
             "wall": wall, "cpu": (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime),
             "steps": steps, "epochs": record["epochs"]}
 
@@ -366,7 +369,8 @@ def bench_set(name: str, train_dir: str, test_dir: str, work: str, threads: int,
     rows.append([name, "linear probe on the recipe's random encoder", test_acc, train_acc,
                  time.perf_counter() - started, time.process_time() - cpu])
     result = train_recipe(recipe_name, train_dir, test_dir, os.path.join(work, f"{name}_recipe"), threads, extra)
-    rows.append([name, f"{recipe_name} recipe ({result['steps']} steps, {result['epochs']} epochs)", result["test"],
+    rows.append([name, f"{recipe_name} recipe, best/ ({result['steps']} steps, {result['epochs']} epochs; "
+                 f"final/ {result['final']:.3f})", result["test"],
                  result["train"], result["wall"], result["cpu"]])
     return rows
 
