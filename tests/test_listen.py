@@ -206,6 +206,14 @@ def test_stream_windows_are_the_files_and_memory_is_bounded(hop):
     assert planner.ring.capacity <= int(round(WINDOW * RATE)) + int(round(hop * RATE)) + chunk + 2
 
 
+def test_stream_window_times_are_plan_windows_exactly():
+    """A tiny checkpoint's default window and hop (1.295 s, 0.6475 s): the stream's window times are the very
+    floats `plan_windows` gives the file (window 15 starts at 9.7125, not 15 * 0.6475 = 9.712499999999999)."""
+    planner = StreamWindows(RATE, 1.295, 0.6475, frame_samples=400)
+    windows = planner.push(np.zeros(int(16.0 * RATE), np.float32)) + planner.finish()
+    assert [(w.start, w.end) for w in windows] == plan_windows(16.0, 1.295, 0.6475)
+
+
 def test_a_gap_moves_stream_time_and_skips_windows_over_it():
     planner = StreamWindows(RATE, WINDOW, HOP, frame_samples=400)
     first = planner.push(np.ones(int(1.2 * RATE), np.float32))
@@ -300,38 +308,73 @@ def test_no_gap_before_the_first_audio():
     assert len(opened) == 2 and len(items) == 1 and isinstance(items[0], tuple)
 
 
-@pytest.mark.parametrize("min_gap, min_duration, hop", [(0.0, 0.0, 0.5), (1.2, 0.0, 0.5), (0.6, 1.1, 0.25),
-                                                        (0.0, 0.0, 1.5)])
-def test_live_events_are_the_files_each_given_once_when_final(min_gap, min_duration, hop):
-    """Windows fed a few at a time: every event comes out once, and all of them are the events the answers
-    find over the whole stream's windows; an event comes out before the end unless it could still change."""
+def fed_live_events(window: float, hop: float, batches: int | None, min_gap: float = 0.0, min_duration: float = 0.0,
+                     seconds: float = 60.3, seed: int = 7, unrounded: bool = False):
+    """`LiveEvents` fed a random walk's windows of a `seconds` stream, `batches` windows at a time (None: 1 to 3
+    at random): (events given as it went with the windows fed by then, events at the end, windows kept after
+    each add, what `Answers.detect` finds over the whole stream, the windows). unrounded: the windows start at
+    k * hop as floats compute it (9.712499999999999 for 15 * 0.6475), not rounded as `plan_windows` rounds."""
     from ast_audio.answers.events import EventOptions
     from ast_audio.answers.options import AnswerOptions
     from ast_audio.inference.stream import LiveEvents
 
-    rng = np.random.default_rng(7)
-    labels = ["a", "b", "c"]
+    rng = np.random.default_rng(seed)
     answers = AnswerOptions(events=EventOptions(threshold=0.6, threshold_off=0.4, min_gap=min_gap,
-                                                min_duration=min_duration)).build(labels)
-    spans = plan_windows(60.3, WINDOW, hop)
+                                                min_duration=min_duration)).build(["a", "b", "c"])
+    spans = plan_windows(seconds, window, hop)
+    if unrounded:
+        spans = [(index * hop, index * hop + window) for index in range(len(spans) - 1)] + spans[-1:]
     walk = np.clip(0.5 + np.cumsum(rng.normal(0, 0.12, (len(spans), 3)), axis=0) % 1.2 - 0.3, 0, 1)
     live, given, kept = LiveEvents(answers, hop), [], []
     position = 0
     while position < len(spans):
-        count = int(rng.integers(1, 4))
+        count = batches or int(rng.integers(1, 4))
         given += [(event, position + count) for event in live.add(spans[position : position + count],
                                                                   walk[position : position + count])]
         position += count
         kept.append(live.kept)
-    at_end = live.close()
-    expected = answers.detect(spans, walk)
-    assert len(expected) > 5
-    found = sorted([event for event, _ in given] + at_end, key=lambda e: (e.start, e.end, e.label))
+    return given, live.close(), kept, answers.detect(spans, walk), spans
+
+
+def assert_same_events(found, expected) -> None:
+    found = sorted(found, key=lambda e: (e.start, e.end, e.label))
     assert [(e.label, e.start, e.end) for e in found] == [(e.label, e.start, e.end) for e in expected]
     assert [e.score for e in found] == pytest.approx([e.score for e in expected])
     assert [e.mean for e in found] == pytest.approx([e.mean for e in expected])
+
+
+@pytest.mark.parametrize("min_gap, min_duration, window, hop, batches", [
+    (0.0, 0.0, WINDOW, 0.5, None), (1.2, 0.0, WINDOW, 0.5, None), (0.6, 1.1, WINDOW, 0.25, None),
+    (0.0, 0.0, WINDOW, 1.5, None), (0.0, 0.0, 1.295, 0.6475, 1), (0.6, 0.0, 1.295, 0.6475, None)])
+@pytest.mark.parametrize("unrounded", [False, True])
+def test_live_events_are_the_files_each_given_once_when_final(min_gap, min_duration, window, hop, batches,
+                                                              unrounded):
+    """Windows fed a few at a time: every event comes out once, and all of them are the events the answers
+    find over the whole stream's windows; an event comes out before the end unless it could still change.
+    (1.295, 0.6475) is a tiny checkpoint's default window and hop, fed one window at a time as a paced stream
+    scores them; unrounded: starts as k * hop computes them, a hair off the rounded ends of earlier windows."""
+    given, at_end, kept, expected, spans = fed_live_events(window, hop, batches, min_gap, min_duration,
+                                                           unrounded=unrounded)
+    assert len(expected) > 5
+    assert_same_events([event for event, _ in given] + at_end, expected)
     assert len(at_end) < len(expected)  # most came out as the stream went on
     assert max(kept) < len(spans) / 2  # windows are let go once no event can need them
+
+
+@pytest.mark.parametrize("batches", [1, 2, 3, None])
+def test_live_events_hold_for_any_window_and_hop(batches):
+    """Over many window/hop pairs whose edges meet only up to float rounding (window a multiple of hop, hops
+    that are not binary fractions), fed 1, 2, 3 or 1-3 windows at a time: the live events are always
+    `Answers.detect`'s over the whole stream (letting windows go never leaves an empty clipped one)."""
+    rng = np.random.default_rng(3)
+    pairs = [(1.295, 0.6475), (0.975, 0.4875), (0.975, 0.325), (1.1, 0.55), (0.7, 0.35), (0.3, 0.1),
+             (0.9, 0.3), (1.3, 0.65), (2.1, 0.7), (0.6, 0.2)]
+    pairs += [(round(w, 4), round(w / k, 4)) for w, k in zip(rng.uniform(0.2, 2.0, 6), rng.integers(2, 5, 6))]
+    for index, (window, hop) in enumerate(pairs):
+        for unrounded in (False, True):
+            given, at_end, _, expected, _ = fed_live_events(window, hop, batches, seconds=25.0, seed=index,
+                                                            unrounded=unrounded)
+            assert_same_events([event for event, _ in given] + at_end, expected)
 
 
 def test_events_over_stdin_are_classifys(stream_case):

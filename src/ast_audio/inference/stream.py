@@ -133,6 +133,14 @@ class StreamWindows:
     def _span(self, seconds: float) -> int:
         return int(round(seconds * self.rate))
 
+    def _start(self, index: int) -> float:
+        """Window `index`'s start in seconds, rounded to 1e-9 s as `plan_windows` rounds it (9.7125, not
+        15 * 0.6475 = 9.712499999999999), so the stream's window times are the file's very floats."""
+        return round(index * self.hop, 9)
+
+    def _end(self, start: float) -> float:
+        return round(start + self.window, 9)
+
     def _bounds(self, start: float, end: float) -> tuple[int, int]:
         """Samples [begin, stop) of the window (start, end) s, computed as `AudioFile.read` computes them."""
         begin = int(round(start * self.rate))
@@ -150,7 +158,7 @@ class StreamWindows:
             piece = samples[first : first + self.chunk_samples]
             # what a later window may read: the next one's, or the last window's when the stream ends soon
             # after (moved back to end at the end, it starts at most `window` before the stream's end)
-            keep_from = min(self._bounds(self.next_index * self.hop, self.next_index * self.hop)[0],
+            keep_from = min(self._bounds(self._start(self.next_index), self._start(self.next_index))[0],
                             self.ring.end + len(piece) - self._span(self.window))
             if keep_from > self.ring.end:  # sparse windows (hop > window): audio between them is not kept
                 skip = min(keep_from - self.ring.end, len(piece))
@@ -165,11 +173,11 @@ class StreamWindows:
 
     def _complete(self) -> Iterator[StreamWindow]:
         while True:
-            start = self.next_index * self.hop
-            begin, stop = self._bounds(start, start + self.window)
+            start = self._start(self.next_index)
+            begin, stop = self._bounds(start, self._end(start))
             if stop > self.received:
                 return
-            yield self._take(start, start + self.window, begin, stop)
+            yield self._take(start, self._end(start), begin, stop)
 
     def _take(self, start: float, end: float, begin: int, stop: int) -> StreamWindow:
         samples = self.ring.read(begin, min(stop, self.received))
@@ -177,7 +185,7 @@ class StreamWindows:
             samples = np.pad(samples, (0, self.frame_samples - len(samples)))
         window = StreamWindow(self.next_index, float(start), float(end), samples)
         self.next_index += 1
-        following = self._bounds(self.next_index * self.hop, self.next_index * self.hop + self.window)[0]
+        following = self._bounds(self._start(self.next_index), self._start(self.next_index))[0]
         self.ring.forget_before(min(following, self.received - self._span(self.window)))
         return window
 
@@ -186,7 +194,7 @@ class StreamWindows:
         the windows go on at the first start at or after the gap's end (the grid stays k * hop)."""
         gap_start = self.received
         self.received += max(0, self._span(seconds))
-        while self._bounds(self.next_index * self.hop, self.next_index * self.hop)[0] < self.received:
+        while self._bounds(self._start(self.next_index), self._start(self.next_index))[0] < self.received:
             self.next_index += 1
         self.ring.forget_before(self.received)
         return Gap(gap_start / self.rate, self.received / self.rate)
@@ -540,11 +548,21 @@ class LiveEvents:
 
     def _forget_before(self, cut: float) -> None:
         """Drop the windows that end by `cut` and clip the others there (beyond `max_windows`, the oldest go and
-        the clip point moves to the end of the last of them)."""
-        keep = next((i for i, (_, end) in enumerate(self._spans) if end > cut), len(self._spans))
+        the clip point moves to the end of the last of them).
+
+        Ends and `cut` are compared as the score track sees them, rounded to `EDGE_DECIMALS`: a window ending a
+        hair after `cut` (9.7125 against a next start of 15 * 0.6475 = 9.712499999999999) ends at `cut` on the
+        track, so it goes; kept, it would be clipped to an empty window the track refuses."""
+        from ast_audio.answers.events import EDGE_DECIMALS
+
+        def edge(seconds: float) -> float:
+            return float(np.round(seconds, EDGE_DECIMALS))  # as `score_track` rounds window edges
+
+        cut = max(edge(cut), self._clip_from)
+        keep = next((i for i, (_, end) in enumerate(self._spans) if edge(end) > cut), len(self._spans))
         forced = len(self._spans) - self.max_windows
         if forced > keep:
-            keep, cut = forced, max(cut, self._spans[forced - 1][1])
+            keep, cut = forced, max(cut, edge(self._spans[forced - 1][1]))
         del self._spans[:keep], self._scores[:keep]
         self._clip_from = max(self._clip_from, cut)
         self._given = {(label, end) for label, end in self._given if end > self._clip_from}
