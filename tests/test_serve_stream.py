@@ -190,6 +190,24 @@ def test_bad_input_ends_the_stream_alone(stream_server):
     assert server.metric("ast_audio_streams_total", 'end="1003"') >= 3
 
 
+def test_many_tiny_messages_are_read_quickly(stream_server):
+    """1.5 s of f32le in 16000 messages of 6 bytes (frames split) with realtime=false: the windows of the same
+    audio sent in one message, within a few seconds (each message handed to the decoder alone took 2.5 ms: 40 s,
+    and uvicorn's keepalive closed the unread socket with 1011), and the server answers uploads after."""
+    server, _ = stream_server
+    audio = (0.1 * np.random.default_rng(5).standard_normal(24000)).astype("<f4").tobytes()
+    query = "rate=16000&window=1&hop=0.5&realtime=false"
+    whole, code = exchange(server, query, [audio, END])
+    assert code == 1000 and whole[-1]["summary"]["windows"] == 2, whole
+    started = time.monotonic()
+    tiny, code = exchange(server, query, [*pieces(audio, 6), END])
+    elapsed = time.monotonic() - started
+    assert code == 1000 and tiny[-1] == whole[-1], tiny[-3:]
+    assert_same_windows(tiny[:-1], whole[:-1])
+    assert elapsed < 10, elapsed
+    assert_classify_answers(server)
+
+
 def test_a_client_that_leaves_mid_window_frees_its_stream(stream_server):
     """The client drops the connection (no close handshake) while a window is half read: the stream is let go
     (the active-streams gauge back to 0) and the server answers the next upload and stream."""

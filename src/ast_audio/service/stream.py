@@ -49,7 +49,9 @@ logger = logging.getLogger(__name__)
 
 STREAM_FORMATS = (*PCM_FORMATS, "container")
 DROP_NOTICE_S = 1.0  # at most one {"dropped": ...} warning this often (the summary counts them all)
-INCOMING_MESSAGES = 4  # audio messages waiting for the decoder thread; beyond, the socket is not read
+INCOMING_MESSAGES = 4  # audio pieces waiting for the decoder thread; beyond, the socket is not read
+GATHER_BYTES = 2**16  # small audio messages are joined into pieces up to this size while the decoder is busy
+GATHER_WAIT_S = 0.02  # a piece gathered goes to the decoder when no message came for this long
 STOP_WAIT_S = 5.0  # how long a server's stop waits for its streams to send their error and close
 
 
@@ -268,18 +270,29 @@ class LiveStream:
     async def _receive(self) -> None:
         """Audio messages to the decoder until {"type": "end"}, then watch for the client leaving. Raises
         `ClientGone`, `StreamPolicyError` (no audio for the idle timeout), `MessageTooBigError`,
-        `UnknownMessageError`."""
+        `UnknownMessageError`.
+
+        Small messages are gathered (`_gather`) while the decoder thread is busy, so a client sending a sample
+        per message costs the decoder a piece per turn rather than per message, and the socket is read on."""
         settings = self.service.settings
         idle, limit = settings.stream_idle_timeout_s, int(settings.max_stream_message_mb * 2**20)
-        last_audio, ended = time.monotonic(), False
+        last_audio, ended, pending = time.monotonic(), False, bytearray()
         while True:
             timeout = None if ended else max(0.0, last_audio + idle - time.monotonic())
+            if pending:
+                timeout = GATHER_WAIT_S if timeout is None else min(timeout, GATHER_WAIT_S)
             try:
-                message = await asyncio.wait_for(self.websocket.receive(), timeout)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(timeout):  # no task per message, as asyncio.wait_for makes
+                    message = await self.websocket.receive()
+            except TimeoutError:
+                if pending:  # nothing more came: what was gathered goes on, waiting for room if need be
+                    await self._put(bytes(pending))
+                    pending.clear()
+                    continue
                 raise IdleStreamError(f"no audio for {idle:g} s: this server ends a stream idle that long "
                                       "(--stream-idle-timeout-s)") from None
             if message["type"] == "websocket.disconnect":
+                _log_abnormal_close(message)
                 raise ClientGone
             data, text = message.get("bytes"), message.get("text")
             if data is not None and not ended:
@@ -287,15 +300,26 @@ class LiveStream:
                     raise MessageTooBigError(f"a message of {len(data)} bytes is larger than this server's limit of "
                                              f"{limit} bytes (--max-stream-message-mb)")
                 if data:
-                    await self._put(data)
+                    pending += data
                     last_audio = time.monotonic()
+                    if not self._gather(len(pending)):
+                        await self._put(bytes(pending))
+                        pending.clear()
             elif text is not None and _is_end(text):
                 if not ended:
                     ended = True
+                    if pending:
+                        await self._put(bytes(pending))
+                        pending.clear()
                     await self._put(None)
 
+    def _gather(self, pending: int) -> bool:
+        """True to keep `pending` bytes for more: the decoder thread has a piece waiting still and they are
+        under `GATHER_BYTES` (an idle decoder takes what there is at once: no latency added)."""
+        return pending < GATHER_BYTES and not self._incoming.empty()
+
     async def _put(self, data: bytes | None) -> None:
-        """Hand a message to the decoder thread, waiting (the socket unread meanwhile) while it is behind."""
+        """Hand a piece to the decoder thread, waiting (the socket unread meanwhile) while it is behind."""
         while True:
             try:
                 self._incoming.put_nowait(data)
@@ -448,6 +472,13 @@ class LiveStream:
             await self.websocket.send_text(json.dumps({**record, "wall_time": wall_time()} if stamped else record))
         except (WebSocketDisconnect, OSError, RuntimeError):
             raise ClientGone from None
+
+
+def _log_abnormal_close(message: dict[str, Any]) -> None:
+    """Log a connection the server's WebSocket layer closed with 1011 (its keepalive ping unanswered within
+    uvicorn's timeout: a client that stopped answering, or a socket left unread that long)."""
+    if message.get("code") == 1011:
+        logger.warning("/v1/stream: the connection closed with 1011 (%s)", message.get("reason") or "no reason given")
 
 
 def _is_end(text: str) -> bool:
