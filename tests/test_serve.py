@@ -155,7 +155,7 @@ def test_classify_refine_gives_the_finer_events_of_the_command_line(server, serv
     --refine 2 writes, not the first pass's; the extra windows went through the server's batcher (its scored
     windows grew by more than the first pass's) and count against --max-windows-per-request (30 s at window 0.2 s,
     hop 0.03 s: 995 first-pass windows leave 5 under this server's 1000: 422 naming the limit); refine's range is
-    AnswerOptions'."""
+    AnswerOptions'; events=false with refine is 422 naming both (with decide, threshold is the decisions': 200)."""
     data = read(clips["long_wav"])
     plain = server.post("/v1/classify?top_k=6", data, "audio/wav")[1]
     threshold = float(np.median([next(x["score"] for x in w["labels"] if x["label"] == "sound 3")
@@ -183,6 +183,11 @@ def test_classify_refine_gives_the_finer_events_of_the_command_line(server, serv
         "server's limit of 1000 per request (--max-windows-per-request)"), answer
     status, answer = server.post(f"{query}&refine=4", data, "audio/wav")
     assert status == 422 and "refine must be a number of rounds from 0 to 3" in answer["error"], answer
+    status, answer = server.post("/v1/classify?events=false&refine=1", data, "audio/wav")  # refine turns events on
+    assert status == 422 and answer["error"] == ("query parameter events=false contradicts refine=1, which turn(s) "
+                                                 "events on: drop one of them"), answer
+    status, answer = server.post("/v1/classify?events=false&decide=true&threshold=0.4", data, "audio/wav")
+    assert status == 200 and "events" not in answer and answer["decisions"] is not None, answer
 
 
 def test_embed_and_model_endpoints(server, served_checkpoint, clips):

@@ -497,7 +497,9 @@ def _spectrogram(data: bytes) -> dict[str, Any]:
 
 
 def _answer_query(
-    events: bool = Query(False, description="events per class: onset, offset, peak and mean score"),
+    events: bool | None = Query(None, description="events per class: onset, offset, peak and mean score (off "
+                                                   "unless an event setting or refine turns them on; false "
+                                                   "with one of those is 422)"),
     threshold: float | None = Query(None, description="an event starts where a score reaches it (default 0.5)"),
     threshold_off: float | None = Query(None, description="and lasts while it stays at or above this "
                                                           "(default 0.6 x threshold)"),
@@ -515,7 +517,8 @@ def _answer_query(
 ) -> argparse.Namespace:
     """The class selection, event and decision options of a request, named as `classify`'s options (any of the
     four event settings and refine turn events on, as there, except threshold with decide: then it is the
-    decisions'); refine's range is checked by `AnswerOptions`, as the command line's."""
+    decisions'); refine's range is checked by `AnswerOptions`, as the command line's. `events` is None when
+    not given, so that an explicit false beside a setting that turns events on can be refused."""
     return argparse.Namespace(events=events, threshold=threshold, threshold_off=threshold_off,
                               min_duration=min_duration, min_gap=min_gap, include=include, exclude=exclude,
                               group=group, rollup=rollup, decide=decide, refine=refine)
@@ -534,10 +537,20 @@ def request_answers(service: Service, asked: argparse.Namespace) -> AnswerOption
                                          "command line's; the service takes label names")
     _check_groups(asked.group or ())
     answers = AnswerOptions.from_args(argparse.Namespace(**vars(asked), model=service.model_source))
+    if asked.events is False and answers.events is not None:
+        raise HTTPRejection(422, f"query parameter events=false contradicts {_event_settings(asked)}, which "
+                                 "turn(s) events on: drop one of them")
     if not answers.active:
         return service.classifier.answers
     answers.build(service.classifier.labels)
     return answers
+
+
+def _event_settings(asked: argparse.Namespace) -> str:
+    """The query's settings that can turn events on, as NAME=VALUE (threshold is the decisions' with decide)."""
+    names = ["threshold_off", "min_duration", "min_gap", "refine"] + ([] if asked.decide else ["threshold"])
+    given = [name for name in names if getattr(asked, name) is not None and (name != "refine" or asked.refine)]
+    return ", ".join(f"{name}={getattr(asked, name):g}" for name in given)
 
 
 def _check_groups(values: Sequence[str]) -> None:
