@@ -182,6 +182,62 @@ def test_sigterm_stops_cleanly(stream_case):
     assert b"stopped by SIGTERM" in stderr
 
 
+def stopped_listen(model: str, arguments: list[str], data: bytes, lines: int, number: int) -> tuple[list[dict], str]:
+    """listen on a pipe that gets `data`, then stays open and silent: once `lines` lines are out, signal
+    `number`; (the lines, stderr) after it exits 0."""
+    process = subprocess.Popen([*LISTEN, "-", *arguments, "-m", model, "--window", str(WINDOW), "--hop", str(HOP)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        process.stdin.write(data)
+        process.stdin.flush()
+        out = [json.loads(process.stdout.readline()) for _ in range(lines)]
+        process.send_signal(number)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert b"Fatal" not in stderr
+    return out + window_lines(stdout), stderr.decode()
+
+
+def test_ctrl_c_on_a_silent_pipe_exits_cleanly(stream_case):
+    """SIGINT while the reader waits on a pipe that stays open and silent (after 1.2 s of audio, whose first
+    window says listen is up): exit 0 (no fatal error on stdin's lock at shutdown), the closing line naming the
+    signal."""
+    model, _, _ = stream_case
+    data = np.zeros(int(1.2 * RATE), "<i2").tobytes()
+    lines, stderr = stopped_listen(model, ["--raw-format", "s16le", "--rate", str(RATE)], data, 1, signal.SIGINT)
+    assert spans(lines) == pytest.approx(spans(plan_windows(1.2, WINDOW, HOP)))
+    assert "ast-audio listen: stopped by SIGINT: 2 window(s) over 1.20 s" in stderr
+
+
+@pytest.mark.parametrize("number, container", [(signal.SIGINT, False), (signal.SIGTERM, True)])
+def test_a_signal_ends_the_stream_as_its_end_would(stream_case, number, container):
+    """5.3 s of audio, then silence, then a signal: every window of the audio that arrived is scored, the last
+    moved back to end there (as --duration ends a stream), and the event still open is closed at 5.3 s."""
+    model, _, _ = stream_case
+    samples = (0.1 * np.random.default_rng(2).standard_normal(int(5.3 * RATE))).astype(np.float32)
+    if container:
+        data = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+        header = (b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+                  + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + RATE.to_bytes(4, "little")
+                  + (2 * RATE).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+                  + b"data" + len(data).to_bytes(4, "little"))
+        arguments, data = [], header + data + b"\0" * 64  # the WAV says 5.3 s; what follows is never read
+    else:
+        arguments, data = ["--raw-format", "f32le", "--rate", str(RATE)], samples.astype("<f4").tobytes()
+    lines, stderr = stopped_listen(model, [*arguments, "--events", "--threshold", "0", "--threshold-off", "0"],
+                                   data, 9, number)
+    windows = [line for line in lines if "event" not in line]
+    assert spans(windows) == pytest.approx(spans(plan_windows(5.3, WINDOW, HOP)))
+    events = [line["event"] for line in lines if "event" in line]
+    assert events and all((e["start"], e["end"]) == pytest.approx((0.0, 5.3)) for e in events)
+    name = signal.Signals(number).name
+    assert f"ast-audio listen: stopped by {name}: {len(windows)} window(s) over 5.30 s" in stderr
+
+
 @pytest.mark.parametrize("hop", [0.5, 0.25, 1.0, 1.7])
 def test_stream_windows_are_the_files_and_memory_is_bounded(hop):
     """Random chunk sizes in; the windows' samples are those a file read gives (`plan_windows`, the last cut

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ast_audio.commands._answers import add_answer_arguments, check_answers
 from ast_audio.commands._common import add_model_options
@@ -90,17 +90,18 @@ def check_arguments(args: argparse.Namespace) -> None:
     check_answers(args, ())
 
 
-def open_source(args: argparse.Namespace, realtime: bool) -> Iterator:
-    """The chunks of the source the arguments name (`inference.stream.Chunk`s, and floats for lost seconds)."""
-    from ast_audio.inference.stream import container_chunks, reconnecting
+def open_source(args: argparse.Namespace, realtime: bool, stopped: Callable[[], bool] = lambda: False) -> Iterator:
+    """The chunks of the source the arguments name (`inference.stream.Chunk`s, and floats for lost seconds);
+    standard input ends where `stopped()` turns True."""
+    from ast_audio.inference.stream import PipeReader, container_chunks, reconnecting
 
     if args.raw_format:
-        return raw_chunks(sys.stdin.buffer, args.raw_format, args.channels, args.rate)
+        return raw_chunks(PipeReader(sys.stdin.fileno(), stopped), args.raw_format, args.channels, args.rate)
     if args.capture:
         device_format, name = args.capture.split(":", 1)
         return container_chunks(name, f"--capture {args.capture}", device_format)
     if args.source == "-":
-        return container_chunks("pipe:0", "standard input")
+        return container_chunks(PipeReader(sys.stdin.fileno(), stopped), "standard input")
 
     if not realtime:  # a recording: reopening it would start it again, so a break ends it
         return kept_until_broken(container_chunks(args.source, args.source))
@@ -154,22 +155,32 @@ def run(args: argparse.Namespace) -> int:
     tagger = LiveTagger(classifier.runner, answers, window=classifier.window, hop=classifier.hop, top_k=args.top_k,
                         realtime=realtime, batch_size=args.batch_size, events=classifier.answers.events is not None)
 
-    def stop(signal_number: int, frame) -> None:
-        raise KeyboardInterrupt(signal.Signals(signal_number).name)
+    stopped_by: list[str] = []
 
-    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
+    def stop(signal_number: int, frame) -> None:
+        """The first signal ends the stream as its end would (what is complete is scored, open events closed);
+        a second one stops at once."""
+        name = signal.Signals(signal_number).name
+        if stopped_by:
+            raise KeyboardInterrupt(name)
+        stopped_by.append(name)
+        tagger.stop()
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     started, reported_drops, warned_at, how = time.monotonic(), 0, -DROP_WARNING_SECONDS, "the stream ended"
     try:
-        for record in tagger.run(open_source(args, realtime), until=args.duration):
+        for record in tagger.run(open_source(args, realtime, lambda: tagger.stopping), until=args.duration):
             print(json.dumps({**record, "wall_time": wall_time()}), flush=True)
             if tagger.dropped > reported_drops and time.monotonic() - warned_at >= DROP_WARNING_SECONDS:
                 print(f"ast-audio listen: warning: the model falls behind the stream: {tagger.dropped} window(s) "
                       "dropped so far", file=sys.stderr, flush=True)
                 reported_drops, warned_at = tagger.dropped, time.monotonic()
-        if args.duration is not None and tagger.planner.seconds >= args.duration - 1e-9:
+        if stopped_by:
+            how = f"stopped by {stopped_by[0]}"
+        elif args.duration is not None and tagger.planner.seconds >= args.duration - 1e-9:
             how = f"--duration {args.duration:g} s reached"
-    except KeyboardInterrupt as exc:
-        how = f"stopped by {exc or 'Ctrl-C'}"
+    except KeyboardInterrupt as exc:  # a second signal: the windows still waiting are not scored
+        how = f"stopped by {stopped_by[0] if stopped_by else str(exc) or 'SIGINT'} (twice: at once)"
     except BrokenPipeError:
         return 0
     finally:

@@ -22,7 +22,9 @@ dropped whole and counted (`LiveTagger.dropped`), and memory stays bounded eithe
 
 from __future__ import annotations
 
+import os
 import queue
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,7 +37,8 @@ from ast_audio.errors import AudioError, NotAudioError
 from ast_audio.inference.results import top_labels
 from ast_audio.inference.windows import plan_windows
 
-__all__ = ["PCM_FORMATS", "Gap", "LiveEvents", "LiveTagger", "MonoResampler", "PcmFrames", "SampleRing", "StreamWindow",
+__all__ = ["PCM_FORMATS", "Gap", "LiveEvents", "LiveTagger", "MonoResampler", "PcmFrames", "PipeReader", "SampleRing",
+           "StreamWindow",
            "StreamWindows", "container_chunks", "pcm_to_float", "reconnecting", "wall_time", "window_records",
            "windows_from_chunks"]
 
@@ -252,6 +255,31 @@ class PcmFrames:
                             .reshape(-1, self.channels))
 
 
+class PipeReader:
+    """A binary file-like reader of an open file descriptor (standard input: 0) for a stream read in a thread:
+    `read(size)` gives the bytes there now (at least one, at most `size`, as `read1` does) as soon as any
+    arrive, and b"" at the end of the stream or once `stopped()` is True (asked every `poll` s while nothing
+    arrives), so a stop ends the stream as its end would. It reads the descriptor with `os.read`, never through
+    Python's buffered `sys.stdin.buffer`, whose lock a thread blocked in it still holds at interpreter shutdown
+    (a fatal error on Ctrl-C). Callers: `ast-audio listen` (raw PCM, and containers through PyAV)."""
+
+    def __init__(self, fd: int, stopped: Callable[[], bool] = lambda: False, poll: float = 0.1) -> None:
+        self.fd, self._stopped, self.poll = fd, stopped, poll
+
+    def read(self, size: int = -1) -> bytes:
+        size = size if size and size > 0 else 1 << 16
+        while not self._stopped():
+            try:
+                ready, _, _ = select.select([self.fd], [], [], self.poll)
+            except (OSError, ValueError):  # not selectable (a closed descriptor): read as it is
+                ready = [self.fd]
+            if ready:
+                return os.read(self.fd, size)
+        return b""
+
+    read1 = read
+
+
 def container_chunks(target: Any, name: str, device_format: str | None = None) -> Iterator[Chunk]:
     """(frames, channels) float32 chunks of the first audio stream of what FFmpeg (PyAV) opens at `target` (a
     URL, a path, ``pipe:0``, or a file-like object with ``read``), decoded as it arrives; `AudioError` naming
@@ -315,11 +343,13 @@ class LiveTagger:
     runner: the `InferenceRunner` (its `features` and `infer`); answers: the built `Answers` (class selection)
     or None; window, hop: seconds; top_k: labels per window; realtime: drop windows when the model falls
     behind instead of blocking the reader; queue_windows: windows waiting at most; events: find events
-    (`LiveEvents`; needs `answers` with events on).
+    (`LiveEvents`; needs `answers` with events on); stop_grace: seconds `stop` waits for a reader blocked on
+    its source.
     """
 
     def __init__(self, runner: Any, answers: Any, *, window: float, hop: float, top_k: int = 5,
-                 realtime: bool = False, queue_windows: int = 16, batch_size: int = 8, events: bool = False) -> None:
+                 realtime: bool = False, queue_windows: int = 16, batch_size: int = 8, events: bool = False,
+                 stop_grace: float = 1.0) -> None:
         self.runner, self.answers, self.top_k = runner, answers, top_k
         timing = runner.timing
         self.planner = StreamWindows(timing.sampling_rate, window, hop, timing.frame_samples)
@@ -328,15 +358,30 @@ class LiveTagger:
         self.windows = 0
         self.events = LiveEvents(answers, hop) if events else None
         self._queue: queue.Queue = queue.Queue(maxsize=max(queue_windows, batch_size))
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the stream ends: at a `stop`, or when the caller leaves `run`
+        self._done = threading.Event()  # the scorer takes nothing more
+        self._stopped_at: float | None = None
+        self.stop_grace = stop_grace
+        self._reader: threading.Thread | None = None
 
     def stop(self) -> None:
-        """Ask the reader to stop at its next chunk (the windows already read are still scored)."""
+        """End the stream here, as its end would (safe from a signal handler): the reader stops at its next chunk
+        and the last windows are those `StreamWindows.finish` plans for the audio that arrived (as `until` ends
+        it); every window complete by then is scored and the events still open are closed, then `run` returns.
+        A reader blocked on its source longer than `stop_grace` s is left behind (a daemon thread): the windows
+        it had completed are scored without it. An error the source raises after the stop is not raised."""
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """True once `stop` was called (a source reading in its own loop polls it to end there)."""
+        return self._stopped_at is not None
+
     def _offer(self, item: Any, droppable: bool) -> bool:
-        """Hand `item` to the scorer: False when the tagger is stopping."""
-        while not self._stop.is_set():
+        """Hand `item` to the scorer: False when the scorer takes nothing more."""
+        while not self._done.is_set():
             try:
                 if droppable and self.realtime:
                     self._queue.put_nowait(item)
@@ -357,7 +402,8 @@ class LiveTagger:
                     break
             self._offer(None, droppable=False)
         except BaseException as exc:  # noqa: BLE001 - reported in the scoring thread
-            self._offer(exc, droppable=False)
+            if not self.stopping:  # after a stop, a source cut short (or empty) is the stop's doing
+                self._offer(exc, droppable=False)
             self._offer(None, droppable=False)
 
     def run(self, chunks: Iterable[Chunk | float], until: float | None = None) -> Iterator[dict[str, Any]]:
@@ -367,6 +413,7 @@ class LiveTagger:
         `until`: stop after this many seconds of stream time. Raises what the source raised (e.g.
         `AudioError`) after the records of the windows read before it."""
         reader = threading.Thread(target=self._read, args=(chunks, until), name="ast-audio-listen", daemon=True)
+        self._reader = reader
         reader.start()
         error: BaseException | None = None
         try:
@@ -391,13 +438,15 @@ class LiveTagger:
                     break
         finally:
             self._stop.set()
+            self._done.set()
             reader.join(timeout=1)  # a reader blocked on its source is a daemon: it ends with the process
         if error is not None:
             raise error
 
     def _next_batch(self) -> tuple[list[Any], bool]:
-        """What is waiting (at least one item, at most a batch of windows); True when the reader is done."""
-        batch = [self._queue.get()]
+        """What is waiting (at least one item, at most a batch of windows); True when the reader is done (or,
+        after a stop, blocked past the grace: nothing more will come in time)."""
+        batch = [self._first()]
         while sum(isinstance(item, StreamWindow) for item in batch) < self.batch_size and batch[-1] is not None:
             try:
                 batch.append(self._queue.get_nowait())
@@ -405,6 +454,17 @@ class LiveTagger:
                 break
         finished = batch[-1] is None
         return [item for item in batch if item is not None], finished
+
+    def _first(self) -> Any:
+        """The next item from the reader, waiting for it; None for the end."""
+        while True:
+            try:
+                return self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stopped_at is not None and (
+                        self._reader is None or not self._reader.is_alive()
+                        or time.monotonic() - self._stopped_at > self.stop_grace):
+                    return None
 
     def _score(self, windows: list[StreamWindow]) -> tuple[list[dict[str, Any]], np.ndarray | None]:
         """The windows' records and their (selected) scores (windows, classes)."""
