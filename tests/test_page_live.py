@@ -96,18 +96,23 @@ def _live_view(browser) -> dict:
 
 
 def test_live_shows_the_label_of_what_the_microphone_hears(server, heard, browser):
-    """Live on the fake microphone, the slider at `heard.threshold`: after a few windows the page's current top
-    label (announced, and first in the table) is the engine's label of the file, with a row on the timeline; Stop
-    gives the summary, counting every window the page showed, and the one event, that label over the whole
-    stream (closed at its end), and turns the microphone off."""
+    """Live on the fake microphone, the slider (shown at load, before any file) moved by the keyboard to
+    `heard.threshold`: after a few windows the page's current top label (announced, and first in the table) is
+    the engine's label of the file, with a row on the timeline, the slider locked; Stop gives the summary,
+    counting every window the page showed, and the one event, that label over the whole stream (closed at its
+    end), and turns the microphone off. This server has no key: no key field."""
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     label = heard.label
     browser.get(f"http://127.0.0.1:{server.port}/")
     browser.get_log("browser")  # what earlier pages logged
-    browser.execute_script("const t = document.getElementById('threshold'); t.value = arguments[0]; "
-                           "t.dispatchEvent(new Event('input'));", f"{heard.threshold:.2f}")
+    slider = browser.find_element(By.ID, "threshold")
+    assert slider.is_displayed() and slider.is_enabled()
+    steps = round((heard.threshold - 0.5) / 0.01)
+    slider.send_keys((Keys.ARROW_RIGHT if steps > 0 else Keys.ARROW_LEFT) * abs(steps))
+    assert browser.find_element(By.ID, "threshold-value").text == f"{heard.threshold:.2f}"
     browser.find_element(By.ID, "live").click()
     WebDriverWait(browser, 60).until(lambda b: _windows_shown(b) >= WINDOWS_SEEN or _status(b)[1])
     assert not _status(browser)[1], _status(browser)[0]
@@ -116,6 +121,7 @@ def test_live_shows_the_label_of_what_the_microphone_hears(server, heard, browse
     assert shown["aria_live"] == "polite" and shown["current"][0] == label and label in shown["rows"], shown
     assert shown["ticks"][0] == "0" and shown["ticks"][-1] == "30", shown  # the first 30 s of stream time
     assert shown["button"] == "Stop", shown
+    assert not slider.is_enabled()  # the stream keeps the threshold it started with
     os.makedirs(ARTIFACTS, exist_ok=True)
     assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page-live.png"))
 
@@ -129,8 +135,9 @@ def test_live_shows_the_label_of_what_the_microphone_hears(server, heard, browse
               for row in browser.find_elements(By.CSS_SELECTOR, "#live-events .event")]
     assert events == [(label, "0.00", f"{summary['seconds']:.2f}")], (events, summary)
     assert browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page-live-stopped.png"))
-    assert browser.find_element(By.ID, "live").text == "Live"
+    assert browser.find_element(By.ID, "live").text == "Live" and slider.is_enabled()
     assert browser.execute_script("return live === null")  # the session, its microphone and socket let go
+    assert not browser.find_element(By.ID, "keyrow").is_displayed()
     assert not [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]  # no script error
 
 

@@ -262,6 +262,32 @@ def test_a_stream_faster_than_the_model_drops_whole_windows(stream_server):
     assert server.metric("ast_audio_dropped_windows_total") - dropped_before >= summary["dropped"]
 
 
+def test_the_page_shows_the_key_field_at_load_and_live_ends_with_no_event(stream_server, browser):
+    """The page of a server with a key shows the key field before anything is pressed (/v1/model answers 401);
+    with the key typed and the slider at its top (0.95, which no score of this model reaches), Live and Stop: the
+    summary, and the events line says there was none, not that none has ended yet."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server, _ = stream_server
+    browser.get(f"http://127.0.0.1:{server.port}/")
+    WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "keyrow").is_displayed())
+    assert browser.find_element(By.ID, "status").text == ""
+    browser.find_element(By.ID, "key").send_keys(KEY)
+    browser.find_element(By.ID, "threshold").send_keys(Keys.END)
+    browser.find_element(By.ID, "live").click()
+    status = lambda b: (b.find_element(By.ID, "status").text, b.find_element(By.ID, "status").get_attribute("class"))
+    shown = lambda b: int(b.find_element(By.ID, "live-card").get_attribute("data-windows") or 0)
+    WebDriverWait(browser, 60).until(lambda b: shown(b) >= 2 or status(b)[1] == "error")
+    assert status(browser)[1] != "error", status(browser)
+    browser.find_element(By.ID, "live").click()
+    WebDriverWait(browser, 60).until(lambda b: status(b)[0].startswith("Stopped:") or status(b)[1] == "error")
+    assert status(browser)[0].startswith("Stopped:"), status(browser)
+    assert not browser.find_elements(By.CSS_SELECTOR, "#live-events .event")
+    assert browser.find_element(By.ID, "live-events").text == "None at threshold 0.95."
+
+
 def test_sigterm_ends_open_streams_with_1013(stream_server):
     """Last test of this module: it stops the server. An open stream gets the error and 1013 (try again later);
     the server exits 0 without a traceback."""
