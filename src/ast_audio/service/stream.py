@@ -282,9 +282,8 @@ class LiveStream:
             if pending:
                 timeout = GATHER_WAIT_S if timeout is None else min(timeout, GATHER_WAIT_S)
             try:
-                async with asyncio.timeout(timeout):  # no task per message, as asyncio.wait_for makes
-                    message = await self.websocket.receive()
-            except TimeoutError:
+                message = await asyncio.wait_for(self.websocket.receive(), timeout)
+            except asyncio.TimeoutError:
                 if pending:  # nothing more came: what was gathered goes on, waiting for room if need be
                     await self._put(bytes(pending))
                     pending.clear()
