@@ -162,6 +162,14 @@ def test_garbage_on_stdin_is_one_line(stream_case):
     assert message.startswith("ast-audio listen: error: standard input") and "\n" not in message
 
 
+def test_empty_stdin_says_it_is_empty(stream_case):
+    model, _, _ = stream_case
+    done = listen(model, "-", data=b"")
+    assert done.returncode == 1
+    assert done.stderr.decode().strip() == ("ast-audio listen: error: standard input: empty: the stream ended "
+                                            "before any data")
+
+
 def test_sigterm_stops_cleanly(stream_case):
     model, _, _ = stream_case
     process = subprocess.Popen([*LISTEN, "-", "--raw-format", "f32le", "--rate", str(RATE), "-m", model,
@@ -187,6 +195,8 @@ def stopped_listen(model: str, arguments: list[str], data: bytes, lines: int, nu
     `number`; (the lines, stderr) after it exits 0."""
     process = subprocess.Popen([*LISTEN, "-", *arguments, "-m", model, "--window", str(WINDOW), "--hop", str(HOP)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watchdog = threading.Timer(60, process.kill)  # a line that never comes fails the test instead of hanging it
+    watchdog.start()
     try:
         process.stdin.write(data)
         process.stdin.flush()
@@ -194,6 +204,7 @@ def stopped_listen(model: str, arguments: list[str], data: bytes, lines: int, nu
         process.send_signal(number)
         stdout, stderr = process.communicate(timeout=30)
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
             process.wait()
@@ -213,6 +224,25 @@ def test_ctrl_c_on_a_silent_pipe_exits_cleanly(stream_case):
     assert "ast-audio listen: stopped by SIGINT: 2 window(s) over 1.20 s" in stderr
 
 
+def pipe_wav(samples: np.ndarray) -> bytes:
+    """16 kHz mono 16-bit WAV as ffmpeg writes one to a pipe: its lengths unknown (0xFFFFFFFF)."""
+    unknown = (0xFFFFFFFF).to_bytes(4, "little")
+    header = (b"RIFF" + unknown + b"WAVEfmt " + (16).to_bytes(4, "little") + (1).to_bytes(2, "little")
+              + (1).to_bytes(2, "little") + RATE.to_bytes(4, "little") + (2 * RATE).to_bytes(4, "little")
+              + (2).to_bytes(2, "little") + (16).to_bytes(2, "little") + b"data" + unknown)
+    return header + (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def test_a_wav_pipe_gives_windows_as_its_audio_arrives(stream_case):
+    """1.2 s of a WAV on a pipe held open (38 KB, less than the 64 KiB FFmpeg's WAV demuxer holds back): its
+    first window comes out without waiting for more."""
+    model, _, _ = stream_case
+    samples = (0.1 * np.random.default_rng(4).standard_normal(int(1.2 * RATE))).astype(np.float32)
+    lines, stderr = stopped_listen(model, [], pipe_wav(samples), 1, signal.SIGTERM)
+    assert spans(lines) == pytest.approx(spans(plan_windows(1.2, WINDOW, HOP)))
+    assert "stopped by SIGTERM: 2 window(s) over 1.20 s" in stderr
+
+
 @pytest.mark.parametrize("number, container", [(signal.SIGINT, False), (signal.SIGTERM, True)])
 def test_a_signal_ends_the_stream_as_its_end_would(stream_case, number, container):
     """5.3 s of audio, then silence, then a signal: every window of the audio that arrived is scored, the last
@@ -220,12 +250,7 @@ def test_a_signal_ends_the_stream_as_its_end_would(stream_case, number, containe
     model, _, _ = stream_case
     samples = (0.1 * np.random.default_rng(2).standard_normal(int(5.3 * RATE))).astype(np.float32)
     if container:
-        data = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
-        header = (b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
-                  + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + RATE.to_bytes(4, "little")
-                  + (2 * RATE).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
-                  + b"data" + len(data).to_bytes(4, "little"))
-        arguments, data = [], header + data + b"\0" * 64  # the WAV says 5.3 s; what follows is never read
+        arguments, data = [], pipe_wav(samples)
     else:
         arguments, data = ["--raw-format", "f32le", "--rate", str(RATE)], samples.astype("<f4").tobytes()
     lines, stderr = stopped_listen(model, [*arguments, "--events", "--threshold", "0", "--threshold-off", "0"],

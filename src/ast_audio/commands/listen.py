@@ -93,15 +93,15 @@ def check_arguments(args: argparse.Namespace) -> None:
 def open_source(args: argparse.Namespace, realtime: bool, stopped: Callable[[], bool] = lambda: False) -> Iterator:
     """The chunks of the source the arguments name (`inference.stream.Chunk`s, and floats for lost seconds);
     standard input ends where `stopped()` turns True."""
-    from ast_audio.inference.stream import PipeReader, container_chunks, reconnecting
+    from ast_audio.inference.stream import PipeReader, container_chunks, pcm_chunks, reconnecting, stream_chunks
 
     if args.raw_format:
-        return raw_chunks(PipeReader(sys.stdin.fileno(), stopped), args.raw_format, args.channels, args.rate)
+        return pcm_chunks(PipeReader(sys.stdin.fileno(), stopped), args.raw_format, args.channels, args.rate)
     if args.capture:
         device_format, name = args.capture.split(":", 1)
         return container_chunks(name, f"--capture {args.capture}", device_format)
     if args.source == "-":
-        return container_chunks(PipeReader(sys.stdin.fileno(), stopped), "standard input")
+        return stream_chunks(PipeReader(sys.stdin.fileno(), stopped), "standard input")
 
     if not realtime:  # a recording: reopening it would start it again, so a break ends it
         return kept_until_broken(container_chunks(args.source, args.source))
@@ -128,18 +128,6 @@ def kept_until_broken(chunks: Iterator) -> Iterator:
         if not arrived:
             raise
         print(f"ast-audio listen: warning: {exc}; the stream ends there", file=sys.stderr, flush=True)
-
-
-def raw_chunks(handle, sample_format: str, channels: int, rate: int, frames: int = 4096) -> Iterator:
-    """(frames, channels) float32 chunks of interleaved raw PCM read from the binary `handle` as it arrives."""
-    from ast_audio.inference.stream import PcmFrames
-
-    pcm = PcmFrames(sample_format, channels)
-    size = frames * pcm.frame_bytes
-    while data := handle.read1(size) if hasattr(handle, "read1") else handle.read(size):
-        samples = pcm(data)
-        if len(samples):
-            yield samples, rate
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,9 +38,8 @@ from ast_audio.inference.results import top_labels
 from ast_audio.inference.windows import plan_windows
 
 __all__ = ["PCM_FORMATS", "Gap", "LiveEvents", "LiveTagger", "MonoResampler", "PcmFrames", "PipeReader", "SampleRing",
-           "StreamWindow",
-           "StreamWindows", "container_chunks", "pcm_to_float", "reconnecting", "wall_time", "window_records",
-           "windows_from_chunks"]
+           "StreamWindow", "StreamWindows", "container_chunks", "pcm_chunks", "pcm_to_float", "reconnecting",
+           "stream_chunks", "wall_time", "window_records", "windows_from_chunks"]
 
 
 @dataclass
@@ -280,19 +279,122 @@ class PipeReader:
     read1 = read
 
 
+def pcm_chunks(handle: Any, sample_format: str, channels: int, rate: int, limit: int | None = None,
+               frames: int = 4096) -> Iterator[Chunk]:
+    """(frames, channels) float32 chunks of interleaved raw PCM (`PCM_FORMATS`) read from the binary file-like
+    `handle` as it arrives (`read1` when it has one: what is there now), until its end or `limit` bytes."""
+    pcm = PcmFrames(sample_format, channels)
+    read = getattr(handle, "read1", handle.read)
+    left = limit
+    while left is None or left > 0:
+        size = frames * pcm.frame_bytes if left is None else min(left, frames * pcm.frame_bytes)
+        data = read(size)
+        if not data:
+            return
+        left = None if left is None else left - len(data)
+        samples = pcm(data)
+        if len(samples):
+            yield samples, rate
+
+
+WAV_PCM_FORMATS = {(1, 16): "s16le", (3, 32): "f32le"}  # (WAV format tag, bits a sample) -> PCM_FORMATS name
+
+
+def stream_chunks(handle: Any, name: str) -> Iterator[Chunk]:
+    """The chunks of a container arriving on the binary file-like `handle` (standard input): a WAV of 16-bit
+    integer or 32-bit float PCM is read here, its samples as soon as they arrive, up to the length its data chunk
+    gives (none, 0 or 0xFFFFFFFF: to the end), since FFmpeg's WAV demuxer holds back the first 64 KiB to look
+    for S/PDIF data in them (2 s of 16 kHz mono before the first window); anything else (other WAVs included)
+    through `container_chunks`. Errors as `container_chunks`'."""
+    read, layout = _wav_header(handle)
+    if layout is None:
+        yield from container_chunks(_Prefixed(read, handle), name)
+        return
+    sample_format, channels, rate, size = layout
+    yield from pcm_chunks(handle, sample_format, channels, rate, None if size in (0, 0xFFFFFFFF) else size)
+
+
+def _read_exactly(handle: Any, count: int) -> bytes:
+    data = b""
+    while len(data) < count and (piece := handle.read(count - len(data))):
+        data += piece
+    return data
+
+
+def _wav_header(handle: Any) -> tuple[bytes, tuple[str, int, int, int] | None]:
+    """Reads a RIFF/WAVE header up to its data chunk: (the bytes read, (sample format, channels, rate, data
+    bytes) when its samples are PCM `pcm_chunks` reads, else None: not such a WAV)."""
+    import struct
+
+    read = _read_exactly(handle, 12)
+    if read[:4] != b"RIFF" or read[8:12] != b"WAVE":
+        return read, None
+    layout = None
+    while len(header := _read_exactly(handle, 8)) == 8:
+        read += header
+        tag, size = header[:4], int.from_bytes(header[4:], "little")
+        if tag == b"data":
+            return read, None if layout is None else (*layout, size)
+        if size > 1 << 20:  # no header chunk is that long: left to FFmpeg
+            break
+        body = _read_exactly(handle, size + (size & 1))
+        read += body
+        if tag == b"fmt " and len(body) >= 16:
+            code, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
+            if code == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the sub-format's tag
+                code = struct.unpack_from("<H", body, 24)[0]
+            sample_format = WAV_PCM_FORMATS.get((code, bits))
+            layout = (sample_format, channels, rate) if sample_format and channels and rate else None
+    return read, None
+
+
+class _Prefixed:
+    """`handle` with `prefix` (bytes already read from it) put back in front."""
+
+    def __init__(self, prefix: bytes, handle: Any) -> None:
+        self.prefix, self.handle = prefix, handle
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.prefix:
+            return self.handle.read(size)
+        cut = len(self.prefix) if size is None or size < 0 else size
+        data, self.prefix = self.prefix[:cut], self.prefix[cut:]
+        return data
+
+
+STALL_SECONDS = 10.0  # a source that sends nothing for this long (opening or streaming) has stalled
+READ_BYTES = 4096  # what PyAV asks a file-like source for at once: a small read keeps a slow stream's latency low
+
+
+class _CountedReader:
+    """A file-like source's `read`, counting the bytes it gave (an empty stream is told apart from garbage)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle, self.received = handle, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.received += len(data)
+        return data
+
+
 def container_chunks(target: Any, name: str, device_format: str | None = None) -> Iterator[Chunk]:
     """(frames, channels) float32 chunks of the first audio stream of what FFmpeg (PyAV) opens at `target` (a
     URL, a path, ``pipe:0``, or a file-like object with ``read``), decoded as it arrives; `AudioError` naming
-    `name` when it cannot be opened or decoded (`NotAudioError` for data no demuxer recognises). Callers:
-    `ast-audio listen`, the service's `/v1/stream`."""
+    `name` when it cannot be opened or decoded, is empty, or sends nothing for `STALL_SECONDS` (`NotAudioError`
+    for data no demuxer recognises). Callers: `ast-audio listen`, the service's `/v1/stream`."""
     import av
 
+    counted = _CountedReader(target) if hasattr(target, "read") else None
     try:
-        container = av.open(target, format=device_format, timeout=(10.0, 10.0))
+        container = av.open(counted or target, format=device_format, timeout=(STALL_SECONDS, STALL_SECONDS),
+                            buffer_size=READ_BYTES)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
+        if counted is not None and counted.received == 0 and not isinstance(exc, av.error.ExitError):
+            raise AudioError(f"{name}: empty: the stream ended before any data") from None
         # data no demuxer recognises is not audio (415 in the service); a URL or device that fails is not that
         kind = NotAudioError if isinstance(exc, av.error.InvalidDataError) else AudioError
-        raise kind(f"{name}: cannot be opened as audio ({getattr(exc, 'strerror', None) or exc})") from None
+        raise kind(f"{name}: cannot be opened as audio ({_reason(exc)})") from None
     try:
         stream = next((s for s in container.streams if s.type == "audio"), None)
         if stream is None:
@@ -302,9 +404,18 @@ def container_chunks(target: Any, name: str, device_format: str | None = None) -
             array = array.T if frame.format.is_planar else array.reshape(-1, len(frame.layout.channels))
             yield pcm_to_float(array), frame.sample_rate
     except (av.error.FFmpegError, OSError) as exc:
-        raise AudioError(f"{name}: the stream broke off ({getattr(exc, 'strerror', None) or exc})") from None
+        raise AudioError(f"{name}: the stream broke off ({_reason(exc)})") from None
     finally:
         container.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """Why PyAV failed, in our words where FFmpeg's are its internals' (a timeout is "Immediate exit requested")."""
+    import av
+
+    if isinstance(exc, av.error.ExitError):
+        return f"no data for {STALL_SECONDS:g} s"
+    return str(getattr(exc, "strerror", None) or exc)
 
 
 class MonoResampler:
