@@ -162,6 +162,21 @@ def test_garbage_on_stdin_is_one_line(stream_case):
     assert message.startswith("ast-audio listen: error: standard input") and "\n" not in message
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (["-", "--raw-format", "s16le", "--rate", "1"], "--rate 1 is out of range: raw PCM must be 1000 to 768000 Hz"),
+    (["-", "--raw-format", "s16le", "--rate", "0"], "--rate 0 is out of range"),
+    (["-", "--rate", "16000"], "--rate and --channels describe raw PCM (with --raw-format)"),
+    ([], "give a SOURCE (- for standard input, a URL or a path) or --capture FORMAT:NAME\n"),
+    (["-", "--capture", "alsa:default"], "give a SOURCE or --capture, not both")])
+def test_stream_options_out_of_range_are_usage_errors(arguments, message, capsys):
+    """Before any model loads: each a one-line usage error, exit 2."""
+    from ast_audio.cli import main
+
+    assert main(["listen", *arguments, "-m", "no-such-model"]) == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr and stderr.count("\n") == 1, stderr
+
+
 def test_empty_stdin_says_it_is_empty(stream_case):
     model, _, _ = stream_case
     done = listen(model, "-", data=b"")

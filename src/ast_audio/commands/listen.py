@@ -44,10 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", "-k", type=int, default=5, help="labels per window (default 5)")
     parser.add_argument("--raw-format", choices=tuple(RAW_FORMATS),
                         help="standard input is raw PCM of this sample format (needs --rate; --channels default 1)")
-    parser.add_argument("--rate", type=int, help="sampling rate of raw PCM in Hz")
-    parser.add_argument("--channels", type=int, default=1, help="channels of raw PCM, interleaved (default 1)")
+    parser.add_argument("--rate", type=int, help="sampling rate of raw PCM in Hz (1000 to 768000)")
+    parser.add_argument("--channels", type=int, help="channels of raw PCM, interleaved (default 1)")
     parser.add_argument("--duration", type=float, metavar="SECONDS",
-                        help="stop after this many seconds of stream time (the last window ends there)")
+                        help="stop after this many seconds of stream time (the last window ends there, full "
+                             "length; a duration shorter than a window is one window of that length, zero-padded, "
+                             "as classify reads a file that short)")
     parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                         help="a live source: drop whole windows (counted, with a warning) when the model falls "
                              "behind, and reopen a URL that ends; default on for URLs and --capture, off for "
@@ -65,14 +67,25 @@ def check_arguments(args: argparse.Namespace) -> None:
     """Every option checked before the model loads (`UsageError`: exit 2)."""
     from ast_audio.answers.options import AnswerOptions
     from ast_audio.errors import ConfigError, UsageError
+    from ast_audio.inference.stream import check_pcm_rate
 
-    if (args.source is None) == (args.capture is None):
-        raise UsageError("give a SOURCE (- for standard input, or a URL) or --capture FORMAT:NAME, not both")
+    if args.source is None and args.capture is None:
+        raise UsageError("give a SOURCE (- for standard input, a URL or a path) or --capture FORMAT:NAME")
+    if args.source is not None and args.capture is not None:
+        raise UsageError(f"give a SOURCE or --capture, not both (got {args.source} and --capture {args.capture})")
     if args.raw_format and args.source != "-":
         raise UsageError("--raw-format is for standard input (SOURCE -)")
-    if args.raw_format and not (args.rate and args.rate > 0):
+    if not args.raw_format and (args.rate is not None or args.channels is not None):
+        raise UsageError("--rate and --channels describe raw PCM (with --raw-format); a container (WAV, ...) "
+                         "gives its own")
+    if args.raw_format and args.rate is None:
         raise UsageError(f"--raw-format {args.raw_format} needs --rate, the sampling rate in Hz (e.g. 16000)")
-    if args.channels < 1:
+    try:
+        if args.raw_format:
+            check_pcm_rate(args.rate, "--rate")
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    if args.channels is not None and args.channels < 1:
         raise UsageError(f"--channels must be at least 1, got {args.channels}")
     if args.capture and ":" not in args.capture:
         raise UsageError(f"--capture {args.capture}: expected FORMAT:NAME, e.g. alsa:default")
@@ -96,7 +109,7 @@ def open_source(args: argparse.Namespace, realtime: bool, stopped: Callable[[], 
     from ast_audio.inference.stream import PipeReader, container_chunks, pcm_chunks, reconnecting, stream_chunks
 
     if args.raw_format:
-        return pcm_chunks(PipeReader(sys.stdin.fileno(), stopped), args.raw_format, args.channels, args.rate)
+        return pcm_chunks(PipeReader(sys.stdin.fileno(), stopped), args.raw_format, args.channels or 1, args.rate)
     if args.capture:
         device_format, name = args.capture.split(":", 1)
         return container_chunks(name, f"--capture {args.capture}", device_format)

@@ -37,8 +37,8 @@ from ast_audio.errors import AudioError, NotAudioError
 from ast_audio.inference.results import top_labels
 from ast_audio.inference.windows import plan_windows
 
-__all__ = ["PCM_FORMATS", "Gap", "LiveEvents", "LiveTagger", "MonoResampler", "PcmFrames", "PipeReader", "SampleRing",
-           "StreamWindow", "StreamWindows", "container_chunks", "pcm_chunks", "pcm_to_float", "reconnecting",
+__all__ = ["PCM_FORMATS", "PCM_RATES", "Gap", "LiveEvents", "LiveTagger", "MonoResampler", "PcmFrames", "PipeReader", "SampleRing",
+           "StreamWindow", "StreamWindows", "check_pcm_rate", "container_chunks", "pcm_chunks", "pcm_to_float", "reconnecting",
            "stream_chunks", "wall_time", "window_records", "windows_from_chunks"]
 
 
@@ -234,6 +234,21 @@ def pcm_to_float(array: np.ndarray) -> np.ndarray:
 
 
 PCM_FORMATS = {"s16le": "<i2", "f32le": "<f4"}  # raw PCM sample formats a stream may be sent in -> NumPy dtypes
+PCM_RATES = (1000, 768000)  # Hz: the sampling rates raw PCM is taken at (check_pcm_rate says why)
+
+
+def check_pcm_rate(rate: Any, name: str = "rate") -> int:
+    """`rate` (Hz) of raw PCM a stream is sent in, checked: an integer within `PCM_RATES`, else `ConfigError`
+    naming `name` (the option or parameter) and the value. Below 1000 Hz nothing the model hears survives (it
+    listens up to 8 kHz) and a few bytes would make minutes of stream time; 768 kHz is the highest rate audio
+    interfaces use. Callers: `ast-audio listen` (--rate), the service's `/v1/stream` (rate)."""
+    from ast_audio.errors import ConfigError
+
+    low, high = PCM_RATES
+    if isinstance(rate, bool) or not isinstance(rate, int) or not low <= rate <= high:
+        raise ConfigError(f"{name} {rate!r} is out of range: raw PCM must be {low} to {high} Hz (below {low} Hz "
+                          "there is no sound the model hears, and a few bytes would be minutes of stream)")
+    return rate
 
 
 class PcmFrames:
