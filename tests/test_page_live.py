@@ -101,8 +101,8 @@ def test_live_shows_the_label_of_what_the_microphone_hears(server, heard, browse
     the engine's label of the file, with a row on the timeline, the slider locked; Stop gives the summary,
     counting every window the page showed, and the one event, that label over the whole stream (closed at its
     end), and turns the microphone off. This server has no key: no key field."""
-    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     label = heard.label

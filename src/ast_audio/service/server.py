@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 
 from ast_audio.service.app import Service
+from ast_audio.service.websocket_protocol import SlicedWebSocketProtocol
 
 GRACE_BACKSTOP_S = 5.0  # uvicorn cancels what is left this long after the service's grace
 
@@ -61,7 +62,7 @@ def serve(app, listening: socket.socket, grace_s: float) -> bool:
         signal.signal(number, lambda *_: None)
     # uvicorn's own limit on a WebSocket message, above the service's (which answers with a message first)
     frame_limit = max(16 * 2**20, int(2 * app.state.service.settings.max_stream_message_mb * 2**20))
-    server = GracefulServer(uvicorn.Config(app, log_level="warning", ws_max_size=frame_limit), app.state.service,
-                            grace_s)
+    config = uvicorn.Config(app, log_level="warning", ws_max_size=frame_limit, ws=SlicedWebSocketProtocol)
+    server = GracefulServer(config, app.state.service, grace_s)
     server.run(sockets=[listening])
     return server.started
