@@ -131,9 +131,9 @@ class _ChunkedWav(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serving(wav):
-    """The URL of `wav` served in chunks by a loopback HTTP server (`_ChunkedWav`), stopped on leaving."""
-    handler = type("Handler", (_ChunkedWav,), {"payload": wav.read_bytes()})
+def serving(wav, kind: type = _ChunkedWav):
+    """The URL of `wav` served by a loopback HTTP server (`kind`: in chunks by default), stopped on leaving."""
+    handler = type("Handler", (kind,), {"payload": wav.read_bytes()})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -389,6 +389,28 @@ def test_a_live_url_that_ends_is_reopened_and_the_gap_reported(stream_case):
     assert len(before) + len(after) == len(windows) and after and after[-1]["end"] <= 7.0
     assert_same_windows(before, [w for w in expected if w["end"] <= 3.0])  # all but the one the break cut off
     assert b"reconnecting (1/5)" in done.stderr
+
+
+class _WholeWav(_ChunkedWav):
+    """Serves the test's WAV as a static file: its Content-Length, then all of it."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/wav")
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        self.wfile.write(self.payload)
+
+
+def test_a_live_url_of_a_whole_file_is_read_once(stream_case):
+    """A static file over HTTP (its length announced, all of it delivered) ends cleanly: that is the stream's
+    end, not a drop, so it is not replayed, even as a live source."""
+    model, wav, expected = stream_case
+    with serving(wav, _WholeWav) as url:
+        done = listen(model, url, "--realtime", "--duration", "7")
+    assert done.returncode == 0, done.stderr
+    assert_same_windows(window_lines(done.stdout), expected)
+    assert b"reconnecting" not in done.stderr and b"the stream ended: 6 window(s) over 3.30 s" in done.stderr
 
 
 def test_no_gap_before_the_first_audio():

@@ -52,12 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "as classify reads a file that short)")
     parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                         help="a live source: drop whole windows (counted, with a warning) when the model falls "
-                             "behind, and reopen a URL that ends; default on for URLs and --capture, off for "
+                             "behind, and reopen a URL that breaks off; default on for URLs and --capture, off for "
                              "standard input and paths, which are then read as fast as the model keeps up (never a "
                              "drop)")
     parser.add_argument("--reconnect", type=int, default=5, metavar="N",
-                        help="reopen a URL that fails (or ends, with --realtime) up to N times in a row, waiting "
-                             "1, 2, 4, ... s (default 5); the lost time is reported as a gap line")
+                        help="reopen a URL that fails or breaks off (with --realtime; one that ends cleanly, a "
+                             "file served with its length, is the end) up to N times in a row, waiting 1, 2, 4, "
+                             "... s (default 5); the lost time is reported as a gap line")
     parser.add_argument("--quiet", "-q", action="store_true", help="no closing line on stderr")
     add_answer_arguments(parser)
     parser.set_defaults(format=None)  # check_answers reads it: listen has the one output form
@@ -122,8 +123,9 @@ def open_source(args: argparse.Namespace, realtime: bool, stopped: Callable[[], 
     def warn(attempt: int, reason: str) -> None:
         print(f"ast-audio listen: {reason}; reconnecting ({attempt}/{args.reconnect})", file=sys.stderr, flush=True)
 
-    return reconnecting(lambda: container_chunks(args.source, args.source), args.reconnect,
-                        reopen_at_end=realtime, on_retry=warn)
+    # A clean end is the end (a file served with its length, all of it read; FFmpeg reports a live HTTP stream
+    # that closes, having no length, as an I/O error): only a break is reconnected, never a replay of a file.
+    return reconnecting(lambda: container_chunks(args.source, args.source), args.reconnect, on_retry=warn)
 
 
 def kept_until_broken(chunks: Iterator) -> Iterator:

@@ -766,9 +766,10 @@ def wall_time(seconds: float | None = None) -> str:
 
 
 def reconnecting(open_chunks: Callable[[], Iterator[Chunk]], attempts: int, *, backoff: float = 1.0,
-                 reopen_at_end: bool = True, on_retry: Callable[[int, str], None] | None = None,
+                 reopen_at_end: bool = False, on_retry: Callable[[int, str], None] | None = None,
                  ) -> Iterator[Chunk | float]:
-    """The chunks of `open_chunks()`, reopened when it fails (or ends, with `reopen_at_end`) up to `attempts`
+    """The chunks of `open_chunks()`, reopened when it fails (or ends cleanly, with `reopen_at_end`: by default a
+    clean end, all a source announced delivered, is the stream's end, not a drop) up to `attempts`
     times in a row, waiting `backoff` s, then twice that, ... (at most 30 s); after a reopen, the seconds of
     wall time without audio (a float) before the chunks go on (none when no audio had come yet). Raises
     `AudioError` when the attempts are spent (naming the last error). `on_retry(attempt, reason)` is told of
