@@ -19,7 +19,7 @@ seed:
 The recipe (scratch_keywords) is copied into the work folder once, so every run of a measurement trains with
 the same settings even while the shipped recipe changes.
 
-    python benchmarks/bench_pretrain_small.py [--seeds 0 1] [--pretrain-steps 3000] [--mask 24] [--jobs 2]
+    python benchmarks/bench_pretrain_small.py [--seeds 0 1 2] [--pretrain-steps 1500] [--mask 24] [--jobs 2]
                                               [--work DIR] [--threads N]
 
 --jobs 2 runs two fine-tuning commands at once (each with threads / 2, as the pretraining), the runs from
@@ -265,8 +265,8 @@ def main() -> None:
     from ast_audio.training.config import load_train_config
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--pretrain-steps", type=int, default=3000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--pretrain-steps", type=int, default=1500)
     parser.add_argument("--mask", type=int, default=24, help="masked patches per clip (of 64)")
     parser.add_argument("--batch", type=int, default=32, help="pretraining batch")
     parser.add_argument("--jobs", type=int, default=1, help="fine-tuning commands run at once")
