@@ -402,6 +402,30 @@ class _WholeWav(_ChunkedWav):
         self.wfile.write(self.payload)
 
 
+class _SilentWav(_ChunkedWav):
+    """Sends the WAV's first 8 KiB, then nothing, the connection held open a while."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/wav")
+        self.end_headers()
+        self.wfile.write(self.payload[:8192])
+        self.wfile.flush()
+        time.sleep(2)
+
+
+def test_a_stalled_url_says_so_in_our_words(stream_case, monkeypatch):
+    """A URL that stops sending: "no data for N s", not FFmpeg's "Immediate exit requested"."""
+    from ast_audio.inference import stream
+
+    _, wav, _ = stream_case
+    monkeypatch.setattr(stream, "STALL_SECONDS", 0.5)
+    with serving(wav, _SilentWav) as url:
+        with pytest.raises(AudioError) as caught:
+            list(stream.container_chunks(url, url))
+    assert str(caught.value) == f"{url}: the stream broke off (no data for 0.5 s)"
+
+
 def test_a_live_url_of_a_whole_file_is_read_once(stream_case):
     """A static file over HTTP (its length announced, all of it delivered) ends cleanly: that is the stream's
     end, not a drop, so it is not replayed, even as a live source."""
