@@ -208,17 +208,17 @@ def test_bad_input_ends_the_stream_alone(stream_server):
 
 
 def test_many_tiny_messages_are_read_quickly(stream_server):
-    """6 s of f32le in 64000 messages of 6 bytes (frames split), written to the socket at once, realtime=false:
+    """3 s of f32le in 96000 messages of 2 bytes (each frame split), written to the socket at once, realtime=false:
     the windows of the same audio in large messages, within seconds (each message handed to the decoder alone
-    took 2.5 ms: 160 s, and uvicorn's keepalive closed the unread socket with 1011), /healthz answering meanwhile
-    within 0.15 s (uvicorn's own protocol parses a whole read of such frames in one callback: 0.25-0.33 s with the
-    event loop stopped, where service.websocket_protocol's slices kept it under 0.05 s; AMD EPYC, shared), and
-    uploads answered after."""
+    took 2.5 ms: 240 s, and uvicorn's keepalive closed the unread socket with 1011); /healthz answers meanwhile,
+    all but its slowest answer within 0.1 s (uvicorn's own protocol parses a whole read of such frames in one
+    callback: the slowest two took 0.16-0.27 s; with service.websocket_protocol's slices at most 0.035 s; AMD
+    EPYC, shared); uploads answered after."""
     server, _ = stream_server
-    audio = (0.1 * np.random.default_rng(5).standard_normal(96000)).astype("<f4").tobytes()
+    audio = (0.1 * np.random.default_rng(5).standard_normal(48000)).astype("<f4").tobytes()
     query = "rate=16000&window=1&hop=0.5&realtime=false"
     whole, code = exchange(server, query, [*pieces(audio, 2**17), END])
-    assert code == 1000 and whole[-1]["summary"]["windows"] == 11, whole
+    assert code == 1000 and whole[-1]["summary"]["windows"] == 5, whole
     waits, statuses, flooding = [], set(), threading.Event()
 
     def probe() -> None:
@@ -233,7 +233,7 @@ def test_many_tiny_messages_are_read_quickly(stream_server):
     prober.start()
     started = time.monotonic()
     try:
-        tiny, code = exchange_raw(server, query, pieces(audio, 6), END)
+        tiny, code = exchange_raw(server, query, pieces(audio, 2), END)
     finally:
         flooding.clear()
         prober.join()
@@ -241,7 +241,7 @@ def test_many_tiny_messages_are_read_quickly(stream_server):
     assert code == 1000 and tiny[-1] == whole[-1], tiny[-3:]
     assert_same_windows(tiny[:-1], whole[:-1])
     assert elapsed < 15, elapsed
-    assert statuses == {200} and len(waits) >= 5 and max(waits) < 0.15, (statuses, waits)
+    assert statuses == {200} and len(waits) >= 5 and sorted(waits)[-2] < 0.1, (statuses, sorted(waits)[-5:])
     assert_classify_answers(server)
 
 

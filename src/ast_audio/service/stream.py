@@ -291,7 +291,6 @@ class LiveStream:
                 raise IdleStreamError(f"no audio for {idle:g} s: this server ends a stream idle that long "
                                       "(--stream-idle-timeout-s)") from None
             if message["type"] == "websocket.disconnect":
-                _log_abnormal_close(message)
                 raise ClientGone
             data, text = message.get("bytes"), message.get("text")
             if data is not None and not ended:
@@ -471,13 +470,6 @@ class LiveStream:
             await self.websocket.send_text(json.dumps({**record, "wall_time": wall_time()} if stamped else record))
         except (WebSocketDisconnect, OSError, RuntimeError):
             raise ClientGone from None
-
-
-def _log_abnormal_close(message: dict[str, Any]) -> None:
-    """Log a connection the server's WebSocket layer closed with 1011 (its keepalive ping unanswered within
-    uvicorn's timeout: a client that stopped answering, or a socket left unread that long)."""
-    if message.get("code") == 1011:
-        logger.warning("/v1/stream: the connection closed with 1011 (%s)", message.get("reason") or "no reason given")
 
 
 def _is_end(text: str) -> bool:

@@ -5,15 +5,18 @@ size) in one callback: a client sending a few bytes per message puts ~26000 fram
 which every request and stream shares, stops for 0.5-2 s each read (a /healthz p95 of 1.2 s during such a flood;
 AMD EPYC, shared). This one hands the parser `SLICE_BYTES` at a time, one slice per turn of the loop, the socket
 not read meanwhile (so what waits is at most one read), and otherwise is uvicorn's: the frames, their order, the
-flow control and the keepalive are its.
+flow control and the keepalive are its. A keepalive ping left unanswered (uvicorn then closes with 1011) is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+logger = logging.getLogger(__name__)
 
 SLICE_BYTES = 8192  # parsed per turn of the event loop: ~800 frames of a few bytes, about a millisecond's work
 
@@ -60,6 +63,13 @@ class SlicedWebSocketProtocol(WebSocketsSansIOProtocol):
             self._real_transport.pause_reading()
             self.loop.call_soon(self._parse_backlog)
         super().data_received(piece)
+
+    def keepalive_timeout(self) -> None:
+        if not self.close_sent and not self._real_transport.is_closing():
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown"
+            logger.warning("the WebSocket client %s left the keepalive ping unanswered for %g s (or its socket "
+                           "was not read that long): closed with 1011", client, self.ping_timeout)
+        super().keepalive_timeout()
 
     def _parse_backlog(self) -> None:
         data, self.backlog = self.backlog, b""
