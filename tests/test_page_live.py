@@ -148,7 +148,8 @@ def test_live_shows_the_server_s_refusal_as_one_line(server, browser):
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"http://127.0.0.1:{server.port}/")
-    browser.execute_script("const url = streamUrl; streamUrl = (rate) => url(rate).replace(/rate=\\d+/, 'rate=0');")
+    browser.execute_script("const url = streamUrl; "
+                           "streamUrl = (...args) => url(...args).replace(/rate=\\d+/, 'rate=0');")
     browser.find_element(By.ID, "live").click()
     WebDriverWait(browser, 60).until(lambda b: _status(b)[1])
     text, _ = _status(browser)

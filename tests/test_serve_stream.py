@@ -177,7 +177,9 @@ def test_the_api_key_in_the_header_or_the_first_message(stream_server):
 @pytest.mark.parametrize("query,message", [  # each answered 422, as /v1/classify answers the same query
     ("format=f32le", "query parameter rate: format=f32le needs the sampling rate in Hz"),
     ("format=mp3", "query parameter format='mp3': expected one of s16le, f32le, container"),
-    ("rate=-5", "rate: Input should be greater than 0 (got '-5')"),
+    ("rate=-5", "query parameter rate -5 is out of range: raw PCM must be 1000 to 768000 Hz"),
+    ("rate=500", "query parameter rate 500 is out of range"),  # listen --rate's floor (check_pcm_rate)
+    ("rate=800000", "query parameter rate 800000 is out of range"),
     ("rate=16000&window=50", "window 50 s is outside"),
     ("rate=16000&rate_hz=3", "unknown query parameter 'rate_hz' (known: format, rate, channels, window, hop, top_k"),
     ("rate=16000&include=sound%209", "sound 9"),

@@ -30,6 +30,7 @@ from ast_audio.errors import ASTAudioError, ConfigError
 from ast_audio.inference.classifier import AudioClassifier
 from ast_audio.inference.results import ClipResult
 from ast_audio.inference.prepare import Prepared, WindowPlan, assemble, prepare
+from ast_audio.inference.stream import check_pcm_rate
 from ast_audio.inference.windows import window_and_hop
 from ast_audio.jobs.records import clip_json, embedding_record
 from ast_audio.service.batcher import DynamicBatcher, Ticket
@@ -439,7 +440,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     @app.websocket("/v1/stream", dependencies=authorised)
     async def stream(
         websocket: WebSocket, sample_format: str = Query("f32le", alias="format"),
-        rate: int | None = Query(None, gt=0, le=MAX_STREAM_RATE), channels: int = Query(1, ge=1, le=MAX_CHANNELS),
+        rate: int | None = Query(None), channels: int = Query(1, ge=1, le=MAX_CHANNELS),
         window: float | None = Query(None, gt=0), hop: float | None = Query(None, gt=0),
         top_k: int = Query(5, ge=1), realtime: bool = True, asked: argparse.Namespace = Depends(_answer_query),
     ) -> None:
@@ -448,7 +449,6 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                                                                top_k, realtime, asked))
 
 
-MAX_STREAM_RATE = 768000  # Hz: a stream's stated rate at most
 MAX_CHANNELS = 64  # channels of a PCM stream at most
 
 
@@ -462,6 +462,8 @@ def _stream_request(service: Service, sample_format: str, rate: int | None, chan
     if sample_format != "container" and rate is None:
         raise HTTPRejection(422, f"query parameter rate: format={sample_format} needs the sampling rate in Hz "
                                  "(e.g. rate=16000)")
+    if sample_format != "container":
+        check_pcm_rate(rate, "query parameter rate")  # listen --rate's range (ConfigError: 422)
     if asked.refine:
         raise HTTPRejection(422, f"query parameter refine={asked.refine}: the finer pass reads the audio again around "
                                  "each event, which a live stream cannot; it is /v1/classify's and the command-line "
