@@ -16,7 +16,11 @@ from types import FrameType
 import uvicorn
 
 from ast_audio.service.app import Service
-from ast_audio.service.websocket_protocol import SlicedWebSocketProtocol
+
+try:  # builds on uvicorn's sans-I/O WebSocket protocol (uvicorn 0.35+); an older or changed uvicorn: its own
+    from ast_audio.service.websocket_protocol import SlicedWebSocketProtocol as WEBSOCKET_PROTOCOL
+except ImportError:
+    WEBSOCKET_PROTOCOL = "auto"
 
 GRACE_BACKSTOP_S = 5.0  # uvicorn cancels what is left this long after the service's grace
 
@@ -62,7 +66,7 @@ def serve(app, listening: socket.socket, grace_s: float) -> bool:
         signal.signal(number, lambda *_: None)
     # uvicorn's own limit on a WebSocket message, above the service's (which answers with a message first)
     frame_limit = max(16 * 2**20, int(2 * app.state.service.settings.max_stream_message_mb * 2**20))
-    config = uvicorn.Config(app, log_level="warning", ws_max_size=frame_limit, ws=SlicedWebSocketProtocol)
+    config = uvicorn.Config(app, log_level="warning", ws_max_size=frame_limit, ws=WEBSOCKET_PROTOCOL)
     server = GracefulServer(config, app.state.service, grace_s)
     server.run(sockets=[listening])
     return server.started
