@@ -35,7 +35,6 @@ import bisect
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_serve import metric, request, resident_mb  # noqa: E402
+from bench_serve import metric, resident_mb, start_server  # noqa: E402
 from checkpoints import random_checkpoint  # noqa: E402
 from table import cpu_name, print_table  # noqa: E402
 
@@ -177,30 +176,6 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def start_server(checkpoint: str, max_streams: int) -> tuple[subprocess.Popen, int]:
-    """`ast-audio serve` on 127.0.0.1 at a free port, ready; room for `max_streams` streams from this client."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "ast_audio", "serve", "--model", checkpoint, "--port", str(port),
-               "--max-batch", "8", "--max-queue", "4096"]
-    help_text = subprocess.run([sys.executable, "-m", "ast_audio", "serve", "--help"], check=False,
-                               capture_output=True, text=True, timeout=120).stdout
-    for option in ("--max-streams", "--max-streams-per-client"):
-        if option + " " in help_text or option + "\n" in help_text:
-            command += [option, str(max_streams + 1)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if request(port, "GET", "/readyz")[0] == 200:
-                return process, port
-        except OSError:
-            time.sleep(0.2)
-    stop(process)
-    raise RuntimeError("server did not start")
-
-
 def stream_url(port: int, hop: float) -> str:
     return f"ws://127.0.0.1:{port}/v1/stream?format=f32le&rate={RATE}&hop={hop!r}&top_k=1"
 
@@ -299,7 +274,8 @@ def service_rows(checkpoint: str, window: float, hop: float, target: float, args
     from websockets.exceptions import WebSocketException
     from websockets.sync.client import connect
 
-    process, port = start_server(checkpoint, args.max_streams)
+    room = str(args.max_streams + 1)
+    process, port = start_server(checkpoint, 8, ("--max-streams", room, "--max-streams-per-client", room))
     try:
         try:
             connect(stream_url(port, hop), open_timeout=30).close()

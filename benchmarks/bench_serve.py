@@ -31,13 +31,15 @@ from checkpoints import random_checkpoint  # noqa: E402
 from table import print_table  # noqa: E402
 
 
-def start_server(checkpoint: str, max_batch: int) -> tuple[subprocess.Popen, int]:
+def start_server(checkpoint: str, max_batch: int, options: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
+    """`ast-audio serve` on 127.0.0.1 at a free port, ready (its /readyz 200); `options`: more serve options.
+    Callers: this script, bench_live."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen([sys.executable, "-m", "ast_audio", "serve", "--model", checkpoint, "--port", str(port),
-                                "--max-batch", str(max_batch), "--max-queue", "4096"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                "--max-batch", str(max_batch), "--max-queue", "4096", *options],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
