@@ -659,3 +659,20 @@ def test_train_help_lists_every_shipped_recipe(capsys):
     assert "scratch_small" in shipped and len(shipped) >= 5
     for name in shipped:
         assert name in text, name
+
+
+def test_a_training_runs_folder_names_its_checkpoints(dataset, tmp_path, capsys):
+    """A run's output folder passed as --model says which checkpoints inside it to pass (every loader: one message)."""
+    from helpers import save_small_checkpoint
+
+    from ast_audio.errors import CheckpointNotFoundError
+
+    run = tmp_path / "run"
+    save_small_checkpoint(run / "best", labels=3)
+    save_small_checkpoint(run / "final", labels=3)
+    with pytest.raises(CheckpointNotFoundError, match="is a training run's folder: pass .*best or .*final$"):
+        ASTForAudioClassification.from_pretrained(run)
+    assert main(["classify", str(dataset / "low" / "0.wav"), "--model", str(run)]) != 0
+    assert f"{run} is a training run's folder: pass {run / 'best'} or {run / 'final'}" in capsys.readouterr().err
+    with pytest.raises(CheckpointNotFoundError, match="checkpoint directory has no config.json"):
+        ASTForAudioClassification.from_pretrained(tmp_path)  # a folder that is no run keeps the plain message

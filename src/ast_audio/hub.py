@@ -47,11 +47,25 @@ def resolve_file(
         if os.path.isfile(path):
             return path
         if required:
-            raise CheckpointNotFoundError(f"{name}: checkpoint directory has no {filename}")
+            raise CheckpointNotFoundError(_missing_file_message(name, filename))
         return None
     if _looks_like_local_path(name):
         raise CheckpointNotFoundError(f"{name}: no such checkpoint directory")
     return _download(name, filename, revision, cache_dir, local_files_only, token, required)
+
+
+TRAINING_RUN_CHECKPOINTS = ("best", "final", "averaged")  # what `ast-audio train` writes into its output folder
+
+
+def _missing_file_message(directory: str, filename: str) -> str:
+    """Why `directory` lacks `filename`: a training run's folder names the checkpoints it holds (best/, final/),
+    since those are what the loaders want; any other directory simply lacks the file."""
+    held = [sub for sub in TRAINING_RUN_CHECKPOINTS if os.path.isfile(os.path.join(directory, sub, filename))]
+    if held:
+        paths = [os.path.join(directory, sub) for sub in held]
+        choices = " or ".join([", ".join(paths[:-1]), paths[-1]] if len(paths) > 1 else paths)
+        return f"{directory} is a training run's folder: pass {choices}"
+    return f"{directory}: checkpoint directory has no {filename}"
 
 
 def read_json_object(path: str | os.PathLike) -> dict:
