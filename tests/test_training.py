@@ -676,3 +676,32 @@ def test_a_training_runs_folder_names_its_checkpoints(dataset, tmp_path, capsys)
     assert f"{run} is a training run's folder: pass {run / 'best'} or {run / 'final'}" in capsys.readouterr().err
     with pytest.raises(CheckpointNotFoundError, match="checkpoint directory has no config.json"):
         ASTForAudioClassification.from_pretrained(tmp_path)  # a folder that is no run keeps the plain message
+
+
+def test_train_arguments_that_cannot_work_are_one_line_usage_errors(dataset, tmp_path, capsys):
+    """Exit 2 before any work, one line naming the value and what is expected: an output directory that is a
+    file or lies below one, a data source that is an audio file, --threads 0, a setting the patch does not fit
+    in (named as the user wrote it), a validation share outside (0, 1), a --stats file that does not exist;
+    --print-config checks the settings too."""
+    wav = dataset / "low" / "0.wav"
+    base = ["train", "--train", str(dataset), "--epochs", "1", "--device", "cpu"]
+    cases = [
+        (["-o", str(wav)], f"--output-dir {wav}: is a file; expected a folder"),
+        (["-o", str(wav / "sub")], f"{wav} is a file, not a folder"),
+        (["--threads", "0"], "--threads 0: expected a whole number >= 1"),
+        (["--set", "frames=8"], "frames 8 is shorter than one patch (16 frames); expected frames >= 16"),
+        (["--set", "frames=8", "--print-config"], "frames 8 is shorter than one patch"),
+        (["--set", "validation_fraction=1.5"], "validation_fraction is the share"),
+        (["--set", "validation_fraction=1.5", "--print-config"], "in (0, 1), got 1.5"),
+        (["--stats", str(tmp_path / "nope.json")], f"--stats {tmp_path / 'nope.json'}: no such file"),
+        (["--validation", str(wav)], f"{wav}: expected a folder with one sub-folder per class, a CSV or a JSON "
+                                     "manifest"),
+    ]
+    for extra, expected in cases:
+        code = main([*base, *extra, "-q"])
+        captured = capsys.readouterr()
+        assert code == 2 and expected in captured.err and len(captured.err.strip().splitlines()) == 1, (extra, captured)
+        assert captured.out == "" and "Errno" not in captured.err
+    assert main(["train", "--train", str(wav), "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (f"ast-audio train: error: {wav}: expected a folder with one sub-folder "
+                                               "per class, a CSV or a JSON manifest (train data)")

@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
     # One line per epoch on stderr by default (-v adds the details, -q keeps only warnings).
     logging.getLogger("ast_audio.training").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    from ast_audio.jobs.output import check_output_folder
+
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: expected a whole number >= 1")
     try:  # the configuration is what the command line names: a setting that cannot work is a usage error (exit 2)
         config, recipe = _configuration(args)
     except ConfigError as exc:
@@ -65,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
+    check_output_folder(config.output_dir)  # a file there, or on the way: one line before any work
     # DataLoader workers run one thread each: the training process takes the remaining cores.
     torch.set_num_threads(args.threads or max(1, available_cores() - config.num_workers))
     from ast_audio.training.trainer import Trainer

@@ -99,6 +99,11 @@ class TrainConfig:
         for name in ("lr", "weight_decay", "mean", "std", "mixup", "max_grad_norm", "gain_db", "validation_fraction"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), (int, float)):
                 raise ConfigError(f"{name} must be a number, got {getattr(self, name)!r}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(f"validation_fraction is the share of the training data held out for validation, "
+                              f"in (0, 1), got {self.validation_fraction}")
+        self._check_patch_fits()
+        self._check_data_kinds()
         if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 0:
             raise ConfigError(f"min_steps must be a whole number >= 0, got {self.min_steps!r}")
         if self.lr <= 0:
@@ -116,6 +121,32 @@ class TrainConfig:
             first, last = self.average_epochs
             if not 1 <= first <= last <= self.epochs:
                 raise ConfigError(f"average_epochs must be [first, last] within 1..{self.epochs}, got {self.average_epochs}")
+
+    def _check_patch_fits(self) -> None:
+        """frames and num_mel_bins must hold one patch (ASTConfig's rule, said in the run's names). The patch
+        size is the model's (model.patch_size, else ASTConfig's default); a checkpoint's own patch size is
+        checked when the model is built."""
+        if self.init not in ("scratch", "") and not self.init.startswith("timm:"):
+            return
+        from ast_audio.model.configuration import ASTConfig
+
+        patch = self.model.get("patch_size", ASTConfig().patch_size)
+        if not isinstance(patch, int) or isinstance(patch, bool):
+            return  # ASTConfig refuses it when the model is built
+        for name, unit in (("frames", "frames"), ("num_mel_bins", "mel bins")):
+            value = getattr(self, name)
+            if isinstance(value, int) and value < patch:
+                raise ConfigError(f"{name} {value} is shorter than one patch ({patch} {unit}); expected {name} >= "
+                                  f"{patch}")
+
+    def _check_data_kinds(self) -> None:
+        """A data source that exists must be a folder, a CSV or a JSON manifest (a missing one is the data's
+        error, found when it is read)."""
+        for name in ("train", "validation", "test"):
+            source = getattr(self, name)
+            if source and os.path.isfile(source) and not source.lower().endswith((".csv", ".json")):
+                raise ConfigError(f"{source}: expected a folder with one sub-folder per class, a CSV or a JSON "
+                                  f"manifest ({name} data)")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -250,7 +281,11 @@ def read_stats(path: str) -> dict[str, float]:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
         return {"mean": float(data["mean"]), "std": float(data["std"])}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except FileNotFoundError:
+        raise ConfigError(f"--stats {path}: no such file; expected the JSON of ast-audio stats") from None
+    except OSError as exc:
+        raise ConfigError(f"--stats {path}: cannot read it ({exc.strerror})") from None
+    except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: not the JSON of ast-audio stats (needs mean and std): {exc}") from None
 
 
