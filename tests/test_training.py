@@ -705,3 +705,32 @@ def test_train_arguments_that_cannot_work_are_one_line_usage_errors(dataset, tmp
     assert main(["train", "--train", str(wav), "-q"]) == 2
     assert capsys.readouterr().err.strip() == (f"ast-audio train: error: {wav}: expected a folder with one sub-folder "
                                                "per class, a CSV or a JSON manifest (train data)")
+
+
+def test_unreadable_clips_are_skipped_up_front_each_named_with_its_reason(dataset, tmp_path, caplog):
+    """Random bytes and an empty file among the training and validation clips: each is skipped before a model
+    is built, with a warning naming it, its reason and its split (as `stats` skips them); a class left with no
+    readable clip is refused."""
+    from ast_audio.training.data import prepare_data
+
+    root = tmp_path / "train"
+    for name in ("high", "low"):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            os.symlink(dataset / name / f"{i}.wav", root / name / f"{i}.wav")
+    (root / "high" / "garbage.wav").write_bytes(np.random.default_rng(0).bytes(3000))
+    (root / "low" / "empty.wav").write_bytes(b"")
+    validation = tmp_path / "valid.csv"
+    validation.write_text(f"{dataset}/low/5.wav,low\n{root}/high/garbage.wav,high\n{dataset}/high/5.wav,high\n")
+    with caplog.at_level("WARNING", logger="ast_audio.training"):
+        data = prepare_data(config(root, tmp_path / "run", validation=str(validation)))
+    assert len(data.train) == 8 and len(data.validation) == 2
+    warned = [record.getMessage() for record in caplog.records]
+    assert len(warned) == 3, warned
+    assert any(m.startswith("train data") and "garbage.wav: not an audio file" in m for m in warned), warned
+    assert any(m.startswith("train data") and "empty.wav: empty file" in m for m in warned), warned
+    assert any(m.startswith(f"validation data ({validation})") and "garbage.wav" in m for m in warned), warned
+    for i in range(4):
+        os.unlink(root / "low" / f"{i}.wav")
+    with pytest.raises(DataError, match=r"no readable clip is left of the class 'low'"):
+        prepare_data(config(root, tmp_path / "run", validation=str(validation)))

@@ -8,6 +8,7 @@ resumed run sees exactly the samples the interrupted one would have seen.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -16,15 +17,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ast_audio.audio.decode import load_audio
+from ast_audio.audio.decode import audio_info, load_audio
 from ast_audio.errors import ASTAudioError
 from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.features.kaldi import FbankOptions, mel_scale
 from ast_audio.audio.files import AUDIO_EXTENSIONS, ManifestEntry, read_manifest
+from ast_audio.failures import input_error
 from ast_audio.labels import read_class_labels
 
 if TYPE_CHECKING:
     from ast_audio.training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 
 class DataError(ASTAudioError, ValueError):
@@ -121,6 +125,31 @@ def check_files(clips: list[Clip], source: str) -> None:
         raise DataError(f"{source}: no clips")
 
 
+def readable_clips(clips: list[Clip], source: str) -> list[Clip]:
+    """The clips whose audio opens (`audio_info`: the header is read and the decodable length checked, as
+    decoding does, without decoding the clip); each one that does not is skipped with a warning naming it,
+    the reason and `source`, as `ast-audio stats` skips them: one bad file never ends a run."""
+    kept = []
+    for clip in clips:
+        try:
+            audio_info(clip.path)
+        except Exception as exc:  # one file's fault is that file's failure, never the run's
+            logger.warning("%s: skipped %s", source, input_error(clip.path, exc))
+            continue
+        kept.append(clip)
+    return kept
+
+
+def check_no_class_emptied(before: list[Clip], after: list[Clip], labels: LabelSpace, source: str) -> None:
+    """Refuse training data where skipping unreadable clips left a class with none (DataError naming them)."""
+    had = {label for clip in before for label in clip.labels}
+    left = {label for clip in after for label in clip.labels}
+    emptied = [labels.names[label] for label in sorted(had - left)]
+    if emptied:
+        raise DataError(f"{source}: no readable clip is left of the class{'es' if len(emptied) > 1 else ''} "
+                        f"{', '.join(repr(name) for name in emptied)} (the unreadable ones are listed above)")
+
+
 def seeded_split(clips: list[Clip], fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:
     """Split off `fraction` of the clips (stratified by first label) for validation, reproducibly."""
     if not 0.0 < fraction < 1.0:
@@ -170,9 +199,11 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __init__(
         self, clips: list[Clip], num_labels: int, extractor: ASTFeatureExtractor, augment: AugmentConfig | None = None,
-        training: bool = False, seed: int = 0,
+        training: bool = False, seed: int = 0, role: str | None = None,
     ) -> None:
+        """`role` names the clips in errors (default: "training" when `training`, else "evaluation")."""
         self.clips = clips
+        self.role = role or ("training" if training else "evaluation")
         self.num_labels = num_labels
         self.extractor = extractor
         self.augment = augment or AugmentConfig()
@@ -194,7 +225,7 @@ class ClipDataset(torch.utils.data.Dataset):
         try:
             return load_audio(clip.path, self.extractor.sampling_rate)
         except ASTAudioError as exc:
-            raise DataError(f"training clip {index}: {exc}") from None
+            raise DataError(f"{self.role} clip {index}: {exc}") from None
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, epoch = item if isinstance(item, tuple) else (item, 0)
@@ -331,9 +362,16 @@ def prepare_data(config: "TrainConfig") -> DataSplits:
     else:
         train, validation = seeded_split(train, config.validation_fraction, config.seed)
     test = load_clips(config.test, labels)[0] if config.test else None
-    for name, clips in (("train", train), ("validation", validation), ("test", test)):
+    splits = {"train": train, "validation": validation, "test": test}
+    for name, clips in splits.items():
         if clips is not None:
-            check_files(clips, f"{name} data ({getattr(config, name) or config.train})")
+            source = f"{name} data ({getattr(config, name) or config.train})"
+            check_files(clips, source)
+            splits[name] = readable_clips(clips, source)
+            if name == "train":
+                check_no_class_emptied(clips, splits[name], labels, source)
+            check_files(splits[name], source)  # none left: "no clips"
+    train, validation, test = splits["train"], splits["validation"], splits["test"]
     check_classes(train, labels, config.train)
     multi_label = any(len(clip.labels) != 1 for clip in train)
     return DataSplits(train, validation, test, labels, multi_label)
