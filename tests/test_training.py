@@ -707,6 +707,35 @@ def test_train_arguments_that_cannot_work_are_one_line_usage_errors(dataset, tmp
                                                "per class, a CSV or a JSON manifest (train data)")
 
 
+@pytest.mark.parametrize("stop_after_step", [2, 3])  # mid-epoch; after the epoch's last step, before its end
+def test_an_interrupted_epoch_logs_all_its_batches(dataset, tmp_path, stop_after_step):
+    """Ctrl-C stops a run at a step's end; resumed, the epoch's metrics.csv row is the uninterrupted run's (its
+    training loss and accuracy over all its batches, not NaN or those after the resume only)."""
+    import csv
+    import signal as signals
+
+    from ast_audio.training.trainer import TrainingInterrupted
+
+    class StoppedByCtrlC(Trainer):
+        def _optimizer_step(self, run):
+            super()._optimizer_step(run)
+            if run.state["step"] == stop_after_step:  # 3 steps an epoch: 18 training clips, batches of 6
+                signals.raise_signal(signals.SIGINT)
+
+    Trainer(config(dataset, tmp_path / "whole", epochs=2)).train()
+    with pytest.raises(TrainingInterrupted):
+        StoppedByCtrlC(config(dataset, tmp_path / "cut", epochs=2)).train()
+    Trainer(config(dataset, tmp_path / "cut", epochs=2)).train()
+    rows = {}
+    for name in ("whole", "cut"):
+        with open(tmp_path / name / "metrics.csv", encoding="utf-8") as handle:
+            rows[name] = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows["cut"]] == ["1", "2"]
+    for whole, cut in zip(rows["whole"], rows["cut"]):
+        for key in ("step", "train_loss", "train_accuracy", "val_loss"):
+            assert float(cut[key]) == pytest.approx(float(whole[key]), rel=1e-6), (key, whole, cut)
+
+
 def test_unreadable_clips_are_skipped_up_front_each_named_with_its_reason(dataset, tmp_path, caplog):
     """Random bytes and an empty file among the training and validation clips: each is skipped before a model
     is built, with a warning naming it, its reason and its split (as `stats` skips them); a class left with no

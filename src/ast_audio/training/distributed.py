@@ -64,6 +64,13 @@ class Distributed:
             dist.all_reduce(totals)
         return (totals[0] / totals[1]).item() if totals[1] else float("nan")
 
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sums of every process's `values` (lists of equal length)."""
+        totals = torch.tensor(values, dtype=torch.float64)
+        if self.active:
+            dist.all_reduce(totals)
+        return totals.tolist()
+
     def gather_rows(self, indices: list[int], *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """Every process's rows of `arrays` (rows for `indices`), gathered and put back in index order."""
         if not self.active or self.world_size == 1:

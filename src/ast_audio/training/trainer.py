@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,9 @@ class _Run:
     batches_per_epoch: int  # whole accumulation steps only: leftovers would mix into the next epoch's first step
     state: dict[str, Any]
     ema: ASTForAudioClassification | None = None  # the weights' moving average (ema_decay > 0)
+    # This process's training sums of the current epoch not yet in state["epoch_train"] (_fold_train_sums):
+    # micro-batch losses, micro-batches, correct samples, samples.
+    pending: list[float] = field(default_factory=lambda: [0.0] * 4)
 
     @property
     def scored(self) -> torch.nn.Module:
@@ -180,6 +183,7 @@ class Trainer:
         return directory
 
     def _save_state(self, run: _Run) -> None:
+        self._fold_train_sums(run)
         if self.dist.main:
             state = {
                 **run.state, "model": self.model.state_dict(), "optimizer": run.optimizer.state_dict(),
@@ -222,7 +226,7 @@ class Trainer:
         with _stop_requests() as stop:
             while state["epoch"] < config.epochs:
                 started = time.time()
-                losses, correct = self._train_epoch(run, stop)
+                self._train_epoch(run, stop)
                 if stop.requested or (config.max_steps and state["step"] >= config.max_steps):
                     self._save_state(run)
                     if stop.requested:
@@ -232,8 +236,9 @@ class Trainer:
                         )
                     return {"stopped_at_step": state["step"]}
                 metrics = self.evaluate(run.scored, self.data.validation)
+                train = self._epoch_train_metrics(run)
                 state["epoch"], state["batch"] = state["epoch"] + 1, 0
-                self._after_epoch(run, metrics, (self.dist.mean(losses), self.dist.mean(correct)), started)
+                self._after_epoch(run, metrics, train, started)
                 self._save_state(run)
                 if config.early_stopping_patience and state["stale"] >= config.early_stopping_patience:
                     if self.dist.main:
@@ -262,7 +267,7 @@ class Trainer:
             self.dist.wrap(self.model, self.device), trainable, build_optimizer(config, trainable),
             Precision(config.precision, self.device), dataset, sampler, per_epoch, per_epoch * config.grad_accumulation,
             {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_loss": None, "best_epoch": None, "stale": 0,
-             "average": None, "averaged": 0, "history": []},
+             "average": None, "averaged": 0, "history": [], "epoch_train": [0.0] * 4},
             ema=copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay else None,
         )
         saved = self._load_state() if resume else None
@@ -300,17 +305,16 @@ class Trainer:
                 "resuming would mix them: pass --no-resume to start over, or another --output-dir"
             )
 
-    def _train_epoch(self, run: _Run, stop: "_StopRequests") -> tuple[list[float], list[float]]:
-        """The rest of the current epoch (or up to max_steps, or a stop request at a step's end); returns the
-        micro-batch losses and each training sample's correctness (argmax of logits = argmax of target)."""
+    def _train_epoch(self, run: _Run, stop: "_StopRequests") -> None:
+        """The rest of the current epoch (or up to max_steps, or a stop request at a step's end), adding each
+        micro-batch's loss and each training sample's correctness (argmax of logits = argmax of target) to
+        run.pending."""
         from tqdm import tqdm
 
         config, state = self.config, run.state
         run.sampler.epoch, run.sampler.skip_batches = state["epoch"], state["batch"]
         loader = torch.utils.data.DataLoader(run.dataset, batch_sampler=run.sampler, collate_fn=collate,
                                              num_workers=config.num_workers)
-        losses: list[float] = []
-        correct: list[float] = []
         run.wrapped.train()
         with tqdm(total=run.batches_per_epoch, initial=state["batch"], unit="batch", file=sys.stderr,
                   desc=f"epoch {state['epoch'] + 1}/{config.epochs}",
@@ -321,8 +325,8 @@ class Trainer:
                 last_of_step = (state["batch"] + 1) % config.grad_accumulation == 0
                 with self.dist.sync_gradients(run.wrapped, last_of_step):
                     loss, hits = self._backward(run, features, targets)
-                losses.append(loss)
-                correct.extend(hits)
+                run.pending = [run.pending[0] + loss, run.pending[1] + 1, run.pending[2] + sum(hits),
+                               run.pending[3] + len(hits)]
                 state["batch"] += 1
                 bar.update(1)
                 if last_of_step:
@@ -330,7 +334,21 @@ class Trainer:
                     stop.requested = self.dist.any(stop.requested)  # every process stops at the same step
                     if stop.requested or (config.max_steps and state["step"] >= config.max_steps):
                         break
-        return losses, correct
+
+    def _fold_train_sums(self, run: _Run) -> None:
+        """Add every process's pending training sums to state["epoch_train"], the epoch's totals that last.pt
+        keeps, so an epoch interrupted and resumed (even after its last step) reports all of its batches."""
+        totals = self.dist.sum(run.pending)
+        run.state["epoch_train"] = [a + b for a, b in zip(run.state["epoch_train"], totals)]
+        run.pending = [0.0] * 4
+
+    def _epoch_train_metrics(self, run: _Run) -> tuple[float, float]:
+        """The finished epoch's training loss (mean over micro-batches) and accuracy (over samples); NaN where
+        it had none. Resets the epoch's totals."""
+        self._fold_train_sums(run)
+        loss_sum, batches, correct, samples = run.state["epoch_train"]
+        run.state["epoch_train"] = [0.0] * 4
+        return (loss_sum / batches if batches else float("nan"), correct / samples if samples else float("nan"))
 
     def _backward(self, run: _Run, features: torch.Tensor, targets: torch.Tensor) -> tuple[float, list[float]]:
         """Forward and backward of one micro-batch (its loss scaled for accumulation); returns its loss and each
