@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from ast_audio import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, CheckpointError, load_audio
 from ast_audio.cli import main
+from ast_audio.errors import UsageError
 from ast_audio.training.config import TrainConfig, load_train_config, parse_overrides
 from ast_audio.training.data import (
     AugmentConfig,
@@ -454,7 +455,7 @@ def test_train_logs_a_line_per_epoch_without_a_terminal(dataset, tmp_path):
 
 def test_resume_refuses_changed_settings_and_allows_more_epochs(dataset, tmp_path):
     Trainer(config(dataset, tmp_path / "run", epochs=2)).train()
-    with pytest.raises(DataError, match=r"other settings \(lr: 0.003 -> 0.01\).*--no-resume"):
+    with pytest.raises(UsageError, match=r"other settings \(lr: 0.003 -> 0.01\).*--no-resume"):
         Trainer(config(dataset, tmp_path / "run", epochs=2, lr=0.01)).train()
     results = Trainer(config(dataset, tmp_path / "run", epochs=3)).train()  # more epochs: goes on
     assert json.loads((tmp_path / "run" / "final" / "trainer_state.json").read_text())["epoch"] == 3
@@ -763,3 +764,36 @@ def test_unreadable_clips_are_skipped_up_front_each_named_with_its_reason(datase
         os.unlink(root / "low" / f"{i}.wav")
     with pytest.raises(DataError, match=r"no readable clip is left of the class 'low'"):
         prepare_data(config(root, tmp_path / "run", validation=str(validation)))
+
+
+def test_a_finished_run_rerun_says_complete_and_other_settings_exit_2(dataset, tmp_path, capsys, caplog):
+    """Rerunning a finished run says it is complete (one line, not "resuming from epoch 2"); rerunning it with
+    other settings is a usage error (exit 2, one line with the --no-resume hint)."""
+    run = tmp_path / "run"
+    command = ["train", "--train", str(dataset), "-o", str(run), "--epochs", "1", "--batch-size", "6", "--device",
+               "cpu", "--set", "frames=48", "--set", f"model={json.dumps(TINY)}"]
+    assert main(command) == 0
+    capsys.readouterr()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ast_audio.training"):
+        assert main(command) == 0
+    said = [record.getMessage() for record in caplog.records]
+    assert any("this run is already complete (1 of 1 epochs)" in line for line in said), said
+    assert not any("resuming from" in line for line in said), said
+    capsys.readouterr()
+    assert main([*command, "--lr", "0.01", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "other settings" in err and "--no-resume" in err, err
+
+
+def test_a_warmup_longer_than_the_run_and_audioset_stats_from_scratch_warn_once(dataset, tmp_path, caplog):
+    """Settings that run but not as meant get one warning each at the start: a warmup longer than the run (3
+    optimizer steps: 18 training clips, batches of 6), and training from scratch on AudioSet's mean and std."""
+    caplog.set_level("WARNING", logger="ast_audio.training")
+    Trainer(config(dataset, tmp_path / "a", epochs=1, warmup_steps=10))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("warmup_steps 10 is more than the run's 3 optimizer steps" in w for w in warnings) == 1, warnings
+    assert sum("AudioSet's mean -4.26774 and std 4.569" in w and "ast-audio stats" in w for w in warnings) == 1
+    caplog.clear()
+    Trainer(config(dataset, tmp_path / "b", epochs=1, warmup_steps=3, mean=-6.0, std=5.0))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ast_audio.checkpoints.adaptation import init_from_ast, init_from_timm
-from ast_audio.errors import ASTAudioError
+from ast_audio.errors import ASTAudioError, UsageError
 from ast_audio.features.extractor import ASTFeatureExtractor
 from ast_audio.io_utils import atomic_path, atomic_write_text
 from ast_audio.model.configuration import ASTConfig
@@ -280,7 +280,10 @@ class Trainer:
             if run.ema is not None:
                 run.ema.load_state_dict(saved["ema"])
             run.state.update({k: saved[k] for k in run.state if k in saved})  # last.pt of earlier versions: no best_loss
-            if self.dist.main:
+            if self.dist.main and run.state["epoch"] >= config.epochs:
+                logger.info("%s: this run is already complete (%d of %d epochs): pass more --epochs to go on, or "
+                            "--no-resume to start over", self.output_dir, run.state["epoch"], config.epochs)
+            elif self.dist.main:
                 logger.info("resuming from epoch %d, batch %d (step %d)", run.state["epoch"] + 1, run.state["batch"],
                             run.state["step"])
         if self.dist.main:
@@ -300,7 +303,7 @@ class Trainer:
         blocking = sorted(changed - HARMLESS_ON_RESUME)
         if blocking:
             listed = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in blocking)
-            raise DataError(
+            raise UsageError(  # the command line's settings clash with the run's: exit 2, as README says
                 f"{os.path.join(self.output_dir, LAST_CHECKPOINT)} was written by a run with other settings ({listed}); "
                 "resuming would mix them: pass --no-resume to start over, or another --output-dir"
             )
