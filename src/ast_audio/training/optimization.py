@@ -37,6 +37,16 @@ def lr_at(config: TrainConfig, step: int, epoch: int, steps_per_epoch: int) -> f
     return lr
 
 
+def warmup_outlasts_run(config: TrainConfig, total_steps: int) -> str | None:
+    """A warning when the linear warmup is longer than the run's `total_steps` optimizer steps (the learning
+    rate then never reaches config.lr), else None."""
+    if config.warmup_steps <= total_steps:
+        return None
+    return (f"warmup_steps {config.warmup_steps} is more than the run's {total_steps} optimizer steps: the learning "
+            f"rate never reaches its peak {config.lr:g} (at most {lr_at(config, total_steps - 1, 0, 1):.3g}); "
+            "lower warmup_steps (--set warmup_steps=N) or train longer")
+
+
 def ema_decay_at(decay: float, step: int) -> float:
     """The decay of the weights' moving average after optimizer step `step` (1-based): `decay`, but at most
     (1 + step) / (10 + step), so the first steps' random weights do not linger in the average (the warm-up of

@@ -43,7 +43,14 @@ from ast_audio.training.data import (
 from ast_audio.training.distributed import Distributed
 from ast_audio.training.evaluation import score_clips
 from ast_audio.training.metrics import evaluate_predictions, json_safe
-from ast_audio.training.optimization import Precision, build_optimizer, ema_decay_at, lr_at, update_ema
+from ast_audio.training.optimization import (
+    Precision,
+    build_optimizer,
+    ema_decay_at,
+    lr_at,
+    update_ema,
+    warmup_outlasts_run,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +108,8 @@ class Trainer:
             )
         self.data = prepare_data(config)
         self.config = config = self._epochs_for_min_steps(config)
+        if self.dist.main:
+            self._warn_about_settings()
         self.loss_kind = config.loss if config.loss != "auto" else ("bce" if self.data.multi_label else "ce")
         self.metric = config.metric if config.metric != "auto" else ("mAP" if self.data.multi_label else "accuracy")
         # The one feature pipeline: training, validation, evaluate and classify all featurise through it.
@@ -122,6 +131,19 @@ class Trainer:
             logger.info("%d epochs of %d optimizer steps (%d training clips) to make min_steps %d (epochs was %d)",
                         needed, per_epoch, len(self.data.train), config.min_steps, config.epochs)
         return dataclasses.replace(config, epochs=needed)
+
+    def _warn_about_settings(self) -> None:
+        """One warning each for settings that run but likely not as meant: a warmup longer than the run, and
+        a model trained from scratch on AudioSet's normalisation instead of its own data's."""
+        config = self.config
+        warning = warmup_outlasts_run(config, config.epochs * steps_per_epoch(len(self.data.train), config))
+        if warning:
+            logger.warning("%s", warning)
+        audioset = (TrainConfig.mean, TrainConfig.std)
+        if config.init in ("scratch", "") and (config.mean, config.std) == audioset:
+            logger.warning("training from scratch with AudioSet's mean %g and std %g (no --stats): other data's "
+                           "features are then not centred and scaled as they should be; measure yours with "
+                           "`ast-audio stats DATA -o stats.json` and pass --stats stats.json", *audioset)
 
     # ------------------------------------------------------------------------------------ model
     def _check_init(self) -> None:
