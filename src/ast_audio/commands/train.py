@@ -16,9 +16,11 @@ DESCRIPTION = (
     "manifest ({'data': [{'wav', 'labels'}]}, with --labels-csv), or a CSV (path,label[,label...]). The output "
     "directory gets best/, final/ (and averaged/) checkpoints that classify and evaluate load, metrics.csv per "
     "epoch, results.json (metrics; null where undefined), and last.pt to resume from. Runs under torchrun "
-    "--nproc-per-node N unchanged. Exit code 0: done; 1: an error (e.g. data of one class, a checkpoint that "
-    "cannot be read); 2: a usage error, a setting that cannot work (found before training starts); 130: stopped "
-    "by Ctrl-C or SIGTERM at a step's end, resumable."
+    "--nproc-per-node N unchanged. Unreadable clips are skipped with a warning each. Exit code 0: done (a rerun "
+    "of a finished run says it is complete); 1: an error (e.g. data of one class, a checkpoint that cannot be "
+    "read); 2: a usage error, a setting that cannot work (an output directory that is a file, last.pt written "
+    "with other settings; found before training starts); 130: stopped by Ctrl-C or SIGTERM at a step's end, "
+    "resumable."
 )
 
 
