@@ -797,3 +797,24 @@ def test_a_warmup_longer_than_the_run_and_audioset_stats_from_scratch_warn_once(
     caplog.clear()
     Trainer(config(dataset, tmp_path / "b", epochs=1, warmup_steps=3, mean=-6.0, std=5.0))
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_sigterm_stops_training_at_a_step_with_exit_130(dataset, tmp_path, capsys, monkeypatch):
+    """SIGTERM during training stops at the step's end like Ctrl-C, exit 130 (what README and train --help
+    say), with last.pt saved to go on from."""
+    import signal as signals
+
+    from ast_audio.training import trainer as trainer_module
+
+    step = trainer_module.Trainer._optimizer_step
+
+    def step_then_sigterm(self, run):
+        step(self, run)
+        if run.state["step"] == 1:
+            signals.raise_signal(signals.SIGTERM)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_optimizer_step", step_then_sigterm)
+    code = main(["train", "--train", str(dataset), "-o", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "6",
+                 "--device", "cpu", "--set", "frames=48", "--set", f"model={json.dumps(TINY)}", "-q"])
+    assert code == 130 and "rerun the same command to go on" in capsys.readouterr().err
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 1
