@@ -818,3 +818,37 @@ def test_sigterm_stops_training_at_a_step_with_exit_130(dataset, tmp_path, capsy
                  "--device", "cpu", "--set", "frames=48", "--set", f"model={json.dumps(TINY)}", "-q"])
     assert code == 130 and "rerun the same command to go on" in capsys.readouterr().err
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 1
+
+
+def test_init_from_a_local_checkpoint_keeps_its_input_settings(dataset, tmp_path, capsys, caplog):
+    """--init DIR without a recipe trains on the checkpoint's own frames, strides, mel bins and normalisation
+    (not the release's 1024 frames, stride 10 and AudioSet's mean and std); a setting given that differs is kept
+    and said to adapt the model; the esc50 recipe from its Hub id is unchanged."""
+    source = randomize_(ASTForAudioClassification(ASTConfig(**TINY, max_length=48, frequency_stride=16, time_stride=16,
+                                                            num_mel_bins=64, num_labels=3)))
+    source.save_pretrained(tmp_path / "small")
+    ASTFeatureExtractor(num_mel_bins=64, max_length=48, mean=-6.5, std=3.25).save_pretrained(tmp_path / "small")
+    command = ["train", "--train", str(dataset), "--init", str(tmp_path / "small"), "--epochs", "1", "-o",
+               str(tmp_path / "run"), "--device", "cpu", "--set", "freqm=0", "--set", "timem=0"]
+    caplog.set_level("INFO", logger="ast_audio.training")
+    assert main(command) == 0
+    assert not [r for r in caplog.records if "adapted" in r.getMessage()]
+    final = tmp_path / "run" / "final"
+    saved = json.loads((final / "config.json").read_text())
+    assert [saved[k] for k in ("max_length", "frequency_stride", "time_stride", "num_mel_bins")] == [48, 16, 16, 64]
+    normalisation = json.loads((final / "preprocessor_config.json").read_text())
+    assert (normalisation["mean"], normalisation["std"]) == (-6.5, 3.25)
+    name = "audio_spectrogram_transformer.embeddings.position_embeddings"
+    assert load_file(final / "model.safetensors")[name].shape == source.state_dict()[name].shape  # 3 x 2 patches + 2
+
+    capsys.readouterr()
+    caplog.clear()
+    assert main(command + ["--set", "frames=64", "--print-config"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert (resolved["frames"], resolved["time_stride"], resolved["mean"]) == (64, 16, -6.5)
+    adapted = [r.getMessage() for r in caplog.records if "adapted" in r.getMessage()]
+    assert adapted == [f"init {tmp_path / 'small'}: the model is adapted to this run's frames 64 (the checkpoint's 48)"]
+    assert main(["train", "esc50", "--train", str(dataset), "--print-config"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert [resolved[k] for k in ("frames", "frequency_stride", "time_stride", "num_mel_bins", "mean", "std")] == \
+        [512, 10, 10, 128, -6.6268077, 5.358466]

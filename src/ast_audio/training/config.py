@@ -266,6 +266,9 @@ def load_train_config(path: str | None, overrides: dict[str, Any] | None = None)
             data[key] = {**data[key], **value}  # --set model.hidden_size=64 keeps the file's other model fields
         else:
             data[key] = value
+    from ast_audio.training.init_checkpoint import with_init_settings
+
+    data = with_init_settings(data)  # input settings not given: the init checkpoint's own
     for key in ("train", "validation", "test", "labels_csv", "output_dir"):
         if isinstance(data.get(key), str) and data[key]:
             data[key] = os.path.abspath(data[key])  # train_config.json says exactly which files
