@@ -57,13 +57,6 @@ class Distributed:
             with wrapped.no_sync():
                 yield
 
-    def mean(self, values: list[float]) -> float:
-        """The mean of every process's `values`."""
-        totals = torch.tensor([sum(values), len(values)], dtype=torch.float64)
-        if self.active:
-            dist.all_reduce(totals)
-        return (totals[0] / totals[1]).item() if totals[1] else float("nan")
-
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sums of every process's `values` (lists of equal length)."""
         totals = torch.tensor(values, dtype=torch.float64)
