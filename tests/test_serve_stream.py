@@ -247,6 +247,20 @@ def test_many_tiny_messages_are_read_quickly(stream_server):
     assert_classify_answers(server)
 
 
+def test_waiting_for_the_model_is_not_the_clients_idleness(stream_server):
+    """realtime=false and a recording sent at once, the model far behind (56 s at a 0.01 s hop: 5501 windows, in
+    messages of 8 s, each a second or more of the model's work, more than the four the server holds):
+    the server stops reading the socket for longer than the 1 s idle timeout while its own decoder waits, and
+    that wait is not counted as the client sending nothing (bench_live's base-model stream ended with the idle
+    error): every window comes, then the summary."""
+    server, _ = stream_server
+    audio = (3000 * np.random.default_rng(8).standard_normal(56 * 16000)).astype("<i2").tobytes()
+    received, code = exchange(server, "format=s16le&rate=16000&window=1&hop=0.01&top_k=1&realtime=false",
+                              [*pieces(audio, 8 * 32000), END], timeout=240)
+    assert code == 1000, received[-2:]
+    assert received[-1]["summary"] == {"windows": 5501, "dropped": 0, "seconds": 56.0}, received[-1]
+
+
 def test_a_client_that_leaves_mid_window_frees_its_stream(stream_server):
     """The client drops the connection (no close handshake) while a window is half read: the stream is let go
     (the active-streams gauge back to 0) and the server answers the next upload and stream."""

@@ -285,7 +285,7 @@ class LiveStream:
                 message = await asyncio.wait_for(self.websocket.receive(), timeout)
             except asyncio.TimeoutError:
                 if pending:  # nothing more came: what was gathered goes on, waiting for room if need be
-                    await self._put(bytes(pending))
+                    last_audio += await self._put(bytes(pending))
                     pending.clear()
                     continue
                 raise IdleStreamError(f"no audio for {idle:g} s: this server ends a stream idle that long "
@@ -301,7 +301,7 @@ class LiveStream:
                     pending += data
                     last_audio = time.monotonic()
                     if not self._gather(len(pending)):
-                        await self._put(bytes(pending))
+                        last_audio += await self._put(bytes(pending))
                         pending.clear()
             elif text is not None and _is_end(text):
                 if not ended:
@@ -316,12 +316,14 @@ class LiveStream:
         under `GATHER_BYTES` (an idle decoder takes what there is at once: no latency added)."""
         return pending < GATHER_BYTES and not self._incoming.empty()
 
-    async def _put(self, data: bytes | None) -> None:
-        """Hand a piece to the decoder thread, waiting (the socket unread meanwhile) while it is behind."""
+    async def _put(self, data: bytes | None) -> float:
+        """Hand a piece to the decoder thread, waiting (the socket unread meanwhile) while it is behind; the
+        seconds it waited, which the idle timeout does not count (the server, not the client, was slow)."""
+        started = time.monotonic()
         while True:
             try:
                 self._incoming.put_nowait(data)
-                return
+                return time.monotonic() - started
             except queue.Full:
                 await asyncio.sleep(0.01)
 
