@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,9 +129,10 @@ def listen_command(checkpoint: str, hop: float) -> list[str]:
             "--rate", str(RATE), "--hop", repr(hop), "--top-k", "1"]
 
 
-def listen_latency(checkpoint: str, hop: float, seconds: float, chunk_ms: float) -> dict:
-    """`ast-audio listen -` fed at real-time pace: per-window latencies (the first window apart)."""
-    log, arrivals = SendLog(), []
+def fed_listen(checkpoint: str, hop: float, feed: Callable, wait_s: float) -> tuple[list, int | None, str]:
+    """`ast-audio listen -` given its standard input by `feed(process, send)` (send(bytes) writes and flushes);
+    its lines with their arrival times, its exit status and its stderr."""
+    arrivals: list = []
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(listen_command(checkpoint, hop), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=errors)
@@ -142,18 +144,26 @@ def listen_latency(checkpoint: str, hop: float, seconds: float, chunk_ms: float)
                 process.stdin.write(data)
                 process.stdin.flush()
 
-            paced_send(send, seconds, chunk_ms, log)
+            feed(process, send)
             process.stdin.close()
-            reader.join(timeout=seconds + 120)
+            reader.join(timeout=wait_s)
             process.wait(timeout=60)
         finally:
             stop(process)
         errors.seek(0)
         stderr = errors.read().decode(errors="replace").strip()
+    return arrivals, process.returncode, stderr
+
+
+def listen_latency(checkpoint: str, hop: float, seconds: float, chunk_ms: float) -> dict:
+    """`ast-audio listen -` fed at real-time pace: per-window latencies (the first window apart)."""
+    log = SendLog()
+    arrivals, status, stderr = fed_listen(checkpoint, hop, lambda _, send: paced_send(send, seconds, chunk_ms, log),
+                                          seconds + 120)
     windows = sorted((record["end"], window_latency(record, arrived, log)) for record, arrived in arrivals
                      if "start" in record)
-    if process.returncode != 0 or not windows:
-        raise RuntimeError(f"listen failed (exit {process.returncode}): {stderr[-500:]}")
+    if status != 0 or not windows:
+        raise RuntimeError(f"listen failed (exit {status}): {stderr[-500:]}")
     latencies = [latency for _, latency in windows]
     return {"path": "listen -", "windows": len(windows), "first_s": latencies[0], **percentiles(latencies[1:]),
             "dropped": 0}
@@ -326,36 +336,35 @@ class MemoryProbe:
 def listen_memory(checkpoint: str, hop: float, minutes: float) -> dict:
     """`ast-audio listen -` over `minutes` of stream written as fast as it reads (1 s pieces); its resident
     memory read 20 times, evenly along the stream."""
-    counted: list = []
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(listen_command(checkpoint, hop), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=errors)
-        probe, started = MemoryProbe(process.pid, round(minutes * 60 * RATE)), time.perf_counter()
-        try:
-            reader = threading.Thread(target=read_lines, args=(process.stdout, counted), daemon=True)
-            reader.start()
+    probes: list = []
 
-            def send(data: bytes) -> None:
-                process.stdin.write(data)
-                process.stdin.flush()
-                probe.sent(len(data) // 4)
+    def feed(process: subprocess.Popen, send: Callable) -> None:
+        probe = MemoryProbe(process.pid, round(minutes * 60 * RATE))
+        probes.append(probe)
 
-            paced_send(send, minutes * 60, 1000, SendLog(), realtime=False)
-            process.stdin.close()
-            reader.join(timeout=3600)
-            process.wait(timeout=60)
-        finally:
-            stop(process)
-        errors.seek(0)
-        if process.returncode != 0:
-            raise RuntimeError(f"listen failed (exit {process.returncode}): {errors.read().decode()[-500:]}")
-    return memory_row("listen -", minutes, sum("start" in record for record, _ in counted),
-                      time.perf_counter() - started, probe.readings)
+        def counted_send(data: bytes) -> None:
+            send(data)
+            probe.sent(len(data) // 4)
+
+        paced_send(counted_send, minutes * 60, 1000, SendLog(), realtime=False)
+
+    started = time.perf_counter()
+    arrivals, status, stderr = fed_listen(checkpoint, hop, feed, 3600)
+    if status != 0:
+        raise RuntimeError(f"listen failed (exit {status}): {stderr[-500:]}")
+    return memory_row("listen -", minutes, sum("start" in record for record, _ in arrivals),
+                      time.perf_counter() - started, probes[0].readings)
+
+
+AHEAD_S = 30.0  # seconds of stream a client sends ahead of the windows it has back (websocket_memory)
 
 
 def websocket_memory(port: int, pid: int, hop: float, minutes: float) -> dict:
     """One /v1/stream stream of `minutes` with realtime=false (the server reads it as fast as the model keeps
-    up, nothing dropped), sent in 1 s pieces; the server's resident memory read 20 times along it."""
+    up, nothing dropped), sent in 1 s pieces at most `AHEAD_S` of stream time ahead of the last window received
+    (a client's flow control: audio sent far ahead waits in the socket's buffers, and the WebSocket keepalive's
+    ping and pong wait behind it, so a slow model's stream was closed with 1011 after 20 s); the server's
+    resident memory read 20 times along it."""
     from websockets.exceptions import WebSocketException
     from websockets.sync.client import connect
 
@@ -366,8 +375,13 @@ def websocket_memory(port: int, pid: int, hop: float, minutes: float) -> dict:
     receiver = threading.Thread(target=receive, args=(connection, arrivals, state), daemon=True)
     receiver.start()
 
+    sent = [0.0]
+
     def send(data: bytes) -> None:
+        while sent[0] - (arrivals[-1][0]["end"] if arrivals else 0.0) > AHEAD_S and receiver.is_alive():
+            time.sleep(0.02)
         connection.send(data)
+        sent[0] += len(data) / 4 / RATE
         probe.sent(len(data) // 4)
 
     try:
