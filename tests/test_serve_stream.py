@@ -247,19 +247,6 @@ def test_many_tiny_messages_are_read_quickly(stream_server):
     assert_classify_answers(server)
 
 
-def test_a_wav_stream_gives_windows_as_its_samples_arrive(stream_server):
-    """A WAV container's header and 1.5 s of samples (48 KB), the socket held open: the first window comes at
-    once (FFmpeg's WAV demuxer, which the service used, held back its first 64 KiB: no window until 2 s)."""
-    server, _ = stream_server
-    audio = (0.1 * np.random.default_rng(9).standard_normal(3 * 16000)).astype(np.float32)
-    buffer = io.BytesIO()
-    sf.write(buffer, audio, 16000, format="WAV", subtype="PCM_16")
-    with connect(url(server, "format=container&window=1&hop=0.5"), additional_headers=AUTH, open_timeout=30) as ws:
-        ws.send(buffer.getvalue()[: 44 + 2 * 24000])
-        first = json.loads(ws.recv(timeout=20))
-    assert (first["start"], first["end"]) == (0.0, 1.0), first
-
-
 def test_waiting_for_the_model_is_not_the_clients_idleness(stream_server):
     """realtime=false and a recording sent at once, the model far behind (56 s at a 0.01 s hop: 5501 windows, in
     messages of 8 s, each a second or more of the model's work, more than the four the server holds):

@@ -1,9 +1,8 @@
 """Live streams over a WebSocket (`/v1/stream`): audio in as it plays, the records `ast-audio listen` prints out.
 
 One connection is one `LiveStream`. Its audio messages go to a decoder thread (raw PCM framed by
-`inference.stream.PcmFrames`, or a container read by `stream_chunks` from the messages as a file: a PCM WAV
-as its samples arrive, anything else decoded by PyAV), which turns them into windows with the code `listen`
-runs (`windows_from_chunks`: `MonoResampler`,
+`inference.stream.PcmFrames`, or a container decoded by PyAV through `container_chunks` reading the messages as
+a file), which turns them into windows with the code `listen` runs (`windows_from_chunks`: `MonoResampler`,
 `StreamWindows`, the file's last-window rule at the end). Windows ready together are featurised in the service's
 decoding pool and scored through the service's `DynamicBatcher`, so streams and uploads share model calls; their
 records come from `window_records` and their events from `LiveEvents`, as listen's do.
@@ -38,7 +37,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ast_audio.errors import AudioError, ConfigError
 from ast_audio.inference.stream import (PCM_FORMATS, LiveEvents, PcmFrames, StreamWindow, StreamWindows,
-                                        stream_chunks, wall_time, window_records, windows_from_chunks)
+                                        container_chunks, wall_time, window_records, windows_from_chunks)
 from ast_audio.service.errors import (HTTPRejection, IdleStreamError, MessageTooBigError, QueueFullError,
                                       RequestLimitError, ShuttingDownError, StreamPolicyError, UnknownMessageError,
                                       rejection)
@@ -84,9 +83,8 @@ def close_code(error: BaseException) -> int:
 
 async def refuse(websocket: WebSocket, error: BaseException) -> int:
     """Send {"error": MESSAGE, "status": HTTP_STATUS} (the status /v1/classify would answer, by
-    `service.errors.STATUSES`: 401 a missing or wrong key, 422 a bad value, 429 too many streams, ...) and close
-    with `close_code(error)`, accepting the connection first if it was not (a browser cannot read an HTTP refusal
-    of a WebSocket); a client already gone is let go. The code."""
+    `service.errors.STATUSES`: 401 a missing or wrong key, 422 a bad value, 429 too many streams, ...) and close with `close_code(error)`, accepting the connection first if it was not
+    (a browser cannot read an HTTP refusal of a WebSocket); a client already gone is let go. The code."""
     code = close_code(error)
     answer = error if isinstance(error, HTTPRejection) else rejection(error)
     if code == 1011:
@@ -345,8 +343,7 @@ class LiveStream:
     def _chunks(self) -> Iterator[tuple[np.ndarray, int]]:
         """(frames, channels) float32 samples and their rate, as the messages arrive."""
         if self.request.sample_format == "container":
-            # stream_chunks: a PCM WAV read as it arrives, without FFmpeg's 64 KiB wait; the rest through PyAV
-            yield from stream_chunks(MessageReader(self._messages()), "the stream")
+            yield from container_chunks(MessageReader(self._messages()), "the stream")
             return
         pcm = PcmFrames(self.request.sample_format, self.request.channels)
         for data in self._messages():
